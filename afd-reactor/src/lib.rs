@@ -1,0 +1,19 @@
+//! # afd-reactor
+//!
+//! A single-threaded reactor event loop for Windows built directly on NT internals: per-socket
+//! `IOCTL_AFD_POLL` through ntdll, an I/O completion port, `NtSetIoCompletion` as the wake-up and
+//! `NtCancelIoFileEx` for deregistration — the design of the WRL-001 specification, with the
+//! corrections in the project's design notes.
+//!
+//! ## Layers
+//! - [`afd`]: AFD/NT/winsock definitions — plain data shared by every layer (all platforms).
+//! - `nt` (Windows only): safe wrappers over the NT calls; the crate's only FFI.
+#![deny(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("afd-reactor supports 64-bit targets only");
+
+pub mod afd;
+#[cfg(windows)]
+pub mod nt;

@@ -1,0 +1,170 @@
+//! Base socket resolution through Layered Service Providers.
+
+use std::io;
+use std::mem::size_of;
+use std::os::windows::io::{AsRawSocket, BorrowedHandle, BorrowedSocket, RawSocket};
+use std::ptr;
+use std::sync::Once;
+use windows_sys::Win32::Networking::WinSock::{
+    INVALID_SOCKET, SIO_BASE_HANDLE, SIO_BSP_HANDLE_POLL, SIO_BSP_HANDLE_SELECT, SO_TYPE, SOCKET,
+    SOCKET_ERROR, SOL_SOCKET, WSADATA, WSAENOTSOCK, WSAGetLastError, WSAIoctl, WSAStartup,
+    getsockopt,
+};
+
+/// How many provider layers [`base_socket`] walks through before giving up.
+const MAX_LAYERS: usize = 16;
+
+fn init_winsock() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        // SAFETY: WSADATA is plain data that WSAStartup fills in; the matching WSACleanup is never
+        // called, as in std, so winsock stays initialised for the life of the process.
+        unsafe {
+            let mut data: WSADATA = std::mem::zeroed();
+            WSAStartup(0x202, &mut data);
+        }
+    });
+}
+
+fn last_wsa_error() -> io::Error {
+    // SAFETY: reads this thread's last winsock error; no preconditions.
+    io::Error::from_raw_os_error(unsafe { WSAGetLastError() })
+}
+
+/// Check that `socket` names a socket: `getsockopt(SO_TYPE)` fails with WSAENOTSOCK otherwise.
+///
+/// Needed because Wine 8's `SIO_BASE_HANDLE` hands back *any* handle unchanged (a file, a pipe,
+/// a completion port) where Windows fails with WSAENOTSOCK.
+fn check_is_socket(socket: RawSocket) -> io::Result<()> {
+    let mut ty = 0i32;
+    let mut len = size_of::<i32>() as i32;
+    // SAFETY: `ty` and `len` are valid for writes for this synchronous call and `len` gives the
+    // size of `ty`; winsock validates `socket` itself.
+    let ret = unsafe {
+        getsockopt(
+            socket as SOCKET,
+            SOL_SOCKET,
+            SO_TYPE,
+            (&raw mut ty).cast(),
+            &mut len,
+        )
+    };
+    if ret == SOCKET_ERROR {
+        return Err(not_a_socket(last_wsa_error()));
+    }
+    Ok(())
+}
+
+fn ioctl_handle(socket: RawSocket, code: u32) -> io::Result<RawSocket> {
+    let mut out: SOCKET = INVALID_SOCKET;
+    let mut bytes = 0u32;
+    // SAFETY: `out` and `bytes` are valid for writes for this synchronous call (no OVERLAPPED);
+    // winsock validates `socket` itself and fails with WSAENOTSOCK if it is not one.
+    let ret = unsafe {
+        WSAIoctl(
+            socket as SOCKET,
+            code,
+            ptr::null(),
+            0,
+            (&raw mut out).cast(),
+            size_of::<SOCKET>() as u32,
+            &mut bytes,
+            ptr::null_mut(),
+            None,
+        )
+    };
+    if ret == SOCKET_ERROR {
+        return Err(last_wsa_error());
+    }
+    if out == INVALID_SOCKET {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the socket provider returned INVALID_SOCKET as base handle",
+        ));
+    }
+    Ok(out as RawSocket)
+}
+
+fn not_a_socket(err: io::Error) -> io::Error {
+    if err.raw_os_error() == Some(WSAENOTSOCK) {
+        io::Error::new(io::ErrorKind::InvalidInput, NotASocket(err))
+    } else {
+        err
+    }
+}
+
+/// Resolve the base (AFD) socket under any Layered Service Providers.
+///
+/// Asks `SIO_BASE_HANDLE` first; an LSP may refuse it, and then the handle `select`/`poll` would
+/// use (`SIO_BSP_HANDLE_POLL`, then `SIO_BSP_HANDLE_SELECT`) is taken, and the walk repeats from
+/// there until the handle stops changing. The result is then checked to be a socket
+/// (`getsockopt(SO_TYPE)`), because Wine's `SIO_BASE_HANDLE` does not check.
+///
+/// # Errors
+/// A handle that is not a socket (a file, a pipe, an event, a closed socket) gives an error of kind
+/// [`io::ErrorKind::InvalidInput`] that [`is_not_a_socket`] recognises; other winsock failures are
+/// returned as they come; more than 16 layers give [`io::ErrorKind::InvalidData`].
+///
+/// # Examples
+/// ```no_run
+/// # #[cfg(windows)] fn main() -> std::io::Result<()> {
+/// use std::os::windows::io::{AsRawSocket, AsSocket};
+/// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let base = afd_reactor::nt::base_socket(listener.as_socket())?;
+/// assert_eq!(base, listener.as_raw_socket()); // no LSP installed
+/// # Ok(()) }
+/// # #[cfg(not(windows))] fn main() {}
+/// ```
+#[doc(alias = "SIO_BASE_HANDLE")]
+pub fn base_socket(socket: BorrowedSocket<'_>) -> io::Result<RawSocket> {
+    init_winsock();
+    let mut current = socket.as_raw_socket();
+    for _ in 0..MAX_LAYERS {
+        match ioctl_handle(current, SIO_BASE_HANDLE) {
+            Ok(base) => return check_is_socket(base).map(|()| base),
+            Err(e) if e.raw_os_error() == Some(WSAENOTSOCK) => return Err(not_a_socket(e)),
+            Err(_) => {}
+        }
+        let next = ioctl_handle(current, SIO_BSP_HANDLE_POLL)
+            .or_else(|_| ioctl_handle(current, SIO_BSP_HANDLE_SELECT))
+            .map_err(not_a_socket)?;
+        if next == current {
+            return check_is_socket(current).map(|()| current);
+        }
+        current = next;
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "more than 16 layered service providers above the socket",
+    ))
+}
+
+/// Borrow a socket as the kernel handle it is (every base socket is an NT file handle), so that
+/// NT calls such as [`submit_poll`](super::submit_poll) can be issued on it.
+pub fn socket_as_handle(socket: BorrowedSocket<'_>) -> BorrowedHandle<'_> {
+    // SAFETY: a SOCKET from the base provider is an NT handle; the borrow has the socket's
+    // lifetime, so it stays open for as long as the returned handle is used.
+    unsafe { BorrowedHandle::borrow_raw(socket.as_raw_socket() as _) }
+}
+
+/// The source of the error [`base_socket`] returns for a handle that is not a socket.
+#[derive(Debug)]
+struct NotASocket(io::Error);
+
+impl std::fmt::Display for NotASocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the handle is not a socket ({})", self.0)
+    }
+}
+
+impl std::error::Error for NotASocket {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// True if `err` came from [`base_socket`] given a handle that is not a socket.
+pub fn is_not_a_socket(err: &io::Error) -> bool {
+    err.get_ref()
+        .is_some_and(|e| e.downcast_ref::<NotASocket>().is_some())
+}
