@@ -209,6 +209,11 @@ impl PollEvents {
         Self(self.0 | other.0)
     }
 
+    /// The bits in both sets.
+    pub const fn intersection(self, other: Self) -> Self {
+        Self(self.0 & other.0)
+    }
+
     /// The bits of `self` not in `other`.
     pub const fn difference(self, other: Self) -> Self {
         Self(self.0 & !other.0)
@@ -231,7 +236,7 @@ impl std::ops::BitOrAssign for PollEvents {
 impl std::ops::BitAnd for PollEvents {
     type Output = Self;
     fn bitand(self, rhs: Self) -> Self {
-        Self(self.0 & rhs.0)
+        self.intersection(rhs)
     }
 }
 

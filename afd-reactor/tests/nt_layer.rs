@@ -455,3 +455,18 @@ fn poll_info_buffer_layout_matches_what_the_kernel_writes() {
     let info = AfdPollInfo::new(a.as_raw_socket() as usize, PollEvents::SEND);
     assert_eq!(info.handles[0].handle as u64, a.as_raw_socket());
 }
+
+#[test]
+fn helper_poll_naming_a_closed_socket_fails_at_once() {
+    let (a, _b) = tcp_pair();
+    let port = CompletionPort::new().unwrap();
+    let helper = AfdHelper::open(&port, HELPER_KEY).unwrap();
+    let mut buf = PollBuf::new(a.as_socket(), PollEvents::RECEIVE);
+    drop(a);
+    let st = buf.submit(helper.as_handle(), 1);
+    eprintln!("helper poll naming a closed socket: {st:?}");
+    // Wine 8 refuses it at once with STATUS_OBJECT_TYPE_MISMATCH (Windows: an error status too,
+    // STATUS_INVALID_HANDLE expected); nothing is queued either way.
+    assert!(st.is_error(), "{st:?}");
+    expect_nothing(&port, Duration::from_millis(20));
+}

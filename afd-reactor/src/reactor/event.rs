@@ -1,0 +1,366 @@
+//! Tokens, interests, events: the user-facing vocabulary (familiar to mio users).
+
+use crate::afd::PollEvents;
+use std::fmt;
+
+/// Identifies a registration, timer or waker in the events it produces. Chosen by the user.
+///
+/// # Examples
+/// ```
+/// use afd_reactor::Token;
+/// const LISTENER: Token = Token(0);
+/// assert_eq!(LISTENER.0, 0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Token(pub usize);
+
+/// The readiness a registration asks for (WRL-001 §4). May be empty: the registration then stays
+/// but is paused (no readiness is reported until `reregister` widens it) — the way to apply
+/// backpressure to a socket whose only interest was readable.
+///
+/// # Examples
+/// ```
+/// use afd_reactor::Interest;
+/// let both = Interest::READABLE | Interest::WRITABLE;
+/// assert!(both.is_readable() && both.is_writable());
+/// assert_eq!(both.remove(Interest::WRITABLE), Interest::READABLE);
+/// assert!(Interest::NONE.is_empty());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Interest(u8);
+
+impl Interest {
+    /// Nothing: registered but paused.
+    pub const NONE: Self = Self(0);
+    /// Data to read, a connection to accept, or the peer closed (read returns 0 or an error).
+    pub const READABLE: Self = Self(1);
+    /// Room to write, or a connect finished (successfully or not).
+    pub const WRITABLE: Self = Self(2);
+    /// Out-of-band (urgent) data.
+    pub const PRIORITY: Self = Self(4);
+
+    /// Both sets.
+    pub const fn add(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
+    /// `self` without `other`.
+    pub const fn remove(self, other: Self) -> Self {
+        Self(self.0 & !other.0)
+    }
+
+    /// True if readable is included.
+    pub const fn is_readable(self) -> bool {
+        self.0 & Self::READABLE.0 != 0
+    }
+
+    /// True if writable is included.
+    pub const fn is_writable(self) -> bool {
+        self.0 & Self::WRITABLE.0 != 0
+    }
+
+    /// True if priority is included.
+    pub const fn is_priority(self) -> bool {
+        self.0 & Self::PRIORITY.0 != 0
+    }
+
+    /// True if nothing is included (a paused registration).
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The AFD events this interest polls for (without the always-requested ones).
+    ///
+    /// Readable: `RECEIVE | ACCEPT | DISCONNECT | ABORT`; writable: `SEND | ABORT`; priority:
+    /// `RECEIVE_EXPEDITED`.
+    pub const fn afd_events(self) -> PollEvents {
+        let mut bits = 0;
+        if self.is_readable() {
+            bits |= PollEvents::RECEIVE.0
+                | PollEvents::ACCEPT.0
+                | PollEvents::DISCONNECT.0
+                | PollEvents::ABORT.0;
+        }
+        if self.is_writable() {
+            bits |= PollEvents::SEND.0 | PollEvents::ABORT.0;
+        }
+        if self.is_priority() {
+            bits |= PollEvents::RECEIVE_EXPEDITED.0;
+        }
+        PollEvents(bits)
+    }
+}
+
+impl std::ops::BitOr for Interest {
+    type Output = Self;
+    fn bitor(self, rhs: Self) -> Self {
+        self.add(rhs)
+    }
+}
+
+impl fmt::Debug for Interest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = [
+            (self.is_readable(), "READABLE"),
+            (self.is_writable(), "WRITABLE"),
+            (self.is_priority(), "PRIORITY"),
+        ];
+        let mut list = names.iter().filter(|(on, _)| *on).map(|(_, n)| *n);
+        match list.next() {
+            None => f.write_str("NONE"),
+            Some(first) => {
+                f.write_str(first)?;
+                list.try_for_each(|n| write!(f, " | {n}"))
+            }
+        }
+    }
+}
+
+const READABLE: u16 = 1;
+const WRITABLE: u16 = 2;
+const ERROR: u16 = 4;
+const READ_CLOSED: u16 = 8;
+const WRITE_CLOSED: u16 = 16;
+const PRIORITY: u16 = 32;
+const TIMER: u16 = 64;
+const WAKE: u16 = 128;
+
+/// One readiness report: a socket's readiness, a timer firing, or a wake.
+///
+/// # Event mapping (DESIGN-NOTES §3)
+/// | accessor | AFD events |
+/// |---|---|
+/// | `is_readable` | `RECEIVE`, `ACCEPT`, `DISCONNECT`, `ABORT`, `CONNECT_FAIL` (if readable was asked) |
+/// | `is_writable` | `SEND`, `ABORT`, `CONNECT_FAIL` (if writable was asked) |
+/// | `is_error` | `CONNECT_FAIL`, or a failed poll submission |
+/// | `is_read_closed` | `DISCONNECT`, `ABORT`, `CONNECT_FAIL` |
+/// | `is_write_closed` | `ABORT`, `CONNECT_FAIL` |
+/// | `is_priority` | `RECEIVE_EXPEDITED` |
+///
+/// `LOCAL_CLOSE` is never delivered: it means the user closed the socket; the registration is
+/// then removed silently.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    token: Token,
+    flags: u16,
+}
+
+impl Event {
+    pub(crate) fn from_afd(token: Token, afd: PollEvents, interest: Interest) -> Self {
+        let has = |e: PollEvents| afd.intersects(e);
+        let fail = PollEvents::CONNECT_FAIL;
+        let mut flags = 0;
+        let readable = PollEvents::RECEIVE | PollEvents::ACCEPT | PollEvents::DISCONNECT;
+        if interest.is_readable() && has(readable | PollEvents::ABORT | fail) {
+            flags |= READABLE;
+        }
+        if interest.is_writable() && has(PollEvents::SEND | PollEvents::ABORT | fail) {
+            flags |= WRITABLE;
+        }
+        if has(fail) {
+            flags |= ERROR;
+        }
+        if has(PollEvents::DISCONNECT | PollEvents::ABORT | fail) {
+            flags |= READ_CLOSED;
+        }
+        if has(PollEvents::ABORT | fail) {
+            flags |= WRITE_CLOSED;
+        }
+        if has(PollEvents::RECEIVE_EXPEDITED) {
+            flags |= PRIORITY;
+        }
+        Self { token, flags }
+    }
+
+    pub(crate) const fn error(token: Token) -> Self {
+        Self {
+            token,
+            flags: ERROR,
+        }
+    }
+
+    pub(crate) const fn timer(token: Token) -> Self {
+        Self {
+            token,
+            flags: TIMER,
+        }
+    }
+
+    pub(crate) const fn wake(token: Token) -> Self {
+        Self { token, flags: WAKE }
+    }
+
+    /// The token of the registration, timer or waker.
+    pub const fn token(&self) -> Token {
+        self.token
+    }
+
+    /// Readable: data, a pending connection, or the peer closed (read to 0 / error).
+    pub const fn is_readable(&self) -> bool {
+        self.flags & READABLE != 0
+    }
+
+    /// Writable: room to write, or a connect finished.
+    pub const fn is_writable(&self) -> bool {
+        self.flags & WRITABLE != 0
+    }
+
+    /// An error: a failed connect (check `take_error` on the socket), or the kernel refused to
+    /// arm the socket — it then stays disarmed until `reregister` (which retries).
+    pub const fn is_error(&self) -> bool {
+        self.flags & ERROR != 0
+    }
+
+    /// The peer will send no more (FIN or reset).
+    pub const fn is_read_closed(&self) -> bool {
+        self.flags & READ_CLOSED != 0
+    }
+
+    /// Writing will fail (reset, or failed connect).
+    pub const fn is_write_closed(&self) -> bool {
+        self.flags & WRITE_CLOSED != 0
+    }
+
+    /// Out-of-band data is available.
+    pub const fn is_priority(&self) -> bool {
+        self.flags & PRIORITY != 0
+    }
+
+    /// A timer fired.
+    pub const fn is_timer(&self) -> bool {
+        self.flags & TIMER != 0
+    }
+
+    /// A [`Waker`](crate::Waker) was woken.
+    pub const fn is_wake(&self) -> bool {
+        self.flags & WAKE != 0
+    }
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Event");
+        d.field("token", &self.token);
+        for (on, name) in [
+            (self.is_readable(), "readable"),
+            (self.is_writable(), "writable"),
+            (self.is_error(), "error"),
+            (self.is_read_closed(), "read_closed"),
+            (self.is_write_closed(), "write_closed"),
+            (self.is_priority(), "priority"),
+            (self.is_timer(), "timer"),
+            (self.is_wake(), "wake"),
+        ] {
+            if on {
+                d.field(name, &true);
+            }
+        }
+        d.finish()
+    }
+}
+
+/// A buffer of events filled by [`Reactor::poll`](crate::Reactor::poll).
+///
+/// Its capacity bounds how many events one poll returns (and how many packets it dequeues).
+///
+/// # Examples
+/// ```
+/// use afd_reactor::Events;
+/// let events = Events::with_capacity(1024);
+/// assert!(events.is_empty());
+/// assert_eq!(events.capacity(), 1024);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Events {
+    list: Vec<Event>,
+    capacity: usize,
+}
+
+impl Events {
+    /// An empty buffer for up to `capacity` events per poll. A capacity of 0 makes `poll` fail
+    /// with `InvalidInput`.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            list: Vec::with_capacity(capacity),
+            capacity,
+        }
+    }
+
+    /// The most events one poll returns.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Number of events from the last poll.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// True if the last poll returned no event.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The events of the last poll.
+    pub fn iter(&self) -> std::slice::Iter<'_, Event> {
+        self.list.iter()
+    }
+
+    /// Remove all events.
+    pub fn clear(&mut self) {
+        self.list.clear();
+    }
+
+    pub(crate) fn room(&self) -> usize {
+        self.capacity.saturating_sub(self.list.len())
+    }
+
+    pub(crate) fn push(&mut self, event: Event) {
+        debug_assert!(self.room() > 0);
+        self.list.push(event);
+    }
+}
+
+impl<'a> IntoIterator for &'a Events {
+    type Item = &'a Event;
+    type IntoIter = std::slice::Iter<'a, Event>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abort_is_read_and_write_closed() {
+        let both = Interest::READABLE | Interest::WRITABLE;
+        let e = Event::from_afd(Token(1), PollEvents::ABORT, both);
+        assert!(e.is_readable() && e.is_writable());
+        assert!(e.is_read_closed() && e.is_write_closed());
+        assert!(!e.is_error());
+    }
+
+    #[test]
+    fn connect_fail_is_an_error_and_wakes_a_writer() {
+        let e = Event::from_afd(Token(1), PollEvents::CONNECT_FAIL, Interest::WRITABLE);
+        assert!(e.is_writable() && e.is_error() && e.is_write_closed());
+        assert!(!e.is_readable(), "readable was not asked");
+    }
+
+    #[test]
+    fn disconnect_is_readable_and_read_closed_only() {
+        let e = Event::from_afd(Token(1), PollEvents::DISCONNECT, Interest::READABLE);
+        assert!(e.is_readable() && e.is_read_closed());
+        assert!(!e.is_write_closed() && !e.is_writable());
+    }
+
+    #[test]
+    fn interest_maps_to_afd_bits() {
+        assert!(!Interest::READABLE.afd_events().intersects(PollEvents::SEND));
+        assert!(Interest::WRITABLE.afd_events().contains(PollEvents::SEND));
+        assert_eq!(Interest::NONE.afd_events(), PollEvents::NONE);
+        assert_eq!(format!("{:?}", Interest::READABLE | Interest::PRIORITY), "READABLE | PRIORITY");
+    }
+}

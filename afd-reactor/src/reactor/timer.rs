@@ -1,0 +1,132 @@
+//! One-shot and repeating timers on the loop (beyond WRL-001).
+
+use crate::reactor::event::Token;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::{Duration, Instant};
+
+/// Identifies a timer, to cancel it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TimerId(u64);
+
+#[derive(Debug)]
+struct Timer {
+    token: Token,
+    period: Option<Duration>,
+    deadline: Instant,
+}
+
+/// A min-heap of deadlines with lazy cancellation.
+#[derive(Debug, Default)]
+pub(crate) struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    live: HashMap<u64, Timer>,
+    next_id: u64,
+}
+
+impl Timers {
+    pub fn add(&mut self, token: Token, deadline: Instant, period: Option<Duration>) -> TimerId {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.heap.push(Reverse((deadline, id)));
+        self.live.insert(
+            id,
+            Timer {
+                token,
+                period,
+                deadline,
+            },
+        );
+        TimerId(id)
+    }
+
+    pub fn cancel(&mut self, id: TimerId) -> bool {
+        self.live.remove(&id.0).is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    /// The nearest live deadline.
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((deadline, id))) = self.heap.peek() {
+            match self.live.get(&id) {
+                Some(t) if t.deadline == deadline => return Some(deadline),
+                _ => {
+                    self.heap.pop(); // cancelled or rescheduled
+                }
+            }
+        }
+        None
+    }
+
+    /// Pop one timer due at `now`, rescheduling it if it repeats. Returns its token.
+    pub fn pop_due(&mut self, now: Instant) -> Option<Token> {
+        let deadline = self.next_deadline()?;
+        if deadline > now {
+            return None;
+        }
+        let Reverse((_, id)) = self.heap.pop().expect("peeked");
+        let timer = self.live.get_mut(&id).expect("checked live");
+        let token = timer.token;
+        match timer.period {
+            Some(period) => {
+                // Next tick on the period grid; skip ticks missed while the loop was busy.
+                let mut next = timer.deadline + period;
+                if next <= now {
+                    let behind = now.duration_since(timer.deadline).as_nanos();
+                    let periods = behind / period.as_nanos().max(1) + 1;
+                    next = timer.deadline
+                        + period.saturating_mul(u32::try_from(periods).unwrap_or(u32::MAX));
+                }
+                timer.deadline = next;
+                self.heap.push(Reverse((next, id)));
+            }
+            None => {
+                self.live.remove(&id);
+            }
+        }
+        Some(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timers_fire_in_deadline_order_and_repeat() {
+        let mut t = Timers::default();
+        let now = Instant::now();
+        t.add(Token(2), now + Duration::from_millis(20), None);
+        t.add(Token(1), now + Duration::from_millis(10), Some(Duration::from_millis(15)));
+        assert_eq!(t.pop_due(now), None);
+        let later = now + Duration::from_millis(21);
+        assert_eq!(t.pop_due(later), Some(Token(1)));
+        assert_eq!(t.pop_due(later), Some(Token(2)));
+        assert_eq!(t.pop_due(later), None, "repeat is due at 25 ms");
+        assert_eq!(t.pop_due(now + Duration::from_millis(25)), Some(Token(1)));
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn cancelled_timers_never_fire() {
+        let mut t = Timers::default();
+        let now = Instant::now();
+        let id = t.add(Token(1), now, None);
+        assert!(t.cancel(id));
+        assert!(!t.cancel(id));
+        assert_eq!(t.pop_due(now + Duration::from_secs(1)), None);
+        assert_eq!(t.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_late_repeating_timer_skips_missed_ticks() {
+        let mut t = Timers::default();
+        let now = Instant::now();
+        t.add(Token(1), now, Some(Duration::from_millis(10)));
+        assert_eq!(t.pop_due(now + Duration::from_millis(35)), Some(Token(1)));
+        assert_eq!(t.next_deadline(), Some(now + Duration::from_millis(40)));
+    }
+}

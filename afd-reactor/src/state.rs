@@ -1,0 +1,448 @@
+//! The per-socket state machine (WRL-001 §2 and §4): pure logic, no NT calls.
+//!
+//! A [`Machine`] tracks one registration: its life ([`Life::Active`] or [`Life::Zombie`]; *Dead*
+//! is the slot being freed), its poll ([`PollState::Idle`], [`PollState::Pending`] or
+//! [`PollState::Cancelling`]), and what the user wants ([`Mode`], the AFD mask of the interest).
+//! Both kernels drive the same code: the reactor asks the machine what to do ([`Machine::update`])
+//! and tells it what happened ([`Machine::on_submitted`], [`Machine::on_completion`], …); the
+//! machine answers with plain values the reactor acts on.
+//!
+//! Invariants kept here:
+//! - at most one poll outstanding per socket (a wider interest cancels, waits for the cancellation
+//!   packet, then resubmits; a narrower one keeps the pending poll and filters its result);
+//! - a state is freed only by the completion that ends its last poll, or when no poll is out;
+//! - no mode re-arms a condition the user did not ask for: the mask is the interest's bits (minus,
+//!   in edge mode, the ones already reported) plus `CONNECT_FAIL | LOCAL_CLOSE`.
+
+use crate::afd::{NtStatus, PollEvents};
+
+/// Events every poll requests whatever the interest: a failed connect must wake the user, and a
+/// socket closed without deregistering must be noticed (DESIGN-NOTES §3).
+pub const ALWAYS: PollEvents = PollEvents(PollEvents::CONNECT_FAIL.0 | PollEvents::LOCAL_CLOSE.0);
+
+/// How readiness is reported (WRL-001 §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Mode {
+    /// Level-triggered: after each event the socket is re-armed with the current interest, so a
+    /// condition that still holds is reported again on the next poll.
+    #[default]
+    Level,
+    /// One-shot: after an event the socket is disarmed until the user calls `reregister`.
+    Oneshot,
+    /// Edge-style: each condition is reported once; it is re-armed by `reregister` (typically
+    /// after the user has read or written until `WouldBlock`). Other conditions stay armed.
+    Edge,
+}
+
+/// The registration's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Life {
+    /// Registered: completions are delivered to the user.
+    Active,
+    /// Deregistered (or its socket closed) while a poll was still in the kernel: kept allocated,
+    /// delivering nothing, until that poll's packet is dequeued.
+    Zombie,
+}
+
+/// The socket's one poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollState {
+    /// No poll in the kernel; the block is ours.
+    Idle,
+    /// A poll for `mask` is in the kernel; the block is the kernel's.
+    Pending {
+        /// The AFD events the poll asked for.
+        mask: PollEvents,
+    },
+    /// The poll for `mask` was cancelled; its packet (cancelled or raced) is still to come.
+    Cancelling {
+        /// The AFD events the poll asked for.
+        mask: PollEvents,
+    },
+}
+
+impl PollState {
+    /// True while the kernel holds the block (a packet is still to come).
+    pub const fn in_flight(self) -> bool {
+        !matches!(self, Self::Idle)
+    }
+}
+
+/// What the reactor should do for this socket before the next dequeue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Update {
+    /// Nothing: the pending poll already covers what is wanted, or nothing is wanted.
+    Nothing,
+    /// Submit a poll for this mask.
+    Submit(PollEvents),
+    /// Cancel the pending poll (the interest grew beyond its mask).
+    Cancel,
+}
+
+/// The outcome of a completion packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completed {
+    /// Deliver these AFD events (possibly empty: nothing to deliver) and keep the registration;
+    /// the caller queues an update (re-arm).
+    Deliver(PollEvents),
+    /// The registration is over (zombie drained, or its socket closed): free the slot, deliver
+    /// nothing.
+    Free,
+}
+
+/// What deregistering asks of the reactor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deregistered {
+    /// No poll is out: free the slot now.
+    FreeNow,
+    /// A poll is pending: cancel it; the slot is a zombie until its packet is dequeued.
+    CancelThenWait,
+    /// A cancel is already in flight: the slot is a zombie until its packet is dequeued.
+    Wait,
+}
+
+/// True for statuses that mean the handle no longer names a socket.
+const fn socket_gone(status: NtStatus) -> bool {
+    matches!(
+        status,
+        NtStatus::INVALID_HANDLE | NtStatus::OBJECT_TYPE_MISMATCH
+    )
+}
+
+/// One registration's state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Machine {
+    /// Active or zombie.
+    pub life: Life,
+    /// The socket's poll.
+    pub poll: PollState,
+    /// The AFD events the interest maps to (without [`ALWAYS`]).
+    pub interest: PollEvents,
+    /// The reporting mode.
+    pub mode: Mode,
+    /// Oneshot: false after an event, until `reregister`.
+    pub armed: bool,
+    /// Edge: conditions reported and not yet re-armed.
+    pub reported: PollEvents,
+    /// The socket is known to be closed (LOCAL_CLOSE, or the kernel said the handle is invalid).
+    pub closed: bool,
+}
+
+impl Machine {
+    /// A fresh registration: active, idle, armed.
+    pub const fn new(interest: PollEvents, mode: Mode) -> Self {
+        Self {
+            life: Life::Active,
+            poll: PollState::Idle,
+            interest,
+            mode,
+            armed: true,
+            reported: PollEvents::NONE,
+            closed: false,
+        }
+    }
+
+    /// The mask a poll should have in flight now, or `None` if no poll is wanted.
+    pub const fn wanted(&self) -> Option<PollEvents> {
+        if !matches!(self.life, Life::Active) || self.closed || !self.armed {
+            return None;
+        }
+        Some(self.interest.difference(self.reported).union(ALWAYS))
+    }
+
+    /// What to do before the next dequeue. Never asks for a second poll while one is out.
+    pub const fn update(&self) -> Update {
+        match (self.poll, self.wanted()) {
+            (PollState::Idle, Some(mask)) => Update::Submit(mask),
+            (PollState::Pending { mask }, Some(want)) if !mask.contains(want) => Update::Cancel,
+            _ => Update::Nothing,
+        }
+    }
+
+    /// The result of submitting a poll for `mask`. Returns false if the submit failed and the
+    /// machine stayed idle (no packet will come).
+    ///
+    /// A handle that is no longer a socket (`INVALID_HANDLE`, or `OBJECT_TYPE_MISMATCH` when the
+    /// value now names another kind of object) means the socket is gone. Any other failure
+    /// disarms the registration until `reregister`, so a persistent failure cannot spin; the
+    /// reactor reports it once as an error event.
+    pub fn on_submitted(&mut self, mask: PollEvents, status: NtStatus) -> bool {
+        debug_assert!(matches!(self.poll, PollState::Idle));
+        if status == NtStatus::PENDING || status.is_success() {
+            self.poll = PollState::Pending { mask };
+            true
+        } else {
+            if socket_gone(status) {
+                self.closed = true;
+            } else {
+                self.armed = false;
+            }
+            false
+        }
+    }
+
+    /// A cancel was issued for the pending poll (whatever it returned: if the poll had already
+    /// finished its packet is queued, and a closed handle's poll ends with LOCAL_CLOSE).
+    pub fn on_cancel_issued(&mut self) {
+        if let PollState::Pending { mask } = self.poll {
+            self.poll = PollState::Cancelling { mask };
+        }
+    }
+
+    /// The user changed interest (and possibly mode). Re-arms edge and oneshot conditions.
+    pub fn on_reregister(&mut self, interest: PollEvents, mode: Mode) {
+        self.interest = interest;
+        self.mode = mode;
+        self.armed = true;
+        self.reported = PollEvents::NONE;
+    }
+
+    /// The user deregistered. A pending poll makes the machine a zombie.
+    pub fn on_deregister(&mut self) -> Deregistered {
+        match self.poll {
+            PollState::Idle => Deregistered::FreeNow,
+            PollState::Pending { .. } => {
+                self.life = Life::Zombie;
+                Deregistered::CancelThenWait
+            }
+            PollState::Cancelling { .. } => {
+                self.life = Life::Zombie;
+                Deregistered::Wait
+            }
+        }
+    }
+
+    /// The socket is known to be gone without a packet to wait for (e.g. its handle value was
+    /// taken by a new registration while no poll was out). Returns true if the slot can be freed
+    /// now; otherwise it became a zombie.
+    pub fn on_socket_gone(&mut self) -> bool {
+        self.closed = true;
+        if self.poll.in_flight() {
+            self.life = Life::Zombie;
+            false
+        } else {
+            true
+        }
+    }
+
+    /// The packet of the outstanding poll was dequeued, with the IO_STATUS_BLOCK status and the
+    /// events the poll reported (read only when `status` is a success; pass `NONE` otherwise).
+    ///
+    /// The caller has already checked that a poll was in flight (a packet for an idle machine is
+    /// stale and never reaches here).
+    pub fn on_completion(&mut self, status: NtStatus, reported: PollEvents) -> Completed {
+        debug_assert!(self.poll.in_flight());
+        self.poll = PollState::Idle;
+        let reported = if status.is_success() {
+            reported
+        } else {
+            // Cancelled, handles closed (Wine), or a failure: the buffer holds no answer.
+            self.closed |= socket_gone(status);
+            PollEvents::NONE
+        };
+        if reported.contains(PollEvents::LOCAL_CLOSE) {
+            self.closed = true;
+        }
+        if matches!(self.life, Life::Zombie) || self.closed {
+            return Completed::Free;
+        }
+        let deliver = reported
+            .intersection(self.interest.union(PollEvents::CONNECT_FAIL))
+            .difference(self.reported);
+        if !deliver.is_empty() {
+            match self.mode {
+                Mode::Level => {}
+                Mode::Oneshot => self.armed = false,
+                Mode::Edge => self.reported |= deliver.intersection(self.interest),
+            }
+        }
+        Completed::Deliver(deliver)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const R: PollEvents = PollEvents::RECEIVE;
+    const S: PollEvents = PollEvents::SEND;
+
+    fn armed(interest: PollEvents, mode: Mode) -> Machine {
+        let mut m = Machine::new(interest, mode);
+        let Update::Submit(mask) = m.update() else {
+            panic!("a new registration submits")
+        };
+        assert!(m.on_submitted(mask, NtStatus::PENDING));
+        m
+    }
+
+    #[test]
+    fn new_registration_submits_interest_plus_always_bits() {
+        let m = Machine::new(R, Mode::Level);
+        assert_eq!(m.update(), Update::Submit(R | ALWAYS));
+    }
+
+    #[test]
+    fn one_poll_at_a_time() {
+        let m = armed(R, Mode::Level);
+        assert_eq!(m.update(), Update::Nothing, "pending poll covers the interest");
+    }
+
+    #[test]
+    fn narrower_interest_keeps_the_pending_poll_wider_cancels() {
+        let mut m = armed(R | S, Mode::Level);
+        m.on_reregister(R, Mode::Level);
+        assert_eq!(m.update(), Update::Nothing, "no NT call to narrow");
+        m.on_reregister(R | S | PollEvents::RECEIVE_EXPEDITED, Mode::Level);
+        assert_eq!(m.update(), Update::Cancel);
+        m.on_cancel_issued();
+        assert_eq!(m.update(), Update::Nothing, "wait for the cancellation packet");
+        assert_eq!(
+            m.on_completion(NtStatus::CANCELLED, PollEvents::NONE),
+            Completed::Deliver(PollEvents::NONE)
+        );
+        assert_eq!(
+            m.update(),
+            Update::Submit(R | S | PollEvents::RECEIVE_EXPEDITED | ALWAYS)
+        );
+    }
+
+    #[test]
+    fn completion_filters_events_the_user_no_longer_wants() {
+        let mut m = armed(R | S, Mode::Level);
+        m.on_reregister(R, Mode::Level);
+        assert_eq!(
+            m.on_completion(NtStatus::SUCCESS, S),
+            Completed::Deliver(PollEvents::NONE)
+        );
+        assert_eq!(m.update(), Update::Submit(R | ALWAYS), "re-armed without SEND");
+    }
+
+    #[test]
+    fn level_rearms_with_the_same_mask() {
+        let mut m = armed(R, Mode::Level);
+        assert_eq!(m.on_completion(NtStatus::SUCCESS, R), Completed::Deliver(R));
+        assert_eq!(m.update(), Update::Submit(R | ALWAYS));
+    }
+
+    #[test]
+    fn oneshot_disarms_until_reregister() {
+        let mut m = armed(R, Mode::Oneshot);
+        assert_eq!(m.on_completion(NtStatus::SUCCESS, R), Completed::Deliver(R));
+        assert_eq!(m.update(), Update::Nothing);
+        m.on_reregister(R, Mode::Oneshot);
+        assert_eq!(m.update(), Update::Submit(R | ALWAYS));
+    }
+
+    #[test]
+    fn edge_reports_a_condition_once_and_keeps_the_others_armed() {
+        let mut m = armed(R | S, Mode::Edge);
+        assert_eq!(m.on_completion(NtStatus::SUCCESS, S), Completed::Deliver(S));
+        assert_eq!(m.update(), Update::Submit(R | ALWAYS), "writable not re-armed");
+        assert!(m.on_submitted(R | ALWAYS, NtStatus::PENDING));
+        assert_eq!(m.on_completion(NtStatus::SUCCESS, R), Completed::Deliver(R));
+        assert_eq!(m.update(), Update::Submit(ALWAYS));
+        m.on_reregister(R | S, Mode::Edge);
+        assert_eq!(m.update(), Update::Submit(R | S | ALWAYS), "re-established");
+    }
+
+    #[test]
+    fn no_mode_spins_on_writable_the_user_did_not_ask_for() {
+        for mode in [Mode::Level, Mode::Oneshot, Mode::Edge] {
+            let m = Machine::new(R, mode);
+            let Update::Submit(mask) = m.update() else {
+                panic!()
+            };
+            assert!(!mask.intersects(S), "{mode:?} asked for SEND");
+        }
+    }
+
+    #[test]
+    fn deregister_idle_frees_now_pending_becomes_zombie() {
+        let mut idle = Machine::new(R, Mode::Level);
+        assert_eq!(idle.on_deregister(), Deregistered::FreeNow);
+        let mut m = armed(R, Mode::Level);
+        assert_eq!(m.on_deregister(), Deregistered::CancelThenWait);
+        assert_eq!(m.life, Life::Zombie);
+        m.on_cancel_issued();
+        assert_eq!(m.update(), Update::Nothing, "zombies never re-arm");
+        // A raced completion with real events still delivers nothing.
+        assert_eq!(m.on_completion(NtStatus::SUCCESS, R), Completed::Free);
+    }
+
+    #[test]
+    fn deregister_while_cancelling_waits() {
+        let mut m = armed(R, Mode::Level);
+        m.on_reregister(R | S, Mode::Level);
+        m.on_cancel_issued();
+        assert_eq!(m.on_deregister(), Deregistered::Wait);
+        assert_eq!(
+            m.on_completion(NtStatus::CANCELLED, PollEvents::NONE),
+            Completed::Free
+        );
+    }
+
+    #[test]
+    fn local_close_frees_without_delivery() {
+        let mut m = armed(R, Mode::Level);
+        assert_eq!(
+            m.on_completion(NtStatus::SUCCESS, PollEvents::LOCAL_CLOSE | R),
+            Completed::Free
+        );
+    }
+
+    #[test]
+    fn wine_handles_closed_and_cancelled_read_no_events() {
+        let mut m = armed(R, Mode::Level);
+        // The buffer after cancel still holds the requested mask (Wine): it must not be read.
+        assert_eq!(
+            m.on_completion(NtStatus::HANDLES_CLOSED, R),
+            Completed::Deliver(PollEvents::NONE)
+        );
+    }
+
+    #[test]
+    fn connect_fail_is_delivered_whatever_the_interest() {
+        let mut m = armed(R, Mode::Level);
+        assert_eq!(
+            m.on_completion(NtStatus::SUCCESS, PollEvents::CONNECT_FAIL),
+            Completed::Deliver(PollEvents::CONNECT_FAIL)
+        );
+    }
+
+    #[test]
+    fn failed_submit_disarms_until_reregister() {
+        let mut m = Machine::new(R, Mode::Level);
+        assert!(!m.on_submitted(R | ALWAYS, NtStatus::INSUFFICIENT_RESOURCES));
+        assert_eq!(m.poll, PollState::Idle);
+        assert_eq!(m.update(), Update::Nothing, "no retry loop");
+        m.on_reregister(R, Mode::Level);
+        assert_eq!(m.update(), Update::Submit(R | ALWAYS), "the user retries");
+    }
+
+    #[test]
+    fn a_handle_that_is_no_longer_a_socket_means_closed() {
+        for status in [NtStatus::INVALID_HANDLE, NtStatus::OBJECT_TYPE_MISMATCH] {
+            let mut m = Machine::new(R, Mode::Level);
+            assert!(!m.on_submitted(R | ALWAYS, status));
+            assert!(m.closed);
+            assert_eq!(m.update(), Update::Nothing);
+        }
+    }
+
+    #[test]
+    fn synchronous_success_is_pending_until_its_packet() {
+        let mut m = Machine::new(R, Mode::Level);
+        assert!(m.on_submitted(R | ALWAYS, NtStatus::SUCCESS));
+        assert!(m.poll.in_flight());
+    }
+
+    #[test]
+    fn socket_gone_frees_idle_and_zombifies_in_flight() {
+        let mut idle = Machine::new(R, Mode::Level);
+        assert!(idle.on_socket_gone());
+        let mut m = armed(R, Mode::Level);
+        assert!(!m.on_socket_gone());
+        assert_eq!(m.life, Life::Zombie);
+    }
+}

@@ -1,0 +1,521 @@
+//! The conformance suite: one set of test bodies, run on the simulated kernel (natively, under
+//! Miri) and on the real NT kernel (under Wine). Each body is generic over a [`Harness`] that knows
+//! how to make a socket ready, drain it, close it, and so on, on its kernel.
+#![allow(dead_code)]
+
+use afd_reactor::kernel::Kernel;
+use afd_reactor::{Event, Events, Interest, Mode, Reactor, Source, Token};
+use std::io;
+use std::time::{Duration, Instant};
+
+/// What a test needs from a kernel's world.
+pub trait Harness: Sized {
+    type K: Kernel;
+    /// A socket the tests register (owned: dropping or `close` closes it).
+    type Sock: Source;
+    fn new() -> Self;
+    fn reactor(&mut self) -> &mut Reactor<Self::K>;
+    /// A connected socket: writable, nothing to read.
+    fn socket(&mut self) -> Self::Sock;
+    /// Make data arrive on `s` (the peer writes).
+    fn make_readable(&mut self, s: &Self::Sock);
+    /// Read everything `s` has (to WouldBlock).
+    fn drain(&mut self, s: &Self::Sock);
+    /// The peer shuts down its sending side (FIN).
+    fn peer_shutdown(&mut self, s: &Self::Sock);
+    /// Close `s` (closesocket) without telling the reactor.
+    fn close(&mut self, s: Self::Sock);
+    /// Bind `s` to another completion port first, as another runtime would.
+    fn bind_elsewhere(&mut self, s: &Self::Sock);
+    /// How long to wait for something that should arrive (generous under Wine).
+    fn patience(&self) -> Duration {
+        Duration::from_secs(5)
+    }
+    /// How long to wait to be sure nothing arrives.
+    fn quiet(&self) -> Duration {
+        Duration::from_millis(50)
+    }
+    /// True if closing a socket and opening another reuses the handle value at once (the sim).
+    fn reuses_handles_at_once(&self) -> bool;
+}
+
+/// Poll until an event for `token` arrives (or the patience runs out); returns it.
+#[track_caller]
+pub fn wait_for<H: Harness>(h: &mut H, token: Token) -> Event {
+    let patience = h.patience();
+    let start = Instant::now();
+    let mut events = Events::with_capacity(64);
+    while start.elapsed() < patience {
+        h.reactor()
+            .poll(&mut events, Some(patience / 10))
+            .expect("poll");
+        if let Some(e) = events.iter().find(|e| e.token() == token) {
+            return *e;
+        }
+    }
+    panic!("no event for {token:?} within {patience:?}");
+}
+
+/// Poll for `quiet` and return every event seen.
+#[track_caller]
+pub fn collect<H: Harness>(h: &mut H, quiet: Duration) -> Vec<Event> {
+    let mut events = Events::with_capacity(64);
+    let mut all = Vec::new();
+    let start = Instant::now();
+    loop {
+        let left = quiet.saturating_sub(start.elapsed());
+        h.reactor().poll(&mut events, Some(left)).expect("poll");
+        all.extend(events.iter().copied());
+        if start.elapsed() >= quiet {
+            return all;
+        }
+    }
+}
+
+#[track_caller]
+pub fn assert_no_event_for<H: Harness>(h: &mut H, token: Token) {
+    let quiet = h.quiet();
+    let seen = collect(h, quiet);
+    assert!(
+        seen.iter().all(|e| e.token() != token),
+        "unexpected events for {token:?}: {seen:?}"
+    );
+}
+
+/// Poll until the reactor holds no zombie and nothing is in flight for dead states.
+#[track_caller]
+pub fn settle_zombies<H: Harness>(h: &mut H) {
+    let patience = h.patience();
+    let start = Instant::now();
+    while h.reactor().stats().zombies > 0 {
+        assert!(start.elapsed() < patience, "zombies never drained: {:?}", h.reactor().stats());
+        let _ = collect(h, Duration::from_millis(10));
+    }
+}
+
+const A: Token = Token(1);
+const B: Token = Token(2);
+const WAKE: Token = Token(99);
+const TIMER: Token = Token(50);
+
+// --- events and modes (WRL-001 §4) -------------------------------------------------------------
+
+pub fn readable_event_is_delivered<H: Harness>() {
+    let mut h = H::new();
+    let s = h.socket();
+    h.reactor().register(&s, A, Interest::READABLE).unwrap();
+    h.make_readable(&s);
+    let e = wait_for(&mut h, A);
+    assert!(e.is_readable() && !e.is_writable() && !e.is_error(), "{e:?}");
+}
+
+pub fn writable_event_is_delivered<H: Harness>() {
+    let mut h = H::new();
+    let s = h.socket();
+    h.reactor().register(&s, A, Interest::WRITABLE).unwrap();
+    let e = wait_for(&mut h, A);
+    assert!(e.is_writable() && !e.is_readable(), "{e:?}");
+}
+
+pub fn level_reports_again_until_drained<H: Harness>() {
+    let mut h = H::new();
+    let s = h.socket();
+    h.reactor().register(&s, A, Interest::READABLE).unwrap();
+    h.make_readable(&s);
+    wait_for(&mut h, A);
+    wait_for(&mut h, A); // not drained: reported again
+    h.drain(&s);
+    // One poll may already be in flight with the old answer; after it, silence.
+    let q = h.quiet();
+    let _ = collect(&mut h, q);
+    assert_no_event_for(&mut h, A);
+}
+
+pub fn oneshot_disarms_until_reregister<H: Harness>() {
+    let mut h = H::new();
+    let s = h.socket();
+    h.reactor()
+        .register_with_mode(&s, A, Interest::READABLE, Mode::Oneshot)
+        .unwrap();
+    h.make_readable(&s);
+    wait_for(&mut h, A);
+    assert_no_event_for(&mut h, A); // data still there, but disarmed
+    h.reactor().reregister(&s, A, Interest::READABLE).unwrap();
+    wait_for(&mut h, A);
+}
+
+pub fn edge_reports_each_condition_once<H: Harness>() {
+    let mut h = H::new();
+    let s = h.socket();
+    let both = Interest::READABLE | Interest::WRITABLE;
+    h.reactor()
+        .register_with_mode(&s, A, both, Mode::Edge)
+        .unwrap();
+    let e = wait_for(&mut h, A);
+    assert!(e.is_writable(), "{e:?}");
+    // Writable stays true, but is not reported again; readable still is, once.
+    h.make_readable(&s);
+    let e = wait_for(&mut h, A);
+    assert!(e.is_readable() && !e.is_writable(), "{e:?}");
+    assert_no_event_for(&mut h, A);
+    // Re-established by reregister (after the user hit WouldBlock).
+    h.reactor().reregister(&s, A, both).unwrap();
+    let e = wait_for(&mut h, A);
+    assert!(e.is_writable(), "{e:?}");
+}
+
+pub fn no_spin_on_writable_without_interest<H: Harness>() {
+    let mut h = H::new();
+    let s = h.socket(); // always writable
+    h.reactor().register(&s, A, Interest::READABLE).unwrap();
+    let before = h.reactor().stats().nt;
+    assert_no_event_for(&mut h, A);
+    let after = h.reactor().stats().nt;
+    assert_eq!(after.submit, before.submit, "re-armed without an event: spinning");
+}
+
+pub fn backpressure_pauses_without_spinning<H: Harness>() {
+    let mut h = H::new();
+    let s = h.socket();
+    h.reactor().register(&s, A, Interest::READABLE).unwrap();
+    h.make_readable(&s);
+    wait_for(&mut h, A);
+    // The user cannot take more: drop READABLE (pause). Data stays unread.
+    h.reactor().reregister(&s, A, Interest::NONE).unwrap();
+    let _ = collect(&mut h, Duration::from_millis(10)); // the in-flight level re-arm, if any
+    let before = h.reactor().stats().nt;
+    assert_no_event_for(&mut h, A);
+    let after = h.reactor().stats().nt;
+    assert!(
+        after.submit - before.submit <= 1,
+        "paused socket kept re-arming: {before:?} -> {after:?}"
+    );
+    h.reactor().reregister(&s, A, Interest::READABLE).unwrap();
+    assert!(wait_for(&mut h, A).is_readable(), "resumes with the data still there");
+}
+
+pub fn interest_change_mid_poll_cancels_and_resubmits<H: Harness>() {
+    let mut h = H::new();
+    let s = h.socket();
+    h.reactor().register(&s, A, Interest::READABLE).unwrap();
+    assert_no_event_for(&mut h, A); // poll pending, nothing to read
+    let before = h.reactor().stats().nt;
+    h.reactor()
+        .reregister(&s, A, Interest::READABLE | Interest::WRITABLE)
+        .unwrap();
+    let e = wait_for(&mut h, A);
+    assert!(e.is_writable(), "{e:?}");
+    let after = h.reactor().stats().nt;
+    assert_eq!(after.cancel - before.cancel, 1, "one cancel for the wider interest");
+    assert!(h.reactor().stats().in_flight <= 1, "one poll per socket at most");
+}
+
+pub fn narrowing_interest_costs_no_nt_call<H: Harness>() {
+    let mut h = H::new();
+    let s = h.socket();
+    h.reactor()
+        .register(&s, A, Interest::READABLE | Interest::PRIORITY)
+        .unwrap();
+    assert_no_event_for(&mut h, A);
+    let before = h.reactor().stats().nt;
+    h.reactor().reregister(&s, A, Interest::READABLE).unwrap();
+    assert_no_event_for(&mut h, A);
+    let after = h.reactor().stats().nt;
+    assert_eq!((after.cancel, after.submit), (before.cancel, before.submit));
+    h.make_readable(&s);
+    wait_for(&mut h, A);
+}
+
+pub fn peer_shutdown_is_read_closed<H: Harness>() {
+    let mut h = H::new();
+    let s = h.socket();
+    h.reactor().register(&s, A, Interest::READABLE).unwrap();
+    h.peer_shutdown(&s);
+    let e = wait_for(&mut h, A);
+    assert!(e.is_readable() && e.is_read_closed() && !e.is_write_closed(), "{e:?}");
+}
+
+// --- incarnations and zombies (WRL-001 §1, §2) -------------------------------------------------
+
+pub fn deregister_with_pending_poll_then_late_packet<H: Harness>() {
+    let mut h = H::new();
+    let s = h.socket();
+    h.reactor().register(&s, A, Interest::READABLE).unwrap();
+    assert_no_event_for(&mut h, A); // pending
+    h.reactor().deregister(&s).unwrap();
+    assert_eq!(h.reactor().stats().zombies, 1, "pending poll keeps the state as a zombie");
+    h.make_readable(&s); // would have fired the poll, were it not cancelled
+    assert_no_event_for(&mut h, A);
+    settle_zombies(&mut h);
+    let st = h.reactor().stats();
+    assert_eq!((st.registered, st.zombies, st.in_flight), (0, 0, 0), "{st:?}");
+}
+
+pub fn deregister_after_completion_queued_delivers_nothing<H: Harness>() {
+    // The poll completes (readable) and its packet is queued; deregister races it: cancel finds
+    // nothing (NOT_FOUND) and the queued completion must not be delivered.
+    let mut h = H::new();
+    let s = h.socket();
+    h.reactor().register(&s, A, Interest::READABLE).unwrap();
+    h.make_readable(&s);
+    std::thread::sleep(Duration::from_millis(20)); // let the real kernel complete it
+    h.reactor().deregister(&s).unwrap();
+    assert_no_event_for(&mut h, A);
+    settle_zombies(&mut h);
+}
+
+pub fn recycled_handle_with_old_packet_still_queued<H: Harness>() {
+    let mut h = H::new();
+    let old = h.socket();
+    h.reactor().register(&old, A, Interest::READABLE).unwrap();
+    h.make_readable(&old); // completion for the old incarnation is (or will be) queued
+    std::thread::sleep(Duration::from_millis(20));
+    let old_value = old.raw_socket();
+    h.close(old); // closed without deregistering
+    let new = h.socket();
+    let reused = new.raw_socket() == old_value;
+    if h.reuses_handles_at_once() {
+        assert!(reused, "the sim recycles handle values at once");
+    }
+    eprintln!("handle value reused by the new socket: {reused}");
+    h.reactor().register(&new, B, Interest::READABLE).unwrap();
+    // Once the value is re-registered, nothing of the old incarnation reaches the user (without
+    // reuse, its queued event may still be reported: the documented cost of closing without
+    // deregistering). The new socket is quiet until ready.
+    let q = h.quiet();
+    let seen = collect(&mut h, q);
+    assert!(seen.iter().all(|e| e.token() != B), "{seen:?}");
+    if reused {
+        assert!(seen.iter().all(|e| e.token() != A), "stale event delivered: {seen:?}");
+        assert_eq!(h.reactor().stats().registered, 1);
+    }
+    h.make_readable(&new);
+    let e = wait_for(&mut h, B);
+    assert!(e.is_readable());
+}
+
+pub fn close_without_deregister_is_cleaned_up<H: Harness>() {
+    let mut h = H::new();
+    let s = h.socket();
+    h.reactor().register(&s, A, Interest::READABLE).unwrap();
+    assert_no_event_for(&mut h, A);
+    h.close(s);
+    assert_no_event_for(&mut h, A);
+    let st = h.reactor().stats();
+    assert_eq!((st.registered, st.in_flight, st.zombies), (0, 0, 0), "{st:?}");
+    assert_eq!(st.closed_cleanups, 1);
+}
+
+pub fn slot_reuse_after_deregister_is_harmless<H: Harness>() {
+    let mut h = H::new();
+    for round in 0..20 {
+        let s = h.socket();
+        let t = Token(100 + round);
+        h.reactor().register(&s, t, Interest::READABLE).unwrap();
+        h.make_readable(&s);
+        if round % 2 == 0 {
+            assert!(wait_for(&mut h, t).is_readable());
+        }
+        h.reactor().deregister(&s).unwrap();
+    }
+    settle_zombies(&mut h);
+    let st = h.reactor().stats();
+    assert!(st.slots <= 3, "slots are reused: {st:?}");
+    assert_eq!((st.registered, st.in_flight), (0, 0));
+}
+
+// --- §5 initial state, helper fallback and bad input --------------------------------------------
+
+pub fn socket_bound_to_another_port_is_polled_through_the_helper<H: Harness>() {
+    let mut h = H::new();
+    let s = h.socket();
+    h.bind_elsewhere(&s);
+    h.reactor().register(&s, A, Interest::READABLE).unwrap();
+    h.make_readable(&s);
+    assert!(wait_for(&mut h, A).is_readable());
+    h.reactor().deregister(&s).unwrap();
+    settle_zombies(&mut h);
+}
+
+pub fn registering_twice_is_already_exists<H: Harness>() {
+    let mut h = H::new();
+    let s = h.socket();
+    h.reactor().register(&s, A, Interest::READABLE).unwrap();
+    let e = h.reactor().register(&s, B, Interest::READABLE).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{e}");
+    assert_eq!(h.reactor().stats().registered, 1);
+    h.make_readable(&s);
+    assert!(wait_for(&mut h, A).is_readable(), "the first registration still works");
+}
+
+pub fn unknown_sockets_are_not_found<H: Harness>() {
+    let mut h = H::new();
+    let s = h.socket();
+    let e = h.reactor().deregister(&s).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    let e = h.reactor().reregister(&s, A, Interest::READABLE).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    h.reactor().register(&s, A, Interest::READABLE).unwrap();
+    h.reactor().deregister(&s).unwrap();
+    let e = h.reactor().deregister(&s).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::NotFound, "already deregistered");
+}
+
+pub fn events_buffer_of_capacity_zero_is_invalid_input<H: Harness>() {
+    let mut h = H::new();
+    let e = h
+        .reactor()
+        .poll(&mut Events::with_capacity(0), Some(Duration::ZERO))
+        .unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+}
+
+pub fn poll_timeout_of_duration_max_waits_for_an_event<H: Harness>() {
+    let mut h = H::new();
+    let s = h.socket();
+    h.reactor().register(&s, A, Interest::WRITABLE).unwrap();
+    let mut events = Events::with_capacity(8);
+    h.reactor().poll(&mut events, Some(Duration::MAX)).unwrap();
+    assert!(events.iter().any(|e| e.token() == A));
+}
+
+// --- §3 wake ----------------------------------------------------------------------------------
+
+pub fn wake_from_another_thread_during_a_blocking_poll<H: Harness>() {
+    let mut h = H::new();
+    let waker = h.reactor().waker(WAKE).unwrap();
+    let t = std::thread::spawn(move || waker.wake().unwrap());
+    let mut events = Events::with_capacity(8);
+    h.reactor().poll(&mut events, None).unwrap(); // no timeout: only the wake can end it
+    assert!(events.iter().any(|e| e.is_wake() && e.token() == WAKE));
+    t.join().unwrap();
+}
+
+pub fn wakes_are_coalesced_into_one_packet<H: Harness>() {
+    let mut h = H::new();
+    let waker = h.reactor().waker(WAKE).unwrap();
+    for _ in 0..100 {
+        waker.wake().unwrap();
+    }
+    let q = h.quiet();
+    let seen = collect(&mut h, q);
+    assert_eq!(seen.iter().filter(|e| e.is_wake()).count(), 1, "{seen:?}");
+    let st = h.reactor().stats();
+    assert_eq!((st.wakes, st.nt.post), (100, 1));
+    waker.wake().unwrap(); // the packet was consumed: a new wake posts again
+    assert!(wait_for(&mut h, WAKE).is_wake());
+}
+
+pub fn waker_outliving_its_reactor_is_harmless<H: Harness>() {
+    let mut h = H::new();
+    let waker = h.reactor().waker(WAKE).unwrap();
+    drop(h);
+    let e = waker.wake().unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::NotConnected);
+}
+
+// --- timers -----------------------------------------------------------------------------------
+
+pub fn timers_fire_after_their_delay_and_repeat<H: Harness>() {
+    let mut h = H::new();
+    let start = Instant::now();
+    h.reactor()
+        .add_timer(TIMER, Duration::from_millis(30), Some(Duration::from_millis(10)));
+    assert!(wait_for(&mut h, TIMER).is_timer());
+    assert!(start.elapsed() >= Duration::from_millis(30), "fired early");
+    assert!(wait_for(&mut h, TIMER).is_timer(), "repeats");
+}
+
+pub fn cancelled_and_infinite_timers_never_fire<H: Harness>() {
+    let mut h = H::new();
+    let id = h.reactor().add_timer(TIMER, Duration::from_millis(5), None);
+    assert!(h.reactor().cancel_timer(id));
+    h.reactor().add_timer(Token(51), Duration::MAX, None);
+    let seen = collect(&mut h, Duration::from_millis(30));
+    assert!(seen.is_empty(), "{seen:?}");
+}
+
+// --- §6 teardown --------------------------------------------------------------------------------
+
+pub fn teardown_with_polls_in_flight_drains_everything<H: Harness>() {
+    let mut h = H::new();
+    let sockets: Vec<_> = (0..20).map(|_| h.socket()).collect();
+    for (i, s) in sockets.iter().enumerate() {
+        h.reactor().register(s, Token(i), Interest::READABLE).unwrap();
+    }
+    assert_no_event_for(&mut h, Token(0));
+    assert_eq!(h.reactor().stats().in_flight, 20);
+    let report = h.reactor().shutdown().unwrap();
+    assert_eq!((report.cancelled, report.leaked), (20, 0), "{report}");
+    let st = h.reactor().stats();
+    assert_eq!((st.in_flight, st.zombies, st.registered), (0, 0, 0), "{st:?}");
+    let e = h
+        .reactor()
+        .register(&sockets[0], A, Interest::READABLE)
+        .unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::NotConnected, "register after shutdown");
+    let e = h
+        .reactor()
+        .poll(&mut Events::with_capacity(4), Some(Duration::ZERO))
+        .unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::NotConnected, "poll after shutdown");
+}
+
+pub fn teardown_after_user_closed_some_sockets<H: Harness>() {
+    let mut h = H::new();
+    let mut sockets: Vec<_> = (0..10).map(|_| h.socket()).collect();
+    for (i, s) in sockets.iter().enumerate() {
+        h.reactor().register(s, Token(i), Interest::READABLE).unwrap();
+    }
+    assert_no_event_for(&mut h, Token(0));
+    for _ in 0..5 {
+        let s = sockets.pop().unwrap();
+        h.close(s); // LOCAL_CLOSE packets queue up, undequeued
+    }
+    let report = h.reactor().shutdown().unwrap();
+    assert_eq!(report.leaked, 0, "{report}");
+    assert!(report.cancelled <= 10, "{report}");
+}
+
+/// Expand to one `#[test]` per conformance body for harness `$h`.
+macro_rules! afd_reactor_conformance {
+    ($h:ty) => {
+        afd_reactor_conformance!(@ $h;
+            readable_event_is_delivered,
+            writable_event_is_delivered,
+            level_reports_again_until_drained,
+            oneshot_disarms_until_reregister,
+            edge_reports_each_condition_once,
+            no_spin_on_writable_without_interest,
+            backpressure_pauses_without_spinning,
+            interest_change_mid_poll_cancels_and_resubmits,
+            narrowing_interest_costs_no_nt_call,
+            peer_shutdown_is_read_closed,
+            deregister_with_pending_poll_then_late_packet,
+            deregister_after_completion_queued_delivers_nothing,
+            recycled_handle_with_old_packet_still_queued,
+            close_without_deregister_is_cleaned_up,
+            slot_reuse_after_deregister_is_harmless,
+            socket_bound_to_another_port_is_polled_through_the_helper,
+            registering_twice_is_already_exists,
+            unknown_sockets_are_not_found,
+            events_buffer_of_capacity_zero_is_invalid_input,
+            poll_timeout_of_duration_max_waits_for_an_event,
+            wake_from_another_thread_during_a_blocking_poll,
+            wakes_are_coalesced_into_one_packet,
+            waker_outliving_its_reactor_is_harmless,
+            timers_fire_after_their_delay_and_repeat,
+            cancelled_and_infinite_timers_never_fire,
+            teardown_with_polls_in_flight_drains_everything,
+            teardown_after_user_closed_some_sockets,
+        );
+    };
+    (@ $h:ty; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                conformance::$name::<$h>();
+            }
+        )*
+    };
+}
