@@ -8,6 +8,11 @@
 //! ## Layers
 //! - [`afd`]: AFD/NT/winsock definitions — plain data shared by every layer (all platforms).
 //! - `nt` (Windows only): safe wrappers over the NT calls; the crate's only FFI.
+//! - [`kernel`]: the kernel boundary — one narrow trait, with the real NT implementation
+//!   (`kernel::nt`, Windows) and the simulated one ([`kernel::sim`]) beside it.
+//! - [`state`]: the per-socket state machine, pure logic.
+//! - [`Reactor`] and its vocabulary ([`Token`], [`Interest`], [`Event`], [`Events`], [`Waker`]):
+//!   the public API and the event loop.
 #![deny(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -15,5 +20,14 @@
 compile_error!("afd-reactor supports 64-bit targets only");
 
 pub mod afd;
+pub mod kernel;
+mod reactor;
+pub mod state;
+
+pub use reactor::{
+    Config, Event, Events, Interest, NtCalls, Reactor, SimSocket, Source, Stats, Teardown, TimerId,
+    Token, Waker,
+};
+pub use state::Mode;
 #[cfg(windows)]
 pub mod nt;

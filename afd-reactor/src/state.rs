@@ -212,19 +212,6 @@ impl Machine {
         }
     }
 
-    /// The socket is known to be gone without a packet to wait for (e.g. its handle value was
-    /// taken by a new registration while no poll was out). Returns true if the slot can be freed
-    /// now; otherwise it became a zombie.
-    pub fn on_socket_gone(&mut self) -> bool {
-        self.closed = true;
-        if self.poll.in_flight() {
-            self.life = Life::Zombie;
-            false
-        } else {
-            true
-        }
-    }
-
     /// The packet of the outstanding poll was dequeued, with the IO_STATUS_BLOCK status and the
     /// events the poll reported (read only when `status` is a success; pass `NONE` otherwise).
     ///
@@ -285,7 +272,11 @@ mod tests {
     #[test]
     fn one_poll_at_a_time() {
         let m = armed(R, Mode::Level);
-        assert_eq!(m.update(), Update::Nothing, "pending poll covers the interest");
+        assert_eq!(
+            m.update(),
+            Update::Nothing,
+            "pending poll covers the interest"
+        );
     }
 
     #[test]
@@ -296,7 +287,11 @@ mod tests {
         m.on_reregister(R | S | PollEvents::RECEIVE_EXPEDITED, Mode::Level);
         assert_eq!(m.update(), Update::Cancel);
         m.on_cancel_issued();
-        assert_eq!(m.update(), Update::Nothing, "wait for the cancellation packet");
+        assert_eq!(
+            m.update(),
+            Update::Nothing,
+            "wait for the cancellation packet"
+        );
         assert_eq!(
             m.on_completion(NtStatus::CANCELLED, PollEvents::NONE),
             Completed::Deliver(PollEvents::NONE)
@@ -315,7 +310,11 @@ mod tests {
             m.on_completion(NtStatus::SUCCESS, S),
             Completed::Deliver(PollEvents::NONE)
         );
-        assert_eq!(m.update(), Update::Submit(R | ALWAYS), "re-armed without SEND");
+        assert_eq!(
+            m.update(),
+            Update::Submit(R | ALWAYS),
+            "re-armed without SEND"
+        );
     }
 
     #[test]
@@ -338,7 +337,11 @@ mod tests {
     fn edge_reports_a_condition_once_and_keeps_the_others_armed() {
         let mut m = armed(R | S, Mode::Edge);
         assert_eq!(m.on_completion(NtStatus::SUCCESS, S), Completed::Deliver(S));
-        assert_eq!(m.update(), Update::Submit(R | ALWAYS), "writable not re-armed");
+        assert_eq!(
+            m.update(),
+            Update::Submit(R | ALWAYS),
+            "writable not re-armed"
+        );
         assert!(m.on_submitted(R | ALWAYS, NtStatus::PENDING));
         assert_eq!(m.on_completion(NtStatus::SUCCESS, R), Completed::Deliver(R));
         assert_eq!(m.update(), Update::Submit(ALWAYS));
@@ -435,14 +438,5 @@ mod tests {
         let mut m = Machine::new(R, Mode::Level);
         assert!(m.on_submitted(R | ALWAYS, NtStatus::SUCCESS));
         assert!(m.poll.in_flight());
-    }
-
-    #[test]
-    fn socket_gone_frees_idle_and_zombifies_in_flight() {
-        let mut idle = Machine::new(R, Mode::Level);
-        assert!(idle.on_socket_gone());
-        let mut m = armed(R, Mode::Level);
-        assert!(!m.on_socket_gone());
-        assert_eq!(m.life, Life::Zombie);
     }
 }

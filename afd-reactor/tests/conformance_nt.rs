@@ -69,7 +69,9 @@ impl<const HELPER: bool> Harness for NtHarness<HELPER> {
     }
 
     fn peer_shutdown(&mut self, s: &TcpStream) {
-        self.peers[&s.raw_socket()].shutdown(Shutdown::Write).unwrap();
+        self.peers[&s.raw_socket()]
+            .shutdown(Shutdown::Write)
+            .unwrap();
     }
 
     fn close(&mut self, s: TcpStream) {

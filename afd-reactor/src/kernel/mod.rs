@@ -14,9 +14,9 @@
 //! the block: it may write it at any time, and the reactor must neither free, move nor read it.
 //! Implementations write the block *before* the packet becomes visible to `dequeue`.
 
-pub mod sim;
 #[cfg(windows)]
 pub mod nt;
+pub mod sim;
 
 use crate::afd::{AfdPollInfo, CompletionEntry, IoStatusBlock, NtStatus};
 use std::io;

@@ -1,6 +1,6 @@
 //! The real kernel: [`Kernel`] over the [`crate::nt`] layer (Windows only).
 
-use super::{Kernel, PollBlock, PollVia, Post, RawSock, HELPER_KEY};
+use super::{HELPER_KEY, Kernel, PollBlock, PollVia, Post, RawSock};
 use crate::afd::{CompletionEntry, NtStatus};
 use crate::nt::{self, AfdHelper, CompletionPort};
 use std::io;

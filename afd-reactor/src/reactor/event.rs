@@ -143,6 +143,8 @@ const WAKE: u16 = 128;
 pub struct Event {
     token: Token,
     flags: u16,
+    /// The AFD events behind a socket event (empty for timers, wakes and errors).
+    afd: PollEvents,
 }
 
 impl Event {
@@ -169,13 +171,19 @@ impl Event {
         if has(PollEvents::RECEIVE_EXPEDITED) {
             flags |= PRIORITY;
         }
-        Self { token, flags }
+        Self { token, flags, afd }
+    }
+
+    /// The AFD events behind a socket readiness event.
+    pub(crate) fn afd(&self) -> Option<PollEvents> {
+        (!self.afd.is_empty()).then_some(self.afd)
     }
 
     pub(crate) const fn error(token: Token) -> Self {
         Self {
             token,
             flags: ERROR,
+            afd: PollEvents::NONE,
         }
     }
 
@@ -183,11 +191,16 @@ impl Event {
         Self {
             token,
             flags: TIMER,
+            afd: PollEvents::NONE,
         }
     }
 
     pub(crate) const fn wake(token: Token) -> Self {
-        Self { token, flags: WAKE }
+        Self {
+            token,
+            flags: WAKE,
+            afd: PollEvents::NONE,
+        }
     }
 
     /// The token of the registration, timer or waker.
@@ -361,6 +374,9 @@ mod tests {
         assert!(!Interest::READABLE.afd_events().intersects(PollEvents::SEND));
         assert!(Interest::WRITABLE.afd_events().contains(PollEvents::SEND));
         assert_eq!(Interest::NONE.afd_events(), PollEvents::NONE);
-        assert_eq!(format!("{:?}", Interest::READABLE | Interest::PRIORITY), "READABLE | PRIORITY");
+        assert_eq!(
+            format!("{:?}", Interest::READABLE | Interest::PRIORITY),
+            "READABLE | PRIORITY"
+        );
     }
 }

@@ -233,8 +233,8 @@ pub struct Reactor<K: Kernel> {
     /// Slots whose poll needs a submit or cancel before the next dequeue: `(index, generation)`.
     updates: Vec<(u32, u64)>,
     entries: Vec<CompletionEntry>,
-    /// Events made outside a poll, or that did not fit: delivered first by the next poll.
-    stash: VecDeque<Event>,
+    /// What was dequeued outside a poll, or did not fit: delivered first by the next poll.
+    stash: VecDeque<Stashed>,
     timers: timer::Timers,
     wakers: Vec<Arc<WakerShared>>,
     generation_counter: u64,
@@ -266,6 +266,41 @@ impl<K: Kernel> fmt::Debug for Reactor<K> {
             .field("stats", &self.stats())
             .field("shut_down", &self.shut_down)
             .finish_non_exhaustive()
+    }
+}
+
+/// Add `event` to `events`; wakes of one waker are reported once per poll.
+fn deliver(events: &mut Events, event: Event) {
+    if event.is_wake()
+        && events
+            .iter()
+            .any(|e| e.is_wake() && e.token() == event.token())
+    {
+        return;
+    }
+    events.push(event);
+}
+
+/// An event kept for the next poll.
+#[derive(Debug, Clone, Copy)]
+enum Stashed {
+    /// Not a socket's (a wake).
+    Event(Event),
+    /// A socket's readiness, as AFD events, for registration `generation`.
+    Ready { generation: u64, afd: PollEvents },
+    /// The kernel refused to arm registration `generation`.
+    Error { generation: u64 },
+}
+
+impl Stashed {
+    fn new(event: Event, entry: &CompletionEntry) -> Self {
+        match event.afd() {
+            Some(afd) if entry.key != WAKE_KEY => Self::Ready {
+                generation: entry.apc_context as u64,
+                afd,
+            },
+            _ => Self::Event(event),
+        }
     }
 }
 
@@ -307,6 +342,11 @@ impl<K: Kernel> Reactor<K> {
         &mut self.kernel
     }
 
+    /// Change how long teardown may wait for cancelled polls to drain.
+    pub fn set_teardown_timeout(&mut self, bound: Duration) {
+        self.config.teardown_timeout = bound;
+    }
+
     /// The counters.
     pub fn stats(&self) -> Stats {
         let mut s = self.stats;
@@ -318,6 +358,18 @@ impl<K: Kernel> Reactor<K> {
             s.wakes += w.calls.load(Ordering::Relaxed);
         }
         s
+    }
+
+    /// For tests and debugging: every non-vacant slot as (block address, generation, machine).
+    #[doc(hidden)]
+    pub fn debug_slots(&self) -> Vec<(std::ptr::NonNull<PollBlock>, u64, Machine)> {
+        (0..self.pool.len() as u32)
+            .filter_map(|i| {
+                let m = self.pool.meta(i)?;
+                (m.generation != 0)
+                    .then(|| (self.pool.block(i).expect("slot"), m.generation, m.machine))
+            })
+            .collect()
     }
 
     /// Heap bytes held for socket states: the slot pool, plus the registration map's table.
@@ -496,7 +548,12 @@ impl<K: Kernel> Reactor<K> {
         self.by_socket
             .get(&socket.raw_socket())
             .copied()
-            .ok_or_else(|| err(io::ErrorKind::NotFound, "afd-reactor: socket is not registered"))
+            .ok_or_else(|| {
+                err(
+                    io::ErrorKind::NotFound,
+                    "afd-reactor: socket is not registered",
+                )
+            })
     }
 
     fn registered<S: Source + ?Sized>(&self, socket: &S) -> io::Result<&pool::Meta> {
@@ -521,7 +578,12 @@ impl<K: Kernel> Reactor<K> {
     /// Start a timer: an event with `token` and [`Event::is_timer`] after `delay`, then every
     /// `period` if given. Deadlines are honoured to the NT timeout's 100 ns unit (the OS timer
     /// granularity still applies). A delay too large to represent never fires.
-    pub fn add_timer(&mut self, token: Token, delay: Duration, period: Option<Duration>) -> TimerId {
+    pub fn add_timer(
+        &mut self,
+        token: Token,
+        delay: Duration,
+        period: Option<Duration>,
+    ) -> TimerId {
         let now = Instant::now();
         // `Duration::MAX` (or anything past the clock's range) means "never": park it far away.
         let far = now + Duration::from_secs(100 * 365 * 24 * 3600);
@@ -593,14 +655,21 @@ impl<K: Kernel> Reactor<K> {
             .on_cancel_issued();
     }
 
-    /// The registration's socket is known to be gone (handle value reused by a new socket).
+    /// The registration's socket is gone: its handle value now names the new socket being
+    /// registered. End it like a deregistration. A poll still out is cancelled through the value,
+    /// which is safe now (the caller of `register` has just lent us that handle): if the old poll
+    /// was re-armed on the new socket this finds it, otherwise it finds nothing and the old
+    /// socket's LOCAL_CLOSE ends it.
     fn socket_gone(&mut self, index: u32) {
         let meta = self.pool.meta_mut(index).expect("live slot");
         let socket = meta.socket;
-        if meta.machine.on_socket_gone() {
-            self.pool.release(index);
-        } else {
-            self.stats.zombies += 1;
+        match meta.machine.on_deregister() {
+            Deregistered::FreeNow => self.pool.release(index),
+            Deregistered::CancelThenWait => {
+                self.stats.zombies += 1;
+                self.cancel(index);
+            }
+            Deregistered::Wait => self.stats.zombies += 1,
         }
         self.by_socket.remove(&socket);
         self.stats.closed_cleanups += 1;
@@ -642,7 +711,7 @@ impl<K: Kernel> Reactor<K> {
                             self.finish(index);
                         } else {
                             // Disarmed until the user reregisters: tell them, once.
-                            self.stash.push_back(Event::error(meta.token));
+                            self.stash.push_back(Stashed::Error { generation });
                         }
                     }
                 }
@@ -705,7 +774,8 @@ impl<K: Kernel> Reactor<K> {
             }
             Completed::Deliver(afd) => {
                 let meta = self.pool.meta(index).expect("live slot");
-                let event = (!afd.is_empty()).then(|| Event::from_afd(meta.token, afd, meta.interest));
+                let event =
+                    (!afd.is_empty()).then(|| Event::from_afd(meta.token, afd, meta.interest));
                 self.queue_update(index);
                 if event.is_some() {
                     self.stats.events += 1;
@@ -715,14 +785,55 @@ impl<K: Kernel> Reactor<K> {
         }
     }
 
+    /// Keep `event` (dequeued from `entry`) for the next poll. One stashed wake per waker covers
+    /// every wake before it.
+    fn stash_event(&mut self, event: Event, entry: &CompletionEntry) {
+        let stashed = Stashed::new(event, entry);
+        if event.is_wake()
+            && self.stash.iter().any(
+                |s| matches!(s, Stashed::Event(e) if e.is_wake() && e.token() == event.token()),
+            )
+        {
+            return;
+        }
+        self.stash.push_back(stashed);
+    }
+
+    /// The live (not zombie) registration of `generation`, if any.
+    fn live_meta(&self, generation: u64) -> Option<&pool::Meta> {
+        let index = (generation & ((1 << INDEX_BITS) - 1)) as u32;
+        self.pool
+            .meta(index)
+            .filter(|m| m.generation == generation && m.machine.life == Life::Active)
+    }
+
+    /// Turn a stashed item into the event to deliver now: with the registration's current token
+    /// and interest, and nothing if the registration has ended meanwhile.
+    fn unstash(&self, stashed: Stashed) -> Option<Event> {
+        match stashed {
+            Stashed::Event(ev) => Some(ev),
+            Stashed::Ready { generation, afd } => {
+                let m = self.live_meta(generation)?;
+                let afd = afd.intersection(m.interest.afd_events().union(PollEvents::CONNECT_FAIL));
+                (!afd.is_empty()).then(|| Event::from_afd(m.token, afd, m.interest))
+            }
+            Stashed::Error { generation } => {
+                self.live_meta(generation).map(|m| Event::error(m.token))
+            }
+        }
+    }
+
     /// Dequeue what is already queued (timeout 0) and keep the events for the next poll.
     fn drain_into_stash(&mut self) -> io::Result<()> {
         loop {
             self.stats.nt.dequeue += 1;
-            let n = self.kernel.dequeue(&mut self.entries, Some(Duration::ZERO))?;
+            let n = self
+                .kernel
+                .dequeue(&mut self.entries, Some(Duration::ZERO))?;
             for i in 0..n {
-                if let Some(ev) = self.dispatch(self.entries[i]) {
-                    self.stash.push_back(ev);
+                let entry = self.entries[i];
+                if let Some(ev) = self.dispatch(entry) {
+                    self.stash_event(ev, &entry);
                 }
             }
             if n < self.entries.len() {
@@ -754,10 +865,12 @@ impl<K: Kernel> Reactor<K> {
         loop {
             self.flush_updates();
             while events.room() > 0 {
-                let Some(ev) = self.stash.pop_front() else {
+                let Some(stashed) = self.stash.pop_front() else {
                     break;
                 };
-                events.push(ev);
+                if let Some(ev) = self.unstash(stashed) {
+                    deliver(events, ev);
+                }
             }
             let now = Instant::now();
             self.fire_timers(events, now);
@@ -776,13 +889,20 @@ impl<K: Kernel> Reactor<K> {
             };
             let n = room.min(self.entries.len());
             self.stats.nt.dequeue += 1;
-            let got = self.kernel.dequeue(&mut self.entries[..n], wait)?;
+            let got = match self.kernel.dequeue(&mut self.entries[..n], wait) {
+                Ok(got) => got,
+                // Return what this call already collected rather than lose it; the packets stay
+                // queued, and a persistent failure shows again on the next call.
+                Err(_) if !events.is_empty() => return Ok(()),
+                Err(e) => return Err(e),
+            };
             for i in 0..got {
-                if let Some(ev) = self.dispatch(self.entries[i]) {
+                let entry = self.entries[i];
+                if let Some(ev) = self.dispatch(entry) {
                     if events.room() > 0 {
-                        events.push(ev);
+                        deliver(events, ev);
                     } else {
-                        self.stash.push_back(ev);
+                        self.stash_event(ev, &entry);
                     }
                 }
             }

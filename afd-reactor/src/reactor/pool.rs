@@ -107,7 +107,10 @@ impl Pool {
     /// Return a slot: it becomes vacant (generation 0) and reusable. Its poll must not be in flight.
     pub fn release(&mut self, index: u32) {
         let meta = self.meta_mut(index).expect("released slot exists");
-        debug_assert!(!meta.machine.poll.in_flight(), "freeing a slot the kernel holds");
+        debug_assert!(
+            !meta.machine.poll.in_flight(),
+            "freeing a slot the kernel holds"
+        );
         *meta = Meta::vacant();
         self.free.push(index);
     }

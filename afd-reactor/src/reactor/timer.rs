@@ -100,7 +100,11 @@ mod tests {
         let mut t = Timers::default();
         let now = Instant::now();
         t.add(Token(2), now + Duration::from_millis(20), None);
-        t.add(Token(1), now + Duration::from_millis(10), Some(Duration::from_millis(15)));
+        t.add(
+            Token(1),
+            now + Duration::from_millis(10),
+            Some(Duration::from_millis(15)),
+        );
         assert_eq!(t.pop_due(now), None);
         let later = now + Duration::from_millis(21);
         assert_eq!(t.pop_due(later), Some(Token(1)));

@@ -92,12 +92,9 @@ impl Waker {
         {
             Ok(_) => {
                 if let Err(e) = s.poster.post(WAKE_KEY, self.apc) {
-                    let _ = s.state.compare_exchange(
-                        QUEUED,
-                        IDLE,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    );
+                    let _ =
+                        s.state
+                            .compare_exchange(QUEUED, IDLE, Ordering::AcqRel, Ordering::Acquire);
                     return Err(e);
                 }
                 s.posts.fetch_add(1, Ordering::Relaxed);

@@ -88,7 +88,11 @@ pub fn settle_zombies<H: Harness>(h: &mut H) {
     let patience = h.patience();
     let start = Instant::now();
     while h.reactor().stats().zombies > 0 {
-        assert!(start.elapsed() < patience, "zombies never drained: {:?}", h.reactor().stats());
+        assert!(
+            start.elapsed() < patience,
+            "zombies never drained: {:?}",
+            h.reactor().stats()
+        );
         let _ = collect(h, Duration::from_millis(10));
     }
 }
@@ -106,7 +110,10 @@ pub fn readable_event_is_delivered<H: Harness>() {
     h.reactor().register(&s, A, Interest::READABLE).unwrap();
     h.make_readable(&s);
     let e = wait_for(&mut h, A);
-    assert!(e.is_readable() && !e.is_writable() && !e.is_error(), "{e:?}");
+    assert!(
+        e.is_readable() && !e.is_writable() && !e.is_error(),
+        "{e:?}"
+    );
 }
 
 pub fn writable_event_is_delivered<H: Harness>() {
@@ -171,7 +178,10 @@ pub fn no_spin_on_writable_without_interest<H: Harness>() {
     let before = h.reactor().stats().nt;
     assert_no_event_for(&mut h, A);
     let after = h.reactor().stats().nt;
-    assert_eq!(after.submit, before.submit, "re-armed without an event: spinning");
+    assert_eq!(
+        after.submit, before.submit,
+        "re-armed without an event: spinning"
+    );
 }
 
 pub fn backpressure_pauses_without_spinning<H: Harness>() {
@@ -191,7 +201,10 @@ pub fn backpressure_pauses_without_spinning<H: Harness>() {
         "paused socket kept re-arming: {before:?} -> {after:?}"
     );
     h.reactor().reregister(&s, A, Interest::READABLE).unwrap();
-    assert!(wait_for(&mut h, A).is_readable(), "resumes with the data still there");
+    assert!(
+        wait_for(&mut h, A).is_readable(),
+        "resumes with the data still there"
+    );
 }
 
 pub fn interest_change_mid_poll_cancels_and_resubmits<H: Harness>() {
@@ -206,8 +219,15 @@ pub fn interest_change_mid_poll_cancels_and_resubmits<H: Harness>() {
     let e = wait_for(&mut h, A);
     assert!(e.is_writable(), "{e:?}");
     let after = h.reactor().stats().nt;
-    assert_eq!(after.cancel - before.cancel, 1, "one cancel for the wider interest");
-    assert!(h.reactor().stats().in_flight <= 1, "one poll per socket at most");
+    assert_eq!(
+        after.cancel - before.cancel,
+        1,
+        "one cancel for the wider interest"
+    );
+    assert!(
+        h.reactor().stats().in_flight <= 1,
+        "one poll per socket at most"
+    );
 }
 
 pub fn narrowing_interest_costs_no_nt_call<H: Harness>() {
@@ -232,7 +252,10 @@ pub fn peer_shutdown_is_read_closed<H: Harness>() {
     h.reactor().register(&s, A, Interest::READABLE).unwrap();
     h.peer_shutdown(&s);
     let e = wait_for(&mut h, A);
-    assert!(e.is_readable() && e.is_read_closed() && !e.is_write_closed(), "{e:?}");
+    assert!(
+        e.is_readable() && e.is_read_closed() && !e.is_write_closed(),
+        "{e:?}"
+    );
 }
 
 // --- incarnations and zombies (WRL-001 §1, §2) -------------------------------------------------
@@ -243,12 +266,20 @@ pub fn deregister_with_pending_poll_then_late_packet<H: Harness>() {
     h.reactor().register(&s, A, Interest::READABLE).unwrap();
     assert_no_event_for(&mut h, A); // pending
     h.reactor().deregister(&s).unwrap();
-    assert_eq!(h.reactor().stats().zombies, 1, "pending poll keeps the state as a zombie");
+    assert_eq!(
+        h.reactor().stats().zombies,
+        1,
+        "pending poll keeps the state as a zombie"
+    );
     h.make_readable(&s); // would have fired the poll, were it not cancelled
     assert_no_event_for(&mut h, A);
     settle_zombies(&mut h);
     let st = h.reactor().stats();
-    assert_eq!((st.registered, st.zombies, st.in_flight), (0, 0, 0), "{st:?}");
+    assert_eq!(
+        (st.registered, st.zombies, st.in_flight),
+        (0, 0, 0),
+        "{st:?}"
+    );
 }
 
 pub fn deregister_after_completion_queued_delivers_nothing<H: Harness>() {
@@ -286,7 +317,10 @@ pub fn recycled_handle_with_old_packet_still_queued<H: Harness>() {
     let seen = collect(&mut h, q);
     assert!(seen.iter().all(|e| e.token() != B), "{seen:?}");
     if reused {
-        assert!(seen.iter().all(|e| e.token() != A), "stale event delivered: {seen:?}");
+        assert!(
+            seen.iter().all(|e| e.token() != A),
+            "stale event delivered: {seen:?}"
+        );
         assert_eq!(h.reactor().stats().registered, 1);
     }
     h.make_readable(&new);
@@ -302,7 +336,11 @@ pub fn close_without_deregister_is_cleaned_up<H: Harness>() {
     h.close(s);
     assert_no_event_for(&mut h, A);
     let st = h.reactor().stats();
-    assert_eq!((st.registered, st.in_flight, st.zombies), (0, 0, 0), "{st:?}");
+    assert_eq!(
+        (st.registered, st.in_flight, st.zombies),
+        (0, 0, 0),
+        "{st:?}"
+    );
     assert_eq!(st.closed_cleanups, 1);
 }
 
@@ -345,7 +383,10 @@ pub fn registering_twice_is_already_exists<H: Harness>() {
     assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{e}");
     assert_eq!(h.reactor().stats().registered, 1);
     h.make_readable(&s);
-    assert!(wait_for(&mut h, A).is_readable(), "the first registration still works");
+    assert!(
+        wait_for(&mut h, A).is_readable(),
+        "the first registration still works"
+    );
 }
 
 pub fn unknown_sockets_are_not_found<H: Harness>() {
@@ -353,7 +394,10 @@ pub fn unknown_sockets_are_not_found<H: Harness>() {
     let s = h.socket();
     let e = h.reactor().deregister(&s).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::NotFound);
-    let e = h.reactor().reregister(&s, A, Interest::READABLE).unwrap_err();
+    let e = h
+        .reactor()
+        .reregister(&s, A, Interest::READABLE)
+        .unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::NotFound);
     h.reactor().register(&s, A, Interest::READABLE).unwrap();
     h.reactor().deregister(&s).unwrap();
@@ -419,8 +463,11 @@ pub fn waker_outliving_its_reactor_is_harmless<H: Harness>() {
 pub fn timers_fire_after_their_delay_and_repeat<H: Harness>() {
     let mut h = H::new();
     let start = Instant::now();
-    h.reactor()
-        .add_timer(TIMER, Duration::from_millis(30), Some(Duration::from_millis(10)));
+    h.reactor().add_timer(
+        TIMER,
+        Duration::from_millis(30),
+        Some(Duration::from_millis(10)),
+    );
     assert!(wait_for(&mut h, TIMER).is_timer());
     assert!(start.elapsed() >= Duration::from_millis(30), "fired early");
     assert!(wait_for(&mut h, TIMER).is_timer(), "repeats");
@@ -441,19 +488,29 @@ pub fn teardown_with_polls_in_flight_drains_everything<H: Harness>() {
     let mut h = H::new();
     let sockets: Vec<_> = (0..20).map(|_| h.socket()).collect();
     for (i, s) in sockets.iter().enumerate() {
-        h.reactor().register(s, Token(i), Interest::READABLE).unwrap();
+        h.reactor()
+            .register(s, Token(i), Interest::READABLE)
+            .unwrap();
     }
     assert_no_event_for(&mut h, Token(0));
     assert_eq!(h.reactor().stats().in_flight, 20);
     let report = h.reactor().shutdown().unwrap();
     assert_eq!((report.cancelled, report.leaked), (20, 0), "{report}");
     let st = h.reactor().stats();
-    assert_eq!((st.in_flight, st.zombies, st.registered), (0, 0, 0), "{st:?}");
+    assert_eq!(
+        (st.in_flight, st.zombies, st.registered),
+        (0, 0, 0),
+        "{st:?}"
+    );
     let e = h
         .reactor()
         .register(&sockets[0], A, Interest::READABLE)
         .unwrap_err();
-    assert_eq!(e.kind(), io::ErrorKind::NotConnected, "register after shutdown");
+    assert_eq!(
+        e.kind(),
+        io::ErrorKind::NotConnected,
+        "register after shutdown"
+    );
     let e = h
         .reactor()
         .poll(&mut Events::with_capacity(4), Some(Duration::ZERO))
@@ -465,7 +522,9 @@ pub fn teardown_after_user_closed_some_sockets<H: Harness>() {
     let mut h = H::new();
     let mut sockets: Vec<_> = (0..10).map(|_| h.socket()).collect();
     for (i, s) in sockets.iter().enumerate() {
-        h.reactor().register(s, Token(i), Interest::READABLE).unwrap();
+        h.reactor()
+            .register(s, Token(i), Interest::READABLE)
+            .unwrap();
     }
     assert_no_event_for(&mut h, Token(0));
     for _ in 0..5 {

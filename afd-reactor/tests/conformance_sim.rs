@@ -1,0 +1,73 @@
+//! The conformance suite on the simulated kernel (every platform, and under Miri).
+
+#[macro_use]
+mod conformance;
+
+use afd_reactor::afd::PollEvents;
+use afd_reactor::kernel::sim::SimKernel;
+use afd_reactor::{Reactor, SimSocket};
+use conformance::Harness;
+use std::time::Duration;
+
+struct SimHarness {
+    reactor: Reactor<SimKernel>,
+}
+
+impl Harness for SimHarness {
+    type K = SimKernel;
+    type Sock = SimSocket;
+
+    fn new() -> Self {
+        Self {
+            reactor: Reactor::with_kernel(SimKernel::new(0x5EED)),
+        }
+    }
+
+    fn reactor(&mut self) -> &mut Reactor<SimKernel> {
+        &mut self.reactor
+    }
+
+    fn socket(&mut self) -> SimSocket {
+        let k = self.reactor.kernel_mut();
+        let raw = k.open_socket();
+        k.set_readiness(raw, PollEvents::SEND); // connected: writable, nothing to read
+        SimSocket(raw)
+    }
+
+    fn make_readable(&mut self, s: &SimSocket) {
+        self.reactor
+            .kernel_mut()
+            .add_readiness(s.0, PollEvents::RECEIVE);
+    }
+
+    fn drain(&mut self, s: &SimSocket) {
+        self.reactor
+            .kernel_mut()
+            .clear_readiness(s.0, PollEvents::RECEIVE);
+    }
+
+    fn peer_shutdown(&mut self, s: &SimSocket) {
+        self.reactor
+            .kernel_mut()
+            .add_readiness(s.0, PollEvents::DISCONNECT);
+    }
+
+    fn close(&mut self, s: SimSocket) {
+        self.reactor.kernel_mut().close_socket(s.0);
+    }
+
+    fn bind_elsewhere(&mut self, s: &SimSocket) {
+        self.reactor.kernel_mut().bind_to_foreign_port(s.0).unwrap();
+    }
+
+    fn quiet(&self) -> Duration {
+        // The simulation completes polls synchronously: nothing arrives late.
+        Duration::from_millis(5)
+    }
+
+    fn reuses_handles_at_once(&self) -> bool {
+        true
+    }
+}
+
+afd_reactor_conformance!(SimHarness);
