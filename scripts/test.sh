@@ -2,8 +2,12 @@
 # The README's test command: set up the machine, then run every check and every test.
 #   1. scripts/setup.sh (idempotent)
 #   2. cargo fmt --check; clippy -D warnings for Linux and for x86_64-pc-windows-gnu
-#   3. native tests (pure logic)
-#   4. the Windows tests under Wine (cargo's runner, see .cargo/config.toml)
+#   3. native tests: unit tests, the conformance suite on the simulated kernel, the property test
+#      (10,000 seeded schedules with fault injection; AFD_SCHEDULES=N for more)
+#   4. Miri on the simulated-kernel tests (skip with AFD_SKIP_MIRI=1)
+#   5. the Windows tests under Wine: NT layer, conformance suite on the real NT kernel (socket-direct
+#      and helper paths), and the simulated suites again as Windows code
+#   6. a short run of the demo (100 connections, 2 s) so the README's first command keeps working
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 step() { printf '\n==> %s\n' "$*"; }
@@ -24,7 +28,18 @@ cargo clippy --workspace --all-targets --target "$win" -- -D warnings
 step "native tests (Linux)"
 cargo test --workspace
 
+step "property test summary (seeded schedules, all fault kinds)"
+cargo test -q -p afd-reactor --test property_sim -- --nocapture 2>&1 | grep -E '^(property|faults)'
+
+if [ "${AFD_SKIP_MIRI:-0}" != 1 ]; then
+    step "Miri: simulated kernel, state machine, reactor on the sim (cargo +nightly miri)"
+    cargo +nightly miri test -q -p afd-reactor --lib --test conformance_sim --test property_sim
+fi
+
 step "Windows tests under Wine ($(wine --version 2>/dev/null || echo wine))"
 cargo test --workspace --target "$win"
+
+step "demo smoke run (echo server under Wine, native load)"
+CONNECTIONS=100 SECS=2 PORT=7017 bash scripts/demo.sh
 
 step "all checks passed"

@@ -430,7 +430,8 @@ impl Run {
                 self.model.wake_outstanding = true;
             }
             78..=79 => self.inject_foreign_packet(),
-            80 if self.rng.chance(300) => self.violate_close_contract(),
+            // Not under Miri: the leak it provokes on purpose is what Miri's leak check reports.
+            80 if !cfg!(miri) && self.rng.chance(300) => self.violate_close_contract(),
             _ => self.poll(),
         }
     }

@@ -1,7 +1,7 @@
 //! A plain thread-per-connection echo server, to try loadgen natively:
 //!
 //! ```sh
-//! cargo run --release -p loadgen --example echo_server -- 127.0.0.1:7000 &
+//! cargo run --release -p loadgen --example native_echo_server -- 127.0.0.1:7000 &
 //! cargo run --release -p loadgen -- --addr 127.0.0.1:7000 --connections 1000 --duration 5
 //! ```
 
