@@ -532,16 +532,29 @@ impl<K: Kernel> Reactor<K> {
     pub fn deregister<S: Source + ?Sized>(&mut self, socket: &S) -> io::Result<()> {
         let index = self.index_of(socket)?;
         self.by_socket.remove(&socket.raw_socket());
+        self.end_registration(index);
+        Ok(())
+    }
+
+    /// End registration `index` (already out of the registration map): free it now, or make it a
+    /// zombie whose pending poll is cancelled (WRL-001 §2). Returns true if a cancel was issued.
+    fn end_registration(&mut self, index: u32) -> bool {
         let meta = self.pool.meta_mut(index).expect("registered");
         match meta.machine.on_deregister() {
-            Deregistered::FreeNow => self.pool.release(index),
+            Deregistered::FreeNow => {
+                self.pool.release(index);
+                false
+            }
             Deregistered::CancelThenWait => {
                 self.stats.zombies += 1;
                 self.cancel(index);
+                true
             }
-            Deregistered::Wait => self.stats.zombies += 1,
+            Deregistered::Wait => {
+                self.stats.zombies += 1;
+                false
+            }
         }
-        Ok(())
     }
 
     fn index_of<S: Source + ?Sized>(&self, socket: &S) -> io::Result<u32> {
@@ -661,17 +674,9 @@ impl<K: Kernel> Reactor<K> {
     /// was re-armed on the new socket this finds it, otherwise it finds nothing and the old
     /// socket's LOCAL_CLOSE ends it.
     fn socket_gone(&mut self, index: u32) {
-        let meta = self.pool.meta_mut(index).expect("live slot");
-        let socket = meta.socket;
-        match meta.machine.on_deregister() {
-            Deregistered::FreeNow => self.pool.release(index),
-            Deregistered::CancelThenWait => {
-                self.stats.zombies += 1;
-                self.cancel(index);
-            }
-            Deregistered::Wait => self.stats.zombies += 1,
-        }
+        let socket = self.pool.meta(index).expect("live slot").socket;
         self.by_socket.remove(&socket);
+        self.end_registration(index);
         self.stats.closed_cleanups += 1;
     }
 
@@ -951,15 +956,8 @@ impl<K: Kernel> Reactor<K> {
             // 2. Cancel the polls still pending; every registration becomes a zombie or is freed.
             let live: Vec<u32> = self.by_socket.drain().map(|(_, i)| i).collect();
             for index in live {
-                let meta = self.pool.meta_mut(index).expect("registered");
-                match meta.machine.on_deregister() {
-                    Deregistered::FreeNow => self.pool.release(index),
-                    Deregistered::CancelThenWait => {
-                        self.stats.zombies += 1;
-                        report.cancelled += 1;
-                        self.cancel(index);
-                    }
-                    Deregistered::Wait => self.stats.zombies += 1,
+                if self.end_registration(index) {
+                    report.cancelled += 1;
                 }
             }
             // 3. Drain until nothing is in flight, waiting at most until the bound; past it, still
