@@ -31,3 +31,27 @@ pub use reactor::{
 pub use state::Mode;
 #[cfg(windows)]
 pub mod nt;
+
+// Compile-time thread-safety contract (DESIGN-NOTES §2.9): the waker crosses threads, the reactor
+// moves between threads (with a `Send` kernel) but is driven by one at a time.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Waker>();
+    send_sync::<Token>();
+    send_sync::<Interest>();
+    send::<Events>();
+    #[cfg(windows)]
+    send::<Reactor<kernel::nt::NtKernel>>();
+
+    // `Reactor` must not be `Sync`: if it were, the call below would be ambiguous.
+    trait AmbiguousIfSync<A> {
+        fn check() {}
+    }
+    impl<T: ?Sized> AmbiguousIfSync<()> for T {}
+    struct IsSync;
+    impl<T: ?Sized + Sync> AmbiguousIfSync<IsSync> for T {}
+    <Reactor<kernel::sim::SimKernel> as AmbiguousIfSync<_>>::check();
+    #[cfg(windows)]
+    <Reactor<kernel::nt::NtKernel> as AmbiguousIfSync<_>>::check();
+};

@@ -89,6 +89,10 @@ impl<const HELPER: bool> Harness for NtHarness<HELPER> {
     fn reuses_handles_at_once(&self) -> bool {
         false // Wine usually does (lowest free slot), but nothing promises it
     }
+
+    fn helper_only(&self) -> bool {
+        HELPER
+    }
 }
 
 mod socket_direct {

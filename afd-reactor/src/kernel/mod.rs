@@ -1,7 +1,7 @@
 //! The kernel boundary: the narrow NT surface the reactor needs, as one trait.
 //!
 //! Two implementations sit beside this file:
-//! - `nt` (Windows only): the real calls, through the [`crate::nt`] layer;
+//! - `nt` (Windows only): the real calls, through the crate's `nt` layer;
 //! - [`sim`] (every platform): a deterministic, seeded simulation with fault injection, used to
 //!   force every race natively on Linux and under Miri.
 //!
@@ -85,6 +85,11 @@ pub trait Kernel {
 
     /// Submit `IOCTL_AFD_POLL` for the socket and events named in `block.info`, on the socket
     /// itself or on the helper handle (opened by the kernel on first use), with `apc_context`.
+    ///
+    /// The socket *polled* is `block.info.handles[0].handle`, read at submit; `socket` only
+    /// selects the handle the request is issued on for [`PollVia::Socket`] (it is ignored for
+    /// [`PollVia::Helper`]). Use `PollVia::Socket` only after [`Kernel::associate`] succeeded for
+    /// that socket: otherwise the completion goes to another port (or none) and never returns.
     ///
     /// Returns `PENDING`, a success status (completed at once; the packet is still queued), or a
     /// failure status (nothing queued; the block is free again).

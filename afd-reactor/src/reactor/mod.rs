@@ -201,8 +201,8 @@ impl std::error::Error for Teardown {}
 
 /// The single-threaded reactor (WRL-001).
 ///
-/// Generic over the [`Kernel`]: [`NtKernel`](crate::kernel::nt::NtKernel) on Windows
-/// ([`Reactor::new`]), or the [simulated kernel](crate::kernel::sim) anywhere. `Send` (if the
+/// Generic over the [`Kernel`]: `NtKernel` on Windows (`Reactor::new`), or the
+/// [simulated kernel](crate::kernel::sim) anywhere. `Send` (if the
 /// kernel is) but not `Sync`: one thread drives it; [`Waker`]s reach it from others.
 ///
 /// # Examples
@@ -348,6 +348,21 @@ impl<K: Kernel> Reactor<K> {
     }
 
     /// The counters.
+    /// # Examples
+    /// ```
+    /// use afd_reactor::afd::PollEvents;
+    /// use afd_reactor::kernel::sim::SimKernel;
+    /// use afd_reactor::{Events, Interest, Reactor, SimSocket, Token};
+    /// use std::time::Duration;
+    /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
+    /// let s = SimSocket(reactor.kernel_mut().open_socket());
+    /// reactor.register(&s, Token(1), Interest::READABLE)?;
+    /// let st = reactor.stats();
+    /// assert_eq!((st.registered, st.in_flight), (1, 1));
+    /// assert_eq!((st.nt.associate, st.nt.submit), (1, 1));
+    /// # let _ = (PollEvents::NONE, Events::with_capacity(1), Duration::ZERO);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn stats(&self) -> Stats {
         let mut s = self.stats;
         s.registered = self.by_socket.len();
@@ -406,15 +421,30 @@ impl<K: Kernel> Reactor<K> {
     /// earlier registration with this reactor) is polled through the reactor's `\Device\Afd`
     /// helper handle instead — transparently.
     ///
-    /// Deregister before closing the socket. If it is closed while registered, its pending poll
-    /// ends with `LOCAL_CLOSE` and the registration is removed without an event; registering a new
-    /// socket that got the same handle value is safe at any time.
+    /// Deregister before closing the socket. If it is closed while registered anyway, its pending
+    /// poll ends with `LOCAL_CLOSE` and the registration is removed without an event; registering
+    /// a new socket that got the same handle value ends the old registration (socket-direct path)
+    /// — see the README's contract section for the helper path and the remaining window.
     ///
     /// # Errors
     /// - `InvalidInput`: not a socket (a file, pipe, event, or a closed handle);
     /// - `AlreadyExists`: this socket is already registered (use [`reregister`](Self::reregister));
     /// - `NotConnected`: the reactor has shut down;
     /// - the kernel's error if the first poll could not be submitted (nothing stays registered).
+    /// # Examples
+    /// ```
+    /// use afd_reactor::afd::PollEvents;
+    /// use afd_reactor::kernel::sim::SimKernel;
+    /// use afd_reactor::{Events, Interest, Reactor, SimSocket, Token};
+    /// use std::time::Duration;
+    /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
+    /// let s = SimSocket(reactor.kernel_mut().open_socket());
+    /// reactor.register(&s, Token(1), Interest::READABLE)?;
+    /// let again = reactor.register(&s, Token(2), Interest::READABLE).unwrap_err();
+    /// assert_eq!(again.kind(), std::io::ErrorKind::AlreadyExists);
+    /// # let _ = (PollEvents::NONE, Events::with_capacity(1), Duration::ZERO);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn register<S: Source + ?Sized>(
         &mut self,
         socket: &S,
@@ -493,6 +523,24 @@ impl<K: Kernel> Reactor<K> {
     ///
     /// # Errors
     /// `NotFound` if the socket is not registered.
+    /// # Examples
+    /// ```
+    /// use afd_reactor::afd::PollEvents;
+    /// use afd_reactor::kernel::sim::SimKernel;
+    /// use afd_reactor::{Events, Interest, Reactor, SimSocket, Token};
+    /// use std::time::Duration;
+    /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
+    /// let s = SimSocket(reactor.kernel_mut().open_socket());
+    /// reactor.register(&s, Token(1), Interest::READABLE)?;
+    /// reactor.kernel_mut().set_readiness(s.0, PollEvents::SEND);
+    /// // Pause (backpressure), then ask for writability instead.
+    /// reactor.reregister(&s, Token(1), Interest::NONE)?;
+    /// reactor.reregister(&s, Token(1), Interest::WRITABLE)?;
+    /// let mut events = Events::with_capacity(8);
+    /// reactor.poll(&mut events, Some(Duration::from_secs(1)))?;
+    /// assert!(events.iter().any(|e| e.is_writable()));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn reregister<S: Source + ?Sized>(
         &mut self,
         socket: &S,
@@ -529,6 +577,24 @@ impl<K: Kernel> Reactor<K> {
     /// # Errors
     /// `NotFound` if the socket is not registered (never registered, already deregistered, or
     /// removed after it was closed).
+    /// # Examples
+    /// ```
+    /// use afd_reactor::afd::PollEvents;
+    /// use afd_reactor::kernel::sim::SimKernel;
+    /// use afd_reactor::{Events, Interest, Reactor, SimSocket, Token};
+    /// use std::time::Duration;
+    /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
+    /// let s = SimSocket(reactor.kernel_mut().open_socket());
+    /// reactor.register(&s, Token(1), Interest::READABLE)?;
+    /// reactor.deregister(&s)?; // its pending poll is cancelled; the state waits as a zombie
+    /// assert_eq!(reactor.stats().zombies, 1);
+    /// let mut events = Events::with_capacity(8);
+    /// reactor.poll(&mut events, Some(Duration::ZERO))?; // the cancellation packet frees it
+    /// assert_eq!(reactor.stats().zombies, 0);
+    /// assert_eq!(reactor.deregister(&s).unwrap_err().kind(), std::io::ErrorKind::NotFound);
+    /// # let _ = PollEvents::NONE;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn deregister<S: Source + ?Sized>(&mut self, socket: &S) -> io::Result<()> {
         let index = self.index_of(socket)?;
         self.by_socket.remove(&socket.raw_socket());
@@ -591,6 +657,20 @@ impl<K: Kernel> Reactor<K> {
     /// Start a timer: an event with `token` and [`Event::is_timer`] after `delay`, then every
     /// `period` if given. Deadlines are honoured to the NT timeout's 100 ns unit (the OS timer
     /// granularity still applies). A delay too large to represent never fires.
+    /// # Examples
+    /// ```
+    /// use afd_reactor::kernel::sim::SimKernel;
+    /// use afd_reactor::{Events, Reactor, Token};
+    /// use std::time::Duration;
+    /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
+    /// let every = Some(Duration::from_millis(2));
+    /// let tick = reactor.add_timer(Token(5), Duration::from_millis(2), every);
+    /// let mut events = Events::with_capacity(8);
+    /// reactor.poll(&mut events, None)?; // returns when the timer fires
+    /// assert!(events.iter().any(|e| e.is_timer() && e.token() == Token(5)));
+    /// assert!(reactor.cancel_timer(tick));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn add_timer(
         &mut self,
         token: Token,
@@ -857,6 +937,23 @@ impl<K: Kernel> Reactor<K> {
     /// # Errors
     /// `InvalidInput` if `events` has capacity 0; `NotConnected` after shutdown; the kernel's
     /// dequeue error (no packet is lost: they stay queued for the next call).
+    /// # Examples
+    /// ```
+    /// use afd_reactor::afd::PollEvents;
+    /// use afd_reactor::kernel::sim::SimKernel;
+    /// use afd_reactor::{Events, Interest, Reactor, SimSocket, Token};
+    /// use std::time::Duration;
+    /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
+    /// let s = SimSocket(reactor.kernel_mut().open_socket());
+    /// reactor.register(&s, Token(1), Interest::READABLE)?;
+    /// let mut events = Events::with_capacity(64);
+    /// reactor.poll(&mut events, Some(Duration::ZERO))?; // nothing ready yet
+    /// assert!(events.is_empty());
+    /// reactor.kernel_mut().set_readiness(s.0, PollEvents::RECEIVE);
+    /// reactor.poll(&mut events, None)?;
+    /// assert_eq!(events.iter().next().unwrap().token(), Token(1));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         events.clear();
         if events.capacity() == 0 {
@@ -939,6 +1036,21 @@ impl<K: Kernel> Reactor<K> {
     /// `TimedOut` if polls were still in flight at the bound: the error's source is the
     /// [`Teardown`] report, and their buffers are leaked on purpose (never freed while the kernel
     /// may write them). Also the kernel's dequeue error (buffers then leaked likewise).
+    /// # Examples
+    /// ```
+    /// use afd_reactor::afd::PollEvents;
+    /// use afd_reactor::kernel::sim::SimKernel;
+    /// use afd_reactor::{Events, Interest, Reactor, SimSocket, Token};
+    /// use std::time::Duration;
+    /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
+    /// let s = SimSocket(reactor.kernel_mut().open_socket());
+    /// reactor.register(&s, Token(1), Interest::READABLE)?; // a poll is in flight
+    /// let report = reactor.shutdown()?;
+    /// assert_eq!((report.cancelled, report.leaked), (1, 0));
+    /// assert_eq!(reactor.kernel().pending_polls(), 0); // the kernel holds nothing of ours
+    /// # let _ = (PollEvents::NONE, Events::with_capacity(1), Duration::ZERO);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn shutdown(&mut self) -> io::Result<Teardown> {
         if self.shut_down {
             return Ok(Teardown::default());
@@ -993,6 +1105,19 @@ impl<K: Kernel> Reactor<K> {
     /// Tear down without waiting: leak the buffers of every poll still in the kernel, on purpose,
     /// and return how many (DESIGN-NOTES §2.4: the kernel writes them whenever each poll ends, so
     /// they are never freed). For hard shutdowns; prefer [`shutdown`](Self::shutdown).
+    /// # Examples
+    /// ```
+    /// use afd_reactor::afd::PollEvents;
+    /// use afd_reactor::kernel::sim::SimKernel;
+    /// use afd_reactor::{Events, Interest, Reactor, SimSocket, Token};
+    /// use std::time::Duration;
+    /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
+    /// let s = SimSocket(reactor.kernel_mut().open_socket());
+    /// reactor.register(&s, Token(1), Interest::READABLE)?;
+    /// assert_eq!(reactor.abandon(), 1); // one poll's buffers leaked on purpose
+    /// # let _ = (PollEvents::NONE, Events::with_capacity(1), Duration::ZERO);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn abandon(mut self) -> usize {
         self.shut_down = true;
         for w in &self.wakers {
