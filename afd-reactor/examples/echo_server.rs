@@ -5,6 +5,7 @@
 //! ```
 //! - `--exit-when-idle`: exit once every client has gone (after the first one came).
 //! - `--helper`: poll every socket through the `\Device\Afd` helper instead of on the socket.
+//! - `--verbose`: one line a second on stderr: events, NT calls, time inside `poll` and outside.
 //!
 //! Each connection is registered level-triggered for READABLE. What cannot be written at once is
 //! kept, and the connection switches to WRITABLE only — dropping READABLE is the backpressure: the
@@ -47,6 +48,7 @@ mod server {
         exit_when_idle: bool,
         max: Duration,
         helper: bool,
+        verbose: bool,
     }
 
     fn options() -> io::Result<Options> {
@@ -55,6 +57,7 @@ mod server {
             exit_when_idle: false,
             max: Duration::from_secs(600),
             helper: false,
+            verbose: false,
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -63,6 +66,7 @@ mod server {
                 "--addr" => o.addr = args.next().ok_or_else(|| bad("--addr needs a value"))?,
                 "--exit-when-idle" => o.exit_when_idle = true,
                 "--helper" => o.helper = true,
+                "--verbose" => o.verbose = true,
                 "--max-secs" => {
                     let v = args.next().ok_or_else(|| bad("--max-secs needs a value"))?;
                     let secs: u64 = v.parse().map_err(|_| bad("--max-secs takes seconds"))?;
@@ -92,8 +96,29 @@ mod server {
         let mut first_client: Option<Instant> = None;
         let mut stats_at_first = Stats::default();
 
+        let (mut in_poll, mut outside) = (Duration::ZERO, Duration::ZERO);
+        let mut last_report = (Instant::now(), reactor.stats());
         while start.elapsed() < o.max {
+            let t0 = Instant::now();
             reactor.poll(&mut events, Some(Duration::from_millis(200)))?;
+            let t1 = Instant::now();
+            in_poll += t1 - t0;
+            if o.verbose && last_report.0.elapsed() >= Duration::from_secs(1) {
+                let (now, then) = (reactor.stats(), &last_report.1);
+                eprintln!(
+                    "[server] {:>5.1}s conns {:>5} events {:>6} submit {:>6} dequeue {:>5} \
+                     in-poll {:>6.0} ms, handling {:>6.0} ms",
+                    start.elapsed().as_secs_f64(),
+                    conns.len(),
+                    now.events - then.events,
+                    now.nt.submit - then.nt.submit,
+                    now.nt.dequeue - then.nt.dequeue,
+                    in_poll.as_secs_f64() * 1e3,
+                    outside.as_secs_f64() * 1e3,
+                );
+                (in_poll, outside) = (Duration::ZERO, Duration::ZERO);
+                last_report = (Instant::now(), now);
+            }
             for event in events.iter() {
                 if event.token() == LISTENER {
                     loop {
@@ -136,6 +161,7 @@ mod server {
                     reactor.deregister(&conn.stream)?;
                 }
             }
+            outside += t1.elapsed();
             if o.exit_when_idle && served > 0 && conns.is_empty() {
                 break;
             }
