@@ -32,8 +32,9 @@ step "property test summary (seeded schedules, all fault kinds)"
 cargo test -q -p afd-reactor --test property_sim -- --nocapture 2>&1 | grep -E '^(property|faults)'
 
 if [ "${AFD_SKIP_MIRI:-0}" != 1 ]; then
-    step "Miri: simulated kernel, state machine, reactor on the sim (cargo +nightly miri)"
-    cargo +nightly miri test -q -p afd-reactor --lib --test conformance_sim --test property_sim
+    step "Miri (strict provenance): simulated kernel, state machine, reactor on the sim"
+    MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance}" \
+        cargo +nightly miri test -q -p afd-reactor --lib --test conformance_sim --test property_sim
 fi
 
 step "Windows tests under Wine ($(wine --version 2>/dev/null || echo wine))"

@@ -23,6 +23,8 @@ struct NtHarness<const HELPER: bool> {
     peers: HashMap<u64, TcpStream>,
     /// Ports other "runtimes" bound sockets to.
     foreign: Vec<CompletionPort>,
+    /// Non-socket handles kept open for the bad-input test.
+    keep: Vec<Box<dyn std::any::Any>>,
 }
 
 impl<const HELPER: bool> Harness for NtHarness<HELPER> {
@@ -36,6 +38,7 @@ impl<const HELPER: bool> Harness for NtHarness<HELPER> {
             listener: TcpListener::bind("127.0.0.1:0").unwrap(),
             peers: HashMap::new(),
             foreign: Vec::new(),
+            keep: Vec::new(),
         }
     }
 
@@ -93,6 +96,54 @@ impl<const HELPER: bool> Harness for NtHarness<HELPER> {
     fn helper_only(&self) -> bool {
         HELPER
     }
+
+    fn not_sockets(&mut self) -> Vec<(&'static str, u64)> {
+        use std::os::windows::io::{AsHandle, AsRawHandle};
+        let file = std::fs::File::open(std::env::current_exe().unwrap()).unwrap();
+        let (reader, writer) = std::io::pipe().unwrap();
+        let port = CompletionPort::new().unwrap();
+        let event = event_object();
+        let raw = |h: std::os::windows::io::BorrowedHandle<'_>| h.as_raw_handle() as u64;
+        let cases = vec![
+            ("a file", raw(file.as_handle())),
+            ("a pipe", raw(reader.as_handle())),
+            ("an event", raw(event.as_handle())),
+            ("a completion port", raw(port.as_handle())),
+        ];
+        self.keep
+            .push(Box::new((file, reader, writer, port, event)));
+        cases
+    }
+
+    fn invalid_value(&self) -> u64 {
+        0x00FF_FFF0
+    }
+
+    fn closed_socket_value(&mut self) -> u64 {
+        let s = self.socket();
+        let raw = s.raw_socket();
+        self.close(s);
+        raw
+    }
+
+    fn churn_rounds(&self) -> usize {
+        1_000
+    }
+}
+
+/// A Win32 event object (`CreateEventW`), owned.
+fn event_object() -> std::os::windows::io::OwnedHandle {
+    use std::os::windows::io::FromRawHandle;
+    use windows_sys::Win32::System::Threading::CreateEventW;
+    // SAFETY: null security attributes and name are allowed; the result is checked for null.
+    let raw = unsafe { CreateEventW(std::ptr::null(), 1, 0, std::ptr::null()) };
+    assert!(
+        !raw.is_null(),
+        "CreateEventW: {}",
+        io::Error::last_os_error()
+    );
+    // SAFETY: a fresh handle nothing else owns.
+    unsafe { std::os::windows::io::OwnedHandle::from_raw_handle(raw) }
 }
 
 mod socket_direct {

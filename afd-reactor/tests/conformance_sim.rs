@@ -68,6 +68,25 @@ impl Harness for SimHarness {
     fn reuses_handles_at_once(&self) -> bool {
         true
     }
+
+    fn not_sockets(&mut self) -> Vec<(&'static str, u64)> {
+        vec![("a file", self.reactor.kernel_mut().open_non_socket())]
+    }
+
+    fn invalid_value(&self) -> u64 {
+        0xBAD_0000
+    }
+
+    fn closed_socket_value(&mut self) -> u64 {
+        let k = self.reactor.kernel_mut();
+        let s = k.open_socket();
+        k.close_socket(s);
+        s
+    }
+
+    fn churn_rounds(&self) -> usize {
+        if cfg!(miri) { 30 } else { 5_000 }
+    }
 }
 
 afd_reactor_conformance!(SimHarness);

@@ -158,6 +158,11 @@ pub struct Stats {
     pub nt: NtCalls,
     /// Packets dequeued.
     pub packets: u64,
+    /// Registrations that became zombies (ended with a poll still in the kernel).
+    pub zombies_created: u64,
+    /// Packets for ended registrations, absorbed by their zombie and never delivered: once no
+    /// zombie is left, exactly one per zombie created.
+    pub late_packets: u64,
     /// Packets for a dead or previous incarnation, discarded (WRL-001 §1).
     pub stale_discarded: u64,
     /// Packets of our polls that arrived under another socket's key (their handle value was
@@ -613,11 +618,13 @@ impl<K: Kernel> Reactor<K> {
             }
             Deregistered::CancelThenWait => {
                 self.stats.zombies += 1;
+                self.stats.zombies_created += 1;
                 self.cancel(index);
                 true
             }
             Deregistered::Wait => {
                 self.stats.zombies += 1;
+                self.stats.zombies_created += 1;
                 false
             }
         }
@@ -765,6 +772,7 @@ impl<K: Kernel> Reactor<K> {
         let meta = self.pool.meta(index).expect("live slot");
         if meta.machine.life == Life::Zombie {
             self.stats.zombies -= 1;
+            self.stats.late_packets += 1;
         } else {
             if self.by_socket.get(&meta.socket) == Some(&index) {
                 self.by_socket.remove(&meta.socket);

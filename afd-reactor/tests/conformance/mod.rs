@@ -41,6 +41,15 @@ pub trait Harness: Sized {
     fn helper_only(&self) -> bool {
         false
     }
+    /// Handles that are open but are not sockets (a file, a pipe, an event or port...), with a
+    /// name for messages. The harness keeps them open.
+    fn not_sockets(&mut self) -> Vec<(&'static str, u64)>;
+    /// A value that names no open handle.
+    fn invalid_value(&self) -> u64;
+    /// The value of a socket that has just been closed (nothing opened since).
+    fn closed_socket_value(&mut self) -> u64;
+    /// Rounds of the handle-reuse churn (each: 8 sockets registered, made ready, closed).
+    fn churn_rounds(&self) -> usize;
 }
 
 /// Poll until an event for `token` arrives (or the patience runs out); returns it.
@@ -573,6 +582,204 @@ pub fn teardown_after_user_closed_some_sockets<H: Harness>() {
     assert!(report.cancelled <= 10, "{report}");
 }
 
+// --- bad input (issue: reliability) ------------------------------------------------------------
+
+pub fn bad_input_is_refused_without_leaking<H: Harness>() {
+    use afd_reactor::SimSocket;
+    let mut h = H::new();
+    let mut cases = h.not_sockets();
+    cases.push(("an invalid handle value", h.invalid_value()));
+    cases.push(("a closed socket", h.closed_socket_value()));
+    for (what, raw) in cases {
+        let e = h
+            .reactor()
+            .register(&SimSocket(raw), A, Interest::READABLE)
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{what}: {e}");
+        assert!(e.to_string().contains("not a socket"), "{what}: {e}");
+    }
+    let st = h.reactor().stats();
+    assert_eq!(
+        (st.registered, st.in_flight, st.zombies),
+        (0, 0, 0),
+        "{st:?}"
+    );
+    assert!(
+        st.slots <= 1,
+        "a refused registration left a state behind: {st:?}"
+    );
+    // And the reactor still works.
+    let s = h.socket();
+    h.reactor().register(&s, B, Interest::READABLE).unwrap();
+    h.make_readable(&s);
+    assert!(wait_for(&mut h, B).is_readable());
+}
+
+pub fn empty_interest_is_a_paused_registration<H: Harness>() {
+    let mut h = H::new();
+    let s = h.socket();
+    h.make_readable(&s);
+    h.reactor().register(&s, A, Interest::NONE).unwrap();
+    assert_no_event_for(&mut h, A);
+    assert_eq!(h.reactor().stats().registered, 1);
+    h.reactor().reregister(&s, A, Interest::READABLE).unwrap();
+    assert!(wait_for(&mut h, A).is_readable());
+}
+
+// --- wake storm (WRL-001 §3) ------------------------------------------------------------------
+
+pub fn wake_storm_loses_nothing_and_queues_one_packet<H: Harness>() {
+    use std::sync::{Arc, Mutex};
+    let (threads, per_thread) = if cfg!(miri) { (2, 200) } else { (8, 100_000) };
+    let mut h = H::new();
+    let waker = h.reactor().waker(WAKE).unwrap();
+    let last_call = Arc::new(Mutex::new(Instant::now()));
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (waker, last_call) = (waker.clone(), Arc::clone(&last_call));
+            std::thread::spawn(move || {
+                for _ in 0..per_thread {
+                    waker.wake().unwrap();
+                }
+                let now = Instant::now();
+                let mut last = last_call.lock().unwrap();
+                *last = (*last).max(now);
+            })
+        })
+        .collect();
+    let mut events = Events::with_capacity(16);
+    let mut wake_events = 0u64;
+    let mut last_event = None;
+    let start = Instant::now();
+    let mut finished = false;
+    while !finished {
+        finished = workers.iter().all(|w| w.is_finished());
+        h.reactor()
+            .poll(&mut events, Some(Duration::from_millis(10)))
+            .unwrap();
+        for e in events.iter().filter(|e| e.is_wake()) {
+            assert_eq!(e.token(), WAKE);
+            wake_events += 1;
+            last_event = Some(Instant::now());
+        }
+        // At most one wake packet is queued at any time: every post but one was consumed.
+        let st = h.reactor().stats();
+        assert!(
+            st.nt.post <= wake_events + 1,
+            "{} posts, {wake_events} wake events",
+            st.nt.post
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "storm did not finish"
+        );
+    }
+    for w in workers {
+        w.join().unwrap();
+    }
+    // No wake lost: the last wake call is covered by a wake event that came after it.
+    let last_call = *last_call.lock().unwrap();
+    if last_event.is_none_or(|t| t < last_call) {
+        let patience = h.patience();
+        let e = wait_for(&mut h, WAKE);
+        assert!(e.is_wake(), "the last wake was lost (waited {patience:?})");
+        wake_events += 1;
+    }
+    let st = h.reactor().stats();
+    eprintln!(
+        "wake storm: {} wake calls from {threads} threads, {} packets posted, {wake_events} wake events",
+        st.wakes, st.nt.post
+    );
+    assert_eq!(st.wakes, (threads * per_thread) as u64);
+    assert!(st.nt.post <= wake_events + 1);
+}
+
+// --- handle-reuse churn (WRL-001 §1, §2) ------------------------------------------------------
+
+pub fn handle_reuse_churn_never_delivers_a_dead_incarnation<H: Harness>() {
+    let mut h = H::new();
+    let rounds = h.churn_rounds();
+    let mut next_token = 1000usize;
+    let mut dead: std::collections::HashSet<Token> = Default::default();
+    let mut events = Events::with_capacity(256);
+    let mut delivered = 0u64;
+    let mut reused = 0u64;
+    let mut recent: Vec<u64> = Vec::new();
+    for round in 0..rounds {
+        let batch: Vec<(H::Sock, Token)> = (0..8)
+            .map(|_| {
+                let s = h.socket();
+                if recent.contains(&s.raw_socket()) {
+                    reused += 1;
+                }
+                let t = Token(next_token);
+                next_token += 1;
+                h.reactor().register(&s, t, Interest::READABLE).unwrap();
+                (s, t)
+            })
+            .collect();
+        // Half become ready (their events are delivered); half keep their poll pending.
+        for (s, _) in batch.iter().step_by(2) {
+            h.make_readable(s);
+        }
+        h.reactor()
+            .poll(&mut events, Some(Duration::from_millis(1)))
+            .unwrap();
+        for e in events.iter() {
+            assert!(
+                !dead.contains(&e.token()),
+                "round {round}: dead incarnation spoke: {e:?}"
+            );
+            delivered += 1;
+        }
+        recent.clear();
+        for (i, (s, t)) in batch.into_iter().enumerate() {
+            recent.push(s.raw_socket());
+            match i % 4 {
+                // Ready, then deregistered and closed.
+                0 | 2 => h.reactor().deregister(&s).unwrap(),
+                // Not ready: deregistering cancels its pending poll (a zombie, then a late packet).
+                1 => h.reactor().deregister(&s).unwrap(),
+                // Not ready: closed without deregistering while its poll is pending; LOCAL_CLOSE
+                // ends it, or the next registration of its recycled value does.
+                _ => {}
+            }
+            dead.insert(t);
+            h.close(s);
+        }
+    }
+    // Let the last LOCAL_CLOSE packets arrive.
+    let q = h.quiet();
+    for e in collect(&mut h, q) {
+        assert!(
+            !dead.contains(&e.token()),
+            "dead incarnation spoke after the churn: {e:?}"
+        );
+    }
+    settle_zombies(&mut h);
+    let st = h.reactor().stats();
+    eprintln!(
+        "churn: {rounds} rounds, {} registrations, {reused} on recycled handle values, \
+         {delivered} events, {} zombies, {} late packets absorbed, {} stale discarded",
+        rounds * 8,
+        st.zombies_created,
+        st.late_packets,
+        st.stale_discarded
+    );
+    assert_eq!(
+        (st.registered, st.zombies, st.in_flight),
+        (0, 0, 0),
+        "{st:?}"
+    );
+    assert_eq!(
+        st.late_packets, st.zombies_created,
+        "every late packet is accounted for: one per zombie"
+    );
+    if h.reuses_handles_at_once() {
+        assert!(reused > 0, "the churn never recycled a handle value");
+    }
+}
+
 /// Expand to one `#[test]` per conformance body for harness `$h`.
 macro_rules! afd_reactor_conformance {
     ($h:ty) => {
@@ -605,6 +812,10 @@ macro_rules! afd_reactor_conformance {
             cancelled_and_infinite_timers_never_fire,
             teardown_with_polls_in_flight_drains_everything,
             teardown_after_user_closed_some_sockets,
+            bad_input_is_refused_without_leaking,
+            empty_interest_is_a_paused_registration,
+            wake_storm_loses_nothing_and_queues_one_packet,
+            handle_reuse_churn_never_delivers_a_dead_incarnation,
         );
     };
     (@ $h:ty; $($name:ident),* $(,)?) => {
