@@ -1814,11 +1814,11 @@ mod tests {
         // Teardown: cancel what is pending, drain until every block is free again.
         k.set_faults(Faults::none());
         for (i, b) in busy.clone().iter().enumerate() {
-            if let Some((via, s)) = *b {
-                if k.is_pending(blocks[i].ptr()) {
-                    let st = k.cancel(via, s, blocks[i].ptr());
-                    trace.push(format!("teardown cancel {i} {st:?}"));
-                }
+            if let Some((via, s)) = *b
+                && k.is_pending(blocks[i].ptr())
+            {
+                let st = k.cancel(via, s, blocks[i].ptr());
+                trace.push(format!("teardown cancel {i} {st:?}"));
             }
         }
         for _ in 0..100 {

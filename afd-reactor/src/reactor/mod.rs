@@ -1141,11 +1141,11 @@ impl<K: Kernel> Reactor<K> {
 
 impl<K: Kernel> Drop for Reactor<K> {
     fn drop(&mut self) {
-        if !self.shut_down {
-            if let Err(e) = self.shutdown() {
-                // Nothing else can be done from Drop; the buffers are leaked, never freed.
-                eprintln!("afd-reactor: teardown incomplete: {e}");
-            }
+        if !self.shut_down
+            && let Err(e) = self.shutdown()
+        {
+            // Nothing else can be done from Drop; the buffers are leaked, never freed.
+            eprintln!("afd-reactor: teardown incomplete: {e}");
         }
     }
 }
