@@ -56,6 +56,13 @@ struct Model {
     foreign_packets: u64,
     /// Contract violations made (see `violate_close_contract`).
     violations: u64,
+    /// Handle values ever opened (to count registrations on recycled values).
+    seen_values: HashSet<u64>,
+    /// Successful registrations, and those on a recycled handle value.
+    registrations: u64,
+    handle_reuses: u64,
+    /// Sockets closed while the kernel held a poll for them (ended by LOCAL_CLOSE).
+    local_closes: u64,
 }
 
 #[derive(Default, Debug)]
@@ -67,6 +74,9 @@ struct Totals {
     stale_discarded: u64,
     misrouted: u64,
     violations: u64,
+    handle_reuses: u64,
+    slot_reuses: u64,
+    local_closes: u64,
     sim: SimStats,
 }
 
@@ -294,6 +304,9 @@ impl Run {
                 let raw = k.open_socket();
                 k.set_readiness(raw, PollEvents::SEND);
                 self.model.open.push(raw);
+                if !self.model.seen_values.insert(raw) {
+                    self.model.handle_reuses += 1; // a recycled handle value
+                }
             }
             10..=24 => {
                 let Some(raw) = pick(&mut self.rng, &self.model.open) else {
@@ -311,6 +324,7 @@ impl Run {
                         if old.is_some() {
                             self.fail("registered the same socket twice");
                         }
+                        self.model.registrations += 1;
                         if let Some(prev) = self.model.closed_raw.remove(&raw) {
                             // A new incarnation of the value: the old one must never speak again.
                             self.model.closed.remove(&prev);
@@ -397,6 +411,9 @@ impl Run {
                         .unwrap_or_else(|e| self.fail(&format!("deregister: {e}")));
                 }
                 self.model.open.retain(|&r| r != raw);
+                if self.reactor.kernel().polls_on(raw) > 0 {
+                    self.model.local_closes += 1;
+                }
                 if let Some(t) = self.model.by_raw.remove(&raw) {
                     self.model.live.remove(&t);
                     self.model.closed.insert(t);
@@ -590,6 +607,10 @@ impl Run {
         self.totals.stale_discarded = st.stale_discarded;
         self.totals.misrouted = st.misrouted;
         self.totals.violations = self.model.violations;
+        self.totals.handle_reuses = self.model.handle_reuses;
+        self.totals.local_closes = self.model.local_closes;
+        // Every registration took a slot: a fresh one (counted in `slots`) or a reused one.
+        self.totals.slot_reuses = self.model.registrations.saturating_sub(st.slots as u64);
         self.totals.sim = k.stats();
         self.totals.schedules = 1;
         self.totals
@@ -638,6 +659,9 @@ fn random_schedules_keep_every_invariant() {
         all.stale_discarded += t.stale_discarded;
         all.misrouted += t.misrouted;
         all.violations += t.violations;
+        all.handle_reuses += t.handle_reuses;
+        all.slot_reuses += t.slot_reuses;
+        all.local_closes += t.local_closes;
         let (a, b) = (&mut all.sim, t.sim);
         a.reorders += b.reorders;
         a.cancel_races += b.cancel_races;
@@ -663,13 +687,17 @@ fn random_schedules_keep_every_invariant() {
     let s = &all.sim;
     println!(
         "faults injected: reorder {}, cancel race {}, synchronous success {}, submit failure {}, \
-         dequeue error {}, spurious completion {}; polls submitted {}, cancelled {}, lost {}",
+         dequeue error {}, spurious completion {}, handle reuse {}, slot reuse {}, \
+         LOCAL_CLOSE {}; polls submitted {}, cancelled {}, lost {}",
         s.reorders,
         s.cancel_races,
         s.sync_successes,
         s.submit_failures,
         s.dequeue_errors,
         s.spurious_completions,
+        all.handle_reuses,
+        all.slot_reuses,
+        all.local_closes,
         s.polls_submitted,
         s.polls_cancelled,
         s.lost_packets
