@@ -122,7 +122,8 @@ pub struct Machine {
     pub mode: Mode,
     /// Oneshot: false after an event, until `reregister`.
     pub armed: bool,
-    /// Edge: conditions reported and not yet re-armed.
+    /// Conditions reported and not yet re-armed: the interest's in edge mode, and
+    /// `CONNECT_FAIL` in every mode.
     pub reported: PollEvents,
     /// The socket is known to be closed (LOCAL_CLOSE, or the kernel said the handle is invalid).
     pub closed: bool,
@@ -147,7 +148,7 @@ impl Machine {
         if !matches!(self.life, Life::Active) || self.closed || !self.armed {
             return None;
         }
-        Some(self.interest.difference(self.reported).union(ALWAYS))
+        Some(self.interest.union(ALWAYS).difference(self.reported))
     }
 
     /// What to do before the next dequeue. Never asks for a second poll while one is out.
@@ -159,8 +160,8 @@ impl Machine {
         }
     }
 
-    /// The result of submitting a poll for `mask`. Returns false if the submit failed and the
-    /// machine stayed idle (no packet will come).
+    /// The result of submitting a poll for `mask`. Returns false if the submit failed (an
+    /// error-severity status) and the machine stayed idle: no packet will come.
     ///
     /// A handle that is no longer a socket (`INVALID_HANDLE`, or `OBJECT_TYPE_MISMATCH` when the
     /// value now names another kind of object) means the socket is gone. Any other failure
@@ -168,7 +169,9 @@ impl Machine {
     /// reactor reports it once as an error event.
     pub fn on_submitted(&mut self, mask: PollEvents, status: NtStatus) -> bool {
         debug_assert!(matches!(self.poll, PollState::Idle));
-        if status == NtStatus::PENDING || status.is_success() {
+        // Any status that is not an error (success, informational, or a warning such as Wine's
+        // STATUS_HANDLES_CLOSED) means the request was queued and its packet will come.
+        if !status.is_error() {
             self.poll = PollState::Pending { mask };
             true
         } else {
@@ -242,6 +245,9 @@ impl Machine {
                 Mode::Oneshot => self.armed = false,
                 Mode::Edge => self.reported |= deliver.intersection(self.interest),
             }
+            // A failed connect stays failed: report it once per (re)registration in every mode,
+            // so neither a paused registration nor an edge one spins on it.
+            self.reported |= deliver.intersection(PollEvents::CONNECT_FAIL);
         }
         Completed::Deliver(deliver)
     }
@@ -405,12 +411,33 @@ mod tests {
     }
 
     #[test]
-    fn connect_fail_is_delivered_whatever_the_interest() {
-        let mut m = armed(R, Mode::Level);
-        assert_eq!(
-            m.on_completion(NtStatus::SUCCESS, PollEvents::CONNECT_FAIL),
-            Completed::Deliver(PollEvents::CONNECT_FAIL)
-        );
+    fn connect_fail_is_delivered_whatever_the_interest_once() {
+        for mode in [Mode::Level, Mode::Oneshot, Mode::Edge] {
+            let mut m = armed(PollEvents::NONE, mode);
+            assert_eq!(
+                m.on_completion(NtStatus::SUCCESS, PollEvents::CONNECT_FAIL),
+                Completed::Deliver(PollEvents::CONNECT_FAIL)
+            );
+            if let Update::Submit(mask) = m.update() {
+                assert!(
+                    !mask.intersects(PollEvents::CONNECT_FAIL),
+                    "{mode:?} re-asks"
+                );
+            }
+            m.on_reregister(PollEvents::NONE, mode);
+            assert_eq!(
+                m.update(),
+                Update::Submit(ALWAYS),
+                "{mode:?}: reregister re-arms it"
+            );
+        }
+    }
+
+    #[test]
+    fn a_warning_from_submit_means_a_packet_will_come() {
+        let mut m = Machine::new(R, Mode::Level);
+        assert!(m.on_submitted(R | ALWAYS, NtStatus::HANDLES_CLOSED));
+        assert!(m.poll.in_flight());
     }
 
     #[test]

@@ -28,7 +28,7 @@ impl Harness for SimHarness {
     }
 
     fn socket(&mut self) -> SimSocket {
-        let k = self.reactor.kernel_mut();
+        let k = self.reactor.kernel();
         let raw = k.open_socket();
         k.set_readiness(raw, PollEvents::SEND); // connected: writable, nothing to read
         SimSocket(raw)
@@ -36,28 +36,28 @@ impl Harness for SimHarness {
 
     fn make_readable(&mut self, s: &SimSocket) {
         self.reactor
-            .kernel_mut()
+            .kernel()
             .add_readiness(s.0, PollEvents::RECEIVE);
     }
 
     fn drain(&mut self, s: &SimSocket) {
         self.reactor
-            .kernel_mut()
+            .kernel()
             .clear_readiness(s.0, PollEvents::RECEIVE);
     }
 
     fn peer_shutdown(&mut self, s: &SimSocket) {
         self.reactor
-            .kernel_mut()
+            .kernel()
             .add_readiness(s.0, PollEvents::DISCONNECT);
     }
 
     fn close(&mut self, s: SimSocket) {
-        self.reactor.kernel_mut().close_socket(s.0);
+        self.reactor.kernel().close_socket(s.0);
     }
 
     fn bind_elsewhere(&mut self, s: &SimSocket) {
-        self.reactor.kernel_mut().bind_to_foreign_port(s.0).unwrap();
+        self.reactor.kernel().bind_to_foreign_port(s.0).unwrap();
     }
 
     fn quiet(&self) -> Duration {
@@ -70,7 +70,7 @@ impl Harness for SimHarness {
     }
 
     fn not_sockets(&mut self) -> Vec<(&'static str, u64)> {
-        vec![("a file", self.reactor.kernel_mut().open_non_socket())]
+        vec![("a file", self.reactor.kernel().open_non_socket())]
     }
 
     fn invalid_value(&self) -> u64 {
@@ -78,7 +78,7 @@ impl Harness for SimHarness {
     }
 
     fn closed_socket_value(&mut self) -> u64 {
-        let k = self.reactor.kernel_mut();
+        let k = self.reactor.kernel();
         let s = k.open_socket();
         k.close_socket(s);
         s

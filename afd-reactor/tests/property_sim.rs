@@ -300,7 +300,7 @@ impl Run {
         }
         match r {
             0..=9 => {
-                let k = self.reactor.kernel_mut();
+                let k = self.reactor.kernel();
                 let raw = k.open_socket();
                 k.set_readiness(raw, PollEvents::SEND);
                 self.model.open.push(raw);
@@ -419,7 +419,7 @@ impl Run {
                     self.model.closed.insert(t);
                     self.model.closed_raw.insert(raw, t);
                 }
-                self.reactor.kernel_mut().close_socket(raw);
+                self.reactor.kernel().close_socket(raw);
                 // The reactor learns of it from LOCAL_CLOSE (or from the value's next register).
             }
             50..=69 => {
@@ -427,7 +427,7 @@ impl Run {
                     return;
                 };
                 let bit = pick(&mut self.rng, &READY_BITS).unwrap();
-                let k = self.reactor.kernel_mut();
+                let k = self.reactor.kernel();
                 if self.rng.chance(600) {
                     k.add_readiness(raw, bit);
                 } else {
@@ -439,7 +439,7 @@ impl Run {
                     return;
                 };
                 if !self.model.by_raw.contains_key(&raw) {
-                    let _ = self.reactor.kernel_mut().bind_to_foreign_port(raw);
+                    let _ = self.reactor.kernel().bind_to_foreign_port(raw);
                 }
             }
             74..=77 => {
@@ -475,8 +475,7 @@ impl Run {
         {
             return; // would name a live incarnation: not a foreign packet
         }
-        use afd_reactor::kernel::{Kernel, Post};
-        self.reactor.kernel().poster().post(key, apc).unwrap();
+        self.reactor.kernel().inject_packet(key, apc);
         self.model.foreign_packets += 1;
     }
 
@@ -503,7 +502,7 @@ impl Run {
         self.model.closed_raw.insert(raw, t);
         self.model.open.retain(|&r| r != raw);
         self.model.violations += 1;
-        let k = self.reactor.kernel_mut();
+        let k = self.reactor.kernel();
         k.close_socket(raw);
         let new = k.open_socket();
         k.set_readiness(new, PollEvents::SEND);
@@ -522,7 +521,7 @@ impl Run {
 
     fn finish(mut self) -> Totals {
         // Invariant 5: the outstanding wake arrives. Invariant 4: readiness is delivered.
-        self.reactor.kernel_mut().set_faults(Faults::none());
+        self.reactor.kernel().set_faults(Faults::none());
         let live: Vec<(Token, Reg)> = self.model.live.iter().map(|(t, r)| (*t, *r)).collect();
         for &(t, reg) in &live {
             self.reactor

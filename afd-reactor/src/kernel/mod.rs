@@ -55,18 +55,29 @@ pub struct PollBlock {
 
 /// Posts wake packets to a kernel's completion port from any thread.
 ///
-/// Holding one keeps the port itself alive (never a call on a closed or reused port handle).
+/// Holding one keeps the port itself alive (never a call on a closed or reused port handle). It
+/// can post nothing but wake packets: no safe code can forge a poll completion.
 pub trait Post: Send + Sync + 'static {
-    /// Post a packet with `key` and `apc_context` and a success status (`NtSetIoCompletion`).
+    /// Post a packet with [`WAKE_KEY`], `apc_context` and a success status (`NtSetIoCompletion`).
     ///
     /// # Errors
     /// The kernel's failure (e.g. out of quota).
-    fn post(&self, key: usize, apc_context: usize) -> io::Result<()>;
+    fn post_wake(&self, apc_context: usize) -> io::Result<()>;
 }
 
 /// The NT calls the reactor makes. Each method is one NT call (or, for `base_socket`, a short
 /// fixed sequence of winsock calls), so the reactor can count calls by kind.
-pub trait Kernel {
+///
+/// # Safety
+/// The reactor frees poll blocks on the word of this trait, so an implementation must be truthful:
+/// - `dequeue` returns only packets this kernel produced: the completion of each poll submitted
+///   through `submit_poll` exactly once (unless the submit returned an error status), with the
+///   association's key (or [`HELPER_KEY`]) and the poll's ApcContext, after the last write to its
+///   block; and wake packets (key [`WAKE_KEY`]) from its posters. Any other packet it returns
+///   must not carry a key and ApcContext pair it did not receive for a poll still in flight.
+/// - a block is written only between its `submit_poll` and the dequeue of its packet;
+/// - [`Kernel::Poster`] posts only wake packets.
+pub unsafe trait Kernel {
     /// The cross-thread poster for wake packets.
     type Poster: Post;
 

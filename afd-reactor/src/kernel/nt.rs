@@ -1,6 +1,6 @@
 //! The real kernel: [`Kernel`] over the [`crate::nt`] layer (Windows only).
 
-use super::{HELPER_KEY, Kernel, PollBlock, PollVia, Post, RawSock};
+use super::{HELPER_KEY, Kernel, PollBlock, PollVia, Post, RawSock, WAKE_KEY};
 use crate::afd::{CompletionEntry, NtStatus};
 use crate::nt::{self, AfdHelper, CompletionPort};
 use std::io;
@@ -12,9 +12,11 @@ use std::time::Duration;
 /// The NT kernel: one completion port, and a `\Device\Afd` helper handle opened on first use.
 ///
 /// # Handle validity
-/// The reactor hands this kernel raw socket values. Calls on a value whose socket was closed fail
-/// harmlessly (`STATUS_INVALID_HANDLE`); the reactor's contract with its users (deregister before
-/// closing) keeps calls off handles that were closed *and* reused.
+/// The reactor hands this kernel raw socket values, and calls on them only while the user has lent
+/// the socket (register, reregister, deregister) or while its own poll is pending on it. Only a
+/// user who breaks the contract (closing without deregistering) can make it call on a closed value:
+/// then NT answers `STATUS_INVALID_HANDLE` — unless strict handle checking is enabled for the
+/// process, which turns such a call into a fatal exception.
 #[derive(Debug)]
 pub struct NtKernel {
     port: Arc<CompletionPort>,
@@ -63,7 +65,11 @@ fn borrow(socket: RawSock) -> BorrowedHandle<'static> {
     unsafe { BorrowedHandle::borrow_raw(socket as RawHandle) }
 }
 
-impl Kernel for NtKernel {
+// SAFETY: every packet `dequeue` returns comes from the NT completion port this kernel owns and
+// does not expose: poll completions (NT writes the block before queuing the packet, once per
+// queued request) and `NtSetIoCompletion` wake packets from `NtPoster`, which posts only
+// `WAKE_KEY`. No other code holds the port handle.
+unsafe impl Kernel for NtKernel {
     type Poster = NtPoster;
 
     fn base_socket(&mut self, socket: RawSock) -> io::Result<RawSock> {
@@ -137,7 +143,7 @@ pub struct NtPoster {
 }
 
 impl Post for NtPoster {
-    fn post(&self, key: usize, apc_context: usize) -> io::Result<()> {
-        self.port.post(key, apc_context, NtStatus::SUCCESS, 0)
+    fn post_wake(&self, apc_context: usize) -> io::Result<()> {
+        self.port.post(WAKE_KEY, apc_context, NtStatus::SUCCESS, 0)
     }
 }

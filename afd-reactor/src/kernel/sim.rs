@@ -116,6 +116,7 @@
 
 use super::{HELPER_KEY, Kernel, PollBlock, PollVia, Post, RawSock};
 use crate::afd::{CompletionEntry, IoStatusBlock, NtStatus, NtStatusError, PollEvents};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::ptr::NonNull;
@@ -298,15 +299,17 @@ impl Port {
     }
 }
 
-/// Posts packets to a [`SimKernel`]'s port from any thread (`NtSetIoCompletion`).
+/// Posts wake packets to a [`SimKernel`]'s port from any thread (`NtSetIoCompletion` under
+/// [`WAKE_KEY`](crate::kernel::WAKE_KEY)).
 #[derive(Debug, Clone)]
 pub struct SimPoster {
     port: Arc<Port>,
 }
 
-impl Post for SimPoster {
-    fn post(&self, key: usize, apc_context: usize) -> io::Result<()> {
-        let mut state = self.port.lock();
+impl Port {
+    /// Queue a success packet with `key` and `apc_context` and wake a waiting dequeue.
+    fn post(&self, key: usize, apc_context: usize) {
+        let mut state = self.lock();
         state.posts += 1;
         state.packets.push_back(Packet {
             entry: CompletionEntry {
@@ -320,7 +323,13 @@ impl Post for SimPoster {
             block: 0,
         });
         drop(state);
-        self.port.ready.notify_all();
+        self.ready.notify_all();
+    }
+}
+
+impl Post for SimPoster {
+    fn post_wake(&self, apc_context: usize) -> io::Result<()> {
+        self.port.post(crate::kernel::WAKE_KEY, apc_context);
         Ok(())
     }
 }
@@ -378,7 +387,7 @@ enum Outcome {
 /// The simulated kernel: a handle table of socket objects, one completion port and the helper
 /// handle, driven by a test through its control methods. See the [module documentation](self).
 #[derive(Debug)]
-pub struct SimKernel {
+struct SimState {
     rng: SimRng,
     faults: Faults,
     port: Arc<Port>,
@@ -396,7 +405,7 @@ pub struct SimKernel {
     stats: SimStats,
 }
 
-impl SimKernel {
+impl SimState {
     /// A kernel without faults, seeded with `seed`.
     pub fn new(seed: u64) -> Self {
         Self::with_faults(seed, Faults::none())
@@ -848,9 +857,7 @@ fn too_deep() -> io::Error {
     io::Error::other("layered service providers nested too deep")
 }
 
-impl Kernel for SimKernel {
-    type Poster = SimPoster;
-
+impl SimState {
     fn base_socket(&mut self, socket: RawSock) -> io::Result<RawSock> {
         let mut cur = socket;
         for _ in 0..=MAX_LSP_DEPTH {
@@ -1055,6 +1062,254 @@ impl Kernel for SimKernel {
             port: Arc::clone(&self.port),
         }
     }
+
+    fn inject_packet(&mut self, key: usize, apc_context: usize) {
+        self.port.post(key, apc_context);
+    }
+}
+
+/// The simulated NT kernel: a seeded, deterministic model of sockets, handles, one completion
+/// port and AFD polls, with fault injection (see the module docs).
+///
+/// Test control (opening and closing sockets, readiness, faults) and introspection take `&self`,
+/// so a reactor's kernel can be driven through [`Reactor::kernel`](crate::Reactor::kernel)
+/// without ever handing out `&mut` access to it.
+#[derive(Debug)]
+pub struct SimKernel {
+    state: RefCell<SimState>,
+}
+
+impl SimKernel {
+    /// A kernel without faults, seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            state: RefCell::new(SimState::new(seed)),
+        }
+    }
+
+    /// A kernel seeded with `seed` that injects `faults`.
+    pub fn with_faults(seed: u64, faults: Faults) -> Self {
+        Self {
+            state: RefCell::new(SimState::with_faults(seed, faults)),
+        }
+    }
+
+    /// The faults being injected.
+    pub fn faults(&self) -> Faults {
+        self.state.borrow().faults()
+    }
+
+    /// Change the faults from now on (e.g. [`Faults::none`] for a clean teardown).
+    pub fn set_faults(&self, faults: Faults) {
+        self.state.borrow_mut().set_faults(faults)
+    }
+
+    /// Create a socket object (not ready, not associated) under the lowest free handle value.
+    pub fn open_socket(&self) -> RawSock {
+        self.state.borrow_mut().open_socket()
+    }
+
+    /// Create a file object under the lowest free handle value: it can be associated, but
+    /// `base_socket` on it fails with `InvalidInput` and a poll issued on or naming it fails with
+    /// `STATUS_OBJECT_TYPE_MISMATCH`.
+    pub fn open_non_socket(&self) -> RawSock {
+        self.state.borrow_mut().open_non_socket()
+    }
+
+    /// Create a Layered Service Provider handle above `base` (a socket or another layered
+    /// handle). `SIO_BASE_HANDLE` fails on it (see [`SimKernel::set_base_handle_fails`]) and the
+    /// BSP fallback gives `base`, so `base_socket` resolves it to the socket at the bottom. AFD
+    /// rejects polls issued on or naming it (`STATUS_OBJECT_TYPE_MISMATCH`).
+    ///
+    /// # Panics
+    /// If `base` is not an open socket or layered handle.
+    pub fn open_layered_socket(&self, base: RawSock) -> RawSock {
+        self.state.borrow_mut().open_layered_socket(base)
+    }
+
+    /// Close the handle `s` (any kind) and destroy its object. Every pending poll of the object
+    /// completes with `STATUS_SUCCESS` and `LOCAL_CLOSE`; a poll only issued on it (for another
+    /// object) completes with `STATUS_HANDLES_CLOSED`, its info untouched. The value becomes the
+    /// lowest free one again.
+    ///
+    /// # Panics
+    /// If `s` is not open.
+    pub fn close_socket(&self, s: RawSock) {
+        self.state.borrow_mut().close_socket(s)
+    }
+
+    /// Associate `s`'s object with another completion port: packets of polls issued directly on
+    /// it will never reach this kernel's queue.
+    ///
+    /// # Errors
+    /// As [`Kernel::associate`]: `InvalidInput` if `s` is not open, `ResourceBusy` if the object is
+    /// already associated.
+    pub fn bind_to_foreign_port(&self, s: RawSock) -> io::Result<()> {
+        self.state.borrow_mut().bind_to_foreign_port(s)
+    }
+
+    /// Make `SIO_BASE_HANDLE` fail (or succeed) on `s` (by default it fails only on layered
+    /// handles).
+    ///
+    /// # Panics
+    /// If `s` is not open.
+    pub fn set_base_handle_fails(&self, s: RawSock, fails: bool) {
+        self.state.borrow_mut().set_base_handle_fails(s, fails)
+    }
+
+    /// Make the `SIO_BSP_HANDLE_POLL` fallback fail (or succeed) on `s` (by default it succeeds).
+    /// With both steps failing, `base_socket(s)` returns `Unsupported`.
+    ///
+    /// # Panics
+    /// If `s` is not open.
+    pub fn set_bsp_handle_fails(&self, s: RawSock, fails: bool) {
+        self.state.borrow_mut().set_bsp_handle_fails(s, fails)
+    }
+
+    /// Replace the readiness of socket `s`; completes every pending poll it now satisfies.
+    ///
+    /// # Panics
+    /// If `s` is not an open socket (readiness belongs to AFD socket objects, not to files or
+    /// layered handles).
+    pub fn set_readiness(&self, s: RawSock, events: PollEvents) {
+        self.state.borrow_mut().set_readiness(s, events)
+    }
+
+    /// Add `events` to the readiness of socket `s`; completes every pending poll it now
+    /// satisfies.
+    ///
+    /// # Panics
+    /// If `s` is not an open socket.
+    pub fn add_readiness(&self, s: RawSock, events: PollEvents) {
+        self.state.borrow_mut().add_readiness(s, events)
+    }
+
+    /// Remove `events` from the readiness of socket `s`.
+    ///
+    /// # Panics
+    /// If `s` is not an open socket.
+    pub fn clear_readiness(&self, s: RawSock, events: PollEvents) {
+        self.state.borrow_mut().clear_readiness(s, events)
+    }
+
+    /// Complete every pending poll with `STATUS_SUCCESS` and 0 handles (as a timeout or a
+    /// superseding exclusive poll would); returns how many.
+    pub fn complete_all_spuriously(&self) -> usize {
+        self.state.borrow_mut().complete_all_spuriously()
+    }
+
+    /// Requests the kernel still holds (submitted, not yet completed).
+    pub fn pending_polls(&self) -> usize {
+        self.state.borrow().pending_polls()
+    }
+
+    /// The packets queued now, oldest first (for debugging test failures).
+    pub fn queued_entries(&self) -> Vec<CompletionEntry> {
+        self.state.borrow().queued_entries()
+    }
+
+    /// Number of pending requests that poll the socket behind handle `s` (0 if not open).
+    ///
+    /// Test drivers use it to respect the reactor's contract: a registered socket may be closed
+    /// without deregistering only while the kernel holds a poll for it (its close then completes
+    /// that poll with `LOCAL_CLOSE`).
+    pub fn polls_on(&self, s: RawSock) -> usize {
+        self.state.borrow().polls_on(s)
+    }
+
+    /// True if a pending request names `block`.
+    pub fn is_pending(&self, block: NonNull<PollBlock>) -> bool {
+        self.state.borrow().is_pending(block)
+    }
+
+    /// True if the kernel owns `block` under the memory contract: a request naming it is pending,
+    /// or it completed and its packet is still queued.
+    pub fn holds_block(&self, block: NonNull<PollBlock>) -> bool {
+        self.state.borrow().holds_block(block)
+    }
+
+    /// Packets in the port's queue (completions and posts).
+    pub fn queued_packets(&self) -> usize {
+        self.state.borrow().queued_packets()
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> SimStats {
+        self.state.borrow().stats()
+    }
+
+    /// Open handles (sockets, files and layered handles; not the helper).
+    pub fn open_handles(&self) -> usize {
+        self.state.borrow().open_handles()
+    }
+
+    /// True if `s` is an open handle.
+    pub fn is_open(&self, s: RawSock) -> bool {
+        self.state.borrow().is_open(s)
+    }
+
+    /// The readiness of socket `s`, or `None` if `s` is not an open socket.
+    pub fn readiness(&self, s: RawSock) -> Option<PollEvents> {
+        self.state.borrow().readiness(s)
+    }
+
+    /// What `s`'s object is associated with, or `None` if `s` is not open.
+    pub fn association(&self, s: RawSock) -> Option<Association> {
+        self.state.borrow().association(s)
+    }
+    /// Queue a packet the reactor did not cause (what user overlapped I/O on an associated socket
+    /// would produce): `key` and `apc_context` as given, `STATUS_SUCCESS`. For testing the
+    /// reactor's stale-packet handling.
+    pub fn inject_packet(&self, key: usize, apc_context: usize) {
+        self.state.borrow_mut().inject_packet(key, apc_context);
+    }
+}
+
+// SAFETY: `dequeue` returns only packets this simulation produced (completions of polls
+// submitted through it, each exactly once, written into their block before they are queued;
+// wakes from its posters; and packets a test injected on purpose through `&self` controls, which
+// the reactor treats as foreign), and blocks are written only while their request is held.
+unsafe impl Kernel for SimKernel {
+    type Poster = SimPoster;
+
+    fn base_socket(&mut self, socket: RawSock) -> io::Result<RawSock> {
+        self.state.get_mut().base_socket(socket)
+    }
+
+    fn associate(&mut self, socket: RawSock, key: usize) -> io::Result<()> {
+        self.state.get_mut().associate(socket, key)
+    }
+
+    unsafe fn submit_poll(
+        &mut self,
+        via: PollVia,
+        socket: RawSock,
+        block: NonNull<PollBlock>,
+        apc_context: usize,
+    ) -> NtStatus {
+        // SAFETY: the caller's contract, forwarded unchanged.
+        unsafe {
+            self.state
+                .get_mut()
+                .submit_poll(via, socket, block, apc_context)
+        }
+    }
+
+    fn cancel(&mut self, via: PollVia, socket: RawSock, block: NonNull<PollBlock>) -> NtStatus {
+        self.state.get_mut().cancel(via, socket, block)
+    }
+
+    fn dequeue(
+        &mut self,
+        out: &mut [CompletionEntry],
+        timeout: Option<Duration>,
+    ) -> io::Result<usize> {
+        self.state.get_mut().dequeue(out, timeout)
+    }
+
+    fn poster(&self) -> SimPoster {
+        self.state.borrow().poster()
+    }
 }
 
 #[cfg(test)]
@@ -1128,7 +1383,7 @@ mod tests {
 
     #[test]
     fn handles_are_lowest_free_and_reused_at_once() {
-        let mut k = SimKernel::new(1);
+        let k = SimKernel::new(1);
         let a = k.open_socket();
         let b = k.open_socket();
         let c = k.open_non_socket();
@@ -1615,9 +1870,8 @@ mod tests {
             ..Faults::none()
         };
         let mut k = SimKernel::with_faults(15, faults);
-        let poster = k.poster();
-        poster.post(1, 10).unwrap();
-        poster.post(2, 20).unwrap();
+        k.inject_packet(1, 10);
+        k.inject_packet(2, 20);
         let mut out = [CompletionEntry::zeroed(); 4];
         for _ in 0..3 {
             let err = k.dequeue(&mut out, None).unwrap_err();
@@ -1639,9 +1893,8 @@ mod tests {
                 ..Faults::none()
             };
             let mut k = SimKernel::with_faults(seed, faults);
-            let poster = k.poster();
             for i in 0..16 {
-                poster.post(i, i).unwrap();
+                k.inject_packet(i, i);
             }
             let mut got = Vec::new();
             let mut out = [CompletionEntry::zeroed(); 5];
@@ -1673,7 +1926,7 @@ mod tests {
         let poster = k.poster();
         let t = thread::spawn(move || {
             thread::sleep(Duration::from_millis(20));
-            poster.post(crate::kernel::WAKE_KEY, 0).unwrap();
+            poster.post_wake(0).unwrap();
         });
         let mut out = [CompletionEntry::zeroed(); 2];
         let n = k.dequeue(&mut out, None).unwrap();
@@ -1685,11 +1938,14 @@ mod tests {
         let poster = k.poster();
         let t = thread::spawn(move || {
             thread::sleep(Duration::from_millis(10));
-            poster.post(5, 6).unwrap();
+            poster.post_wake(6).unwrap();
         });
         let n = k.dequeue(&mut out, Some(Duration::from_secs(60))).unwrap();
         t.join().unwrap();
-        assert_eq!((n, out[0].key, out[0].apc_context), (1, 5, 6));
+        assert_eq!(
+            (n, out[0].key, out[0].apc_context),
+            (1, crate::kernel::WAKE_KEY, 6)
+        );
         assert_eq!(k.stats().posts, 2);
     }
 
@@ -1799,7 +2055,7 @@ mod tests {
                     }
                 }
                 7 => {
-                    poster.post(crate::kernel::WAKE_KEY, BLOCKS).unwrap();
+                    poster.post_wake(BLOCKS).unwrap();
                 }
                 _ => dequeue(&mut k, &mut busy, &mut trace),
             }

@@ -49,7 +49,7 @@ impl<T: std::os::windows::io::AsSocket + ?Sized> Source for T {
 /// use afd_reactor::kernel::sim::SimKernel;
 /// use afd_reactor::{Interest, Reactor, SimSocket, Token};
 /// let mut reactor = Reactor::with_kernel(SimKernel::new(7));
-/// let s = SimSocket(reactor.kernel_mut().open_socket());
+/// let s = SimSocket(reactor.kernel().open_socket());
 /// reactor.register(&s, Token(1), Interest::READABLE)?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
@@ -92,9 +92,9 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Most packets dequeued per NT call (at least 1; default 256).
+    /// Most packets dequeued per NT call (1 to 65,536; default 256).
     pub fn batch(mut self, packets: usize) -> Self {
-        self.batch = packets.max(1);
+        self.batch = packets.clamp(1, 65_536);
         self
     }
 
@@ -172,7 +172,8 @@ pub struct Stats {
     pub events: u64,
     /// Registrations removed because their socket was closed (LOCAL_CLOSE).
     pub closed_cleanups: u64,
-    /// Poll submissions the kernel refused (retried on the next poll).
+    /// Poll submissions the kernel refused (reported as an error event; the registration is
+    /// disarmed until `reregister`).
     pub submit_failures: u64,
     /// `Waker::wake` calls.
     pub wakes: u64,
@@ -218,9 +219,9 @@ impl std::error::Error for Teardown {}
 /// use std::time::Duration;
 ///
 /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
-/// let socket = SimSocket(reactor.kernel_mut().open_socket());
+/// let socket = SimSocket(reactor.kernel().open_socket());
 /// reactor.register(&socket, Token(7), Interest::READABLE)?;
-/// reactor.kernel_mut().set_readiness(socket.0, PollEvents::RECEIVE);
+/// reactor.kernel().set_readiness(socket.0, PollEvents::RECEIVE);
 ///
 /// let mut events = Events::with_capacity(64);
 /// reactor.poll(&mut events, Some(Duration::from_secs(1)))?;
@@ -337,14 +338,10 @@ impl<K: Kernel> Reactor<K> {
         }
     }
 
-    /// The kernel (for the simulated kernel: to drive sockets in tests).
+    /// The kernel (for the simulated kernel: to drive sockets in tests). There is deliberately no
+    /// `&mut` access: replacing or swapping a reactor's kernel would strand polls in flight.
     pub fn kernel(&self) -> &K {
         &self.kernel
-    }
-
-    /// The kernel, mutably.
-    pub fn kernel_mut(&mut self) -> &mut K {
-        &mut self.kernel
     }
 
     /// Change how long teardown may wait for cancelled polls to drain.
@@ -360,7 +357,7 @@ impl<K: Kernel> Reactor<K> {
     /// use afd_reactor::{Events, Interest, Reactor, SimSocket, Token};
     /// use std::time::Duration;
     /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
-    /// let s = SimSocket(reactor.kernel_mut().open_socket());
+    /// let s = SimSocket(reactor.kernel().open_socket());
     /// reactor.register(&s, Token(1), Interest::READABLE)?;
     /// let st = reactor.stats();
     /// assert_eq!((st.registered, st.in_flight), (1, 1));
@@ -443,7 +440,7 @@ impl<K: Kernel> Reactor<K> {
     /// use afd_reactor::{Events, Interest, Reactor, SimSocket, Token};
     /// use std::time::Duration;
     /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
-    /// let s = SimSocket(reactor.kernel_mut().open_socket());
+    /// let s = SimSocket(reactor.kernel().open_socket());
     /// reactor.register(&s, Token(1), Interest::READABLE)?;
     /// let again = reactor.register(&s, Token(2), Interest::READABLE).unwrap_err();
     /// assert_eq!(again.kind(), std::io::ErrorKind::AlreadyExists);
@@ -490,10 +487,13 @@ impl<K: Kernel> Reactor<K> {
             if via == PollVia::Socket {
                 // A fresh association means a fresh socket object: the registered one was closed
                 // and its handle value reused. End the old incarnation.
-                self.socket_gone(old);
+                self.socket_gone(old, base);
             } else {
                 // Most likely the same socket twice; but its close may be queued: look first.
-                self.drain_into_stash()?;
+                if let Err(e) = self.drain_into_stash() {
+                    self.pool.release(index);
+                    return Err(e);
+                }
                 if self.by_socket.contains_key(&raw) {
                     self.pool.release(index);
                     return Err(err(
@@ -535,9 +535,9 @@ impl<K: Kernel> Reactor<K> {
     /// use afd_reactor::{Events, Interest, Reactor, SimSocket, Token};
     /// use std::time::Duration;
     /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
-    /// let s = SimSocket(reactor.kernel_mut().open_socket());
+    /// let s = SimSocket(reactor.kernel().open_socket());
     /// reactor.register(&s, Token(1), Interest::READABLE)?;
-    /// reactor.kernel_mut().set_readiness(s.0, PollEvents::SEND);
+    /// reactor.kernel().set_readiness(s.0, PollEvents::SEND);
     /// // Pause (backpressure), then ask for writability instead.
     /// reactor.reregister(&s, Token(1), Interest::NONE)?;
     /// reactor.reregister(&s, Token(1), Interest::WRITABLE)?;
@@ -552,6 +552,7 @@ impl<K: Kernel> Reactor<K> {
         token: Token,
         interest: Interest,
     ) -> io::Result<()> {
+        self.check_running()?;
         let mode = self.registered(socket)?.machine.mode;
         self.reregister_with_mode(socket, token, interest, mode)
     }
@@ -559,7 +560,7 @@ impl<K: Kernel> Reactor<K> {
     /// [`reregister`](Self::reregister) with an explicit [`Mode`].
     ///
     /// # Errors
-    /// `NotFound` if the socket is not registered.
+    /// `NotFound` if the socket is not registered; `NotConnected` after shutdown.
     pub fn reregister_with_mode<S: Source + ?Sized>(
         &mut self,
         socket: &S,
@@ -567,6 +568,7 @@ impl<K: Kernel> Reactor<K> {
         interest: Interest,
         mode: Mode,
     ) -> io::Result<()> {
+        self.check_running()?;
         let index = self.index_of(socket)?;
         let meta = self.pool.meta_mut(index).expect("registered");
         meta.token = token;
@@ -581,7 +583,7 @@ impl<K: Kernel> Reactor<K> {
     ///
     /// # Errors
     /// `NotFound` if the socket is not registered (never registered, already deregistered, or
-    /// removed after it was closed).
+    /// removed after it was closed); `NotConnected` after shutdown.
     /// # Examples
     /// ```
     /// use afd_reactor::afd::PollEvents;
@@ -589,7 +591,7 @@ impl<K: Kernel> Reactor<K> {
     /// use afd_reactor::{Events, Interest, Reactor, SimSocket, Token};
     /// use std::time::Duration;
     /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
-    /// let s = SimSocket(reactor.kernel_mut().open_socket());
+    /// let s = SimSocket(reactor.kernel().open_socket());
     /// reactor.register(&s, Token(1), Interest::READABLE)?;
     /// reactor.deregister(&s)?; // its pending poll is cancelled; the state waits as a zombie
     /// assert_eq!(reactor.stats().zombies, 1);
@@ -601,6 +603,7 @@ impl<K: Kernel> Reactor<K> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn deregister<S: Source + ?Sized>(&mut self, socket: &S) -> io::Result<()> {
+        self.check_running()?;
         let index = self.index_of(socket)?;
         self.by_socket.remove(&socket.raw_socket());
         self.end_registration(index);
@@ -647,12 +650,20 @@ impl<K: Kernel> Reactor<K> {
         Ok(self.pool.meta(index).expect("registered"))
     }
 
-    /// A [`Waker`] whose wakes arrive as events with `token` (WRL-001 §3).
+    /// A [`Waker`] whose wakes arrive as events with `token` (WRL-001 §3). Asking again for the
+    /// same token returns the same waker.
     ///
     /// # Errors
     /// `NotConnected` if the reactor has shut down.
     pub fn waker(&mut self, token: Token) -> io::Result<Waker> {
         self.check_running()?;
+        // One waker per token: asking again returns the same one (and the list stays bounded).
+        if let Some(apc) = self.wakers.iter().position(|w| w.token == token) {
+            return Ok(Waker {
+                shared: Arc::clone(&self.wakers[apc]),
+                apc,
+            });
+        }
         let shared = WakerShared::new(Box::new(self.kernel.poster()), token);
         self.wakers.push(Arc::clone(&shared));
         Ok(Waker {
@@ -686,7 +697,7 @@ impl<K: Kernel> Reactor<K> {
     ) -> TimerId {
         let now = Instant::now();
         // `Duration::MAX` (or anything past the clock's range) means "never": park it far away.
-        let far = now + Duration::from_secs(100 * 365 * 24 * 3600);
+        let far = timer::far_future(now);
         let deadline = now.checked_add(delay).unwrap_or(far).min(far);
         let period = period.filter(|p| !p.is_zero());
         self.timers.add(token, deadline, period)
@@ -756,12 +767,17 @@ impl<K: Kernel> Reactor<K> {
     }
 
     /// The registration's socket is gone: its handle value now names the new socket being
-    /// registered. End it like a deregistration. A poll still out is cancelled through the value,
-    /// which is safe now (the caller of `register` has just lent us that handle): if the old poll
-    /// was re-armed on the new socket this finds it, otherwise it finds nothing and the old
-    /// socket's LOCAL_CLOSE ends it.
-    fn socket_gone(&mut self, index: u32) {
-        let socket = self.pool.meta(index).expect("live slot").socket;
+    /// registered, whose base socket is `new_base`. End it like a deregistration, except that a
+    /// poll still out is cancelled through `new_base` — a handle the caller of `register` has just
+    /// lent us (never through the old values, which may name anything now): if the old poll was
+    /// re-armed on the new socket this finds it; otherwise it finds nothing, and the old socket's
+    /// LOCAL_CLOSE ends the poll.
+    fn socket_gone(&mut self, index: u32, new_base: RawSock) {
+        let meta = self.pool.meta_mut(index).expect("live slot");
+        let socket = meta.socket;
+        if meta.via == PollVia::Socket {
+            meta.base = new_base;
+        }
         self.by_socket.remove(&socket);
         self.end_registration(index);
         self.stats.closed_cleanups += 1;
@@ -853,7 +869,13 @@ impl<K: Kernel> Reactor<K> {
             let reported = if status.is_success() {
                 // SAFETY: this poll's packet has been dequeued, so the kernel is done with the
                 // block; read through the raw pointer without keeping a reference.
-                unsafe { (*block.as_ptr()).info.reported_events() }
+                let info = unsafe { (*block.as_ptr()).info };
+                let mut events = info.reported_events();
+                if info.number_of_handles > 0 && info.handles[0].status.is_error() {
+                    // A per-handle error status is the socket's error (a failed connect).
+                    events |= PollEvents::CONNECT_FAIL;
+                }
+                events
             } else {
                 PollEvents::NONE
             };
@@ -952,12 +974,12 @@ impl<K: Kernel> Reactor<K> {
     /// use afd_reactor::{Events, Interest, Reactor, SimSocket, Token};
     /// use std::time::Duration;
     /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
-    /// let s = SimSocket(reactor.kernel_mut().open_socket());
+    /// let s = SimSocket(reactor.kernel().open_socket());
     /// reactor.register(&s, Token(1), Interest::READABLE)?;
     /// let mut events = Events::with_capacity(64);
     /// reactor.poll(&mut events, Some(Duration::ZERO))?; // nothing ready yet
     /// assert!(events.is_empty());
-    /// reactor.kernel_mut().set_readiness(s.0, PollEvents::RECEIVE);
+    /// reactor.kernel().set_readiness(s.0, PollEvents::RECEIVE);
     /// reactor.poll(&mut events, None)?;
     /// assert_eq!(events.iter().next().unwrap().token(), Token(1));
     /// # Ok::<(), std::io::Error>(())
@@ -1037,8 +1059,9 @@ impl<K: Kernel> Reactor<K> {
     }
 
     /// Tear down (WRL-001 §6): drain what is queued, cancel every pending poll, and drain until no
-    /// poll is in flight or the configured bound passes. Afterwards every call fails with
-    /// `NotConnected` and wakers stop posting. Called by `Drop` if not called before.
+    /// poll is in flight or the configured bound passes (`Duration::MAX`: no bound). Afterwards
+    /// `register`, `reregister`, `deregister`, `poll` and `waker` fail with `NotConnected`, and
+    /// wakers stop posting. Called by `Drop` if not called before.
     ///
     /// # Errors
     /// `TimedOut` if polls were still in flight at the bound: the error's source is the
@@ -1051,7 +1074,7 @@ impl<K: Kernel> Reactor<K> {
     /// use afd_reactor::{Events, Interest, Reactor, SimSocket, Token};
     /// use std::time::Duration;
     /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
-    /// let s = SimSocket(reactor.kernel_mut().open_socket());
+    /// let s = SimSocket(reactor.kernel().open_socket());
     /// reactor.register(&s, Token(1), Interest::READABLE)?; // a poll is in flight
     /// let report = reactor.shutdown()?;
     /// assert_eq!((report.cancelled, report.leaked), (1, 0));
@@ -1082,15 +1105,15 @@ impl<K: Kernel> Reactor<K> {
             }
             // 3. Drain until nothing is in flight, waiting at most until the bound; past it, still
             //    take whatever is already queued (that costs no waiting).
-            let bound = start + self.config.teardown_timeout;
+            let bound = start.checked_add(self.config.teardown_timeout);
             while self.stats.in_flight > 0 {
-                let wait = bound.saturating_duration_since(Instant::now());
+                let wait = bound.map(|b| b.saturating_duration_since(Instant::now()));
                 self.stats.nt.dequeue += 1;
-                let n = self.kernel.dequeue(&mut self.entries, Some(wait))?;
+                let n = self.kernel.dequeue(&mut self.entries, wait)?;
                 for i in 0..n {
                     let _ = self.dispatch(self.entries[i]);
                 }
-                if n == 0 && wait.is_zero() {
+                if n == 0 && wait.is_some_and(|w| w.is_zero()) {
                     break;
                 }
             }
@@ -1120,7 +1143,7 @@ impl<K: Kernel> Reactor<K> {
     /// use afd_reactor::{Events, Interest, Reactor, SimSocket, Token};
     /// use std::time::Duration;
     /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
-    /// let s = SimSocket(reactor.kernel_mut().open_socket());
+    /// let s = SimSocket(reactor.kernel().open_socket());
     /// reactor.register(&s, Token(1), Interest::READABLE)?;
     /// assert_eq!(reactor.abandon(), 1); // one poll's buffers leaked on purpose
     /// # let _ = (PollEvents::NONE, Events::with_capacity(1), Duration::ZERO);
@@ -1146,6 +1169,11 @@ impl<K: Kernel> Drop for Reactor<K> {
         {
             // Nothing else can be done from Drop; the buffers are leaked, never freed.
             eprintln!("afd-reactor: teardown incomplete: {e}");
+        }
+        // The one rule the pool's memory depends on, whatever happened before (a panic in the
+        // middle of a teardown, a failed dequeue): never free a block the kernel may still write.
+        if self.stats.in_flight > 0 {
+            self.pool.leak();
         }
     }
 }

@@ -5,6 +5,12 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
+/// "Never": a deadline 100 years from `now` (what a delay too large to represent becomes).
+pub(crate) fn far_future(now: Instant) -> Instant {
+    let century = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(century).unwrap_or(now)
+}
+
 /// Identifies a timer, to cancel it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TimerId(u64);
@@ -41,7 +47,15 @@ impl Timers {
     }
 
     pub fn cancel(&mut self, id: TimerId) -> bool {
-        self.live.remove(&id.0).is_some()
+        let removed = self.live.remove(&id.0).is_some();
+        // Cancelled entries leave the heap lazily; rebuild it before they pile up.
+        if self.heap.len() > 2 * self.live.len() + 64 {
+            let live = &self.live;
+            self.heap.retain(|Reverse((deadline, id))| {
+                live.get(id).is_some_and(|t| t.deadline == *deadline)
+            });
+        }
+        removed
     }
 
     pub fn len(&self) -> usize {
@@ -72,13 +86,20 @@ impl Timers {
         let token = timer.token;
         match timer.period {
             Some(period) => {
-                // Next tick on the period grid; skip ticks missed while the loop was busy.
-                let mut next = timer.deadline + period;
+                // Next tick on the period grid, skipping ticks missed while the loop was busy;
+                // past the clock's range, it never fires again.
+                let mut next = timer
+                    .deadline
+                    .checked_add(period)
+                    .unwrap_or(far_future(now));
                 if next <= now {
                     let behind = now.duration_since(timer.deadline).as_nanos();
                     let periods = behind / period.as_nanos().max(1) + 1;
-                    next = timer.deadline
-                        + period.saturating_mul(u32::try_from(periods).unwrap_or(u32::MAX));
+                    next = u32::try_from(periods)
+                        .ok()
+                        .and_then(|n| timer.deadline.checked_add(period.checked_mul(n)?))
+                        .filter(|&n| n > now)
+                        .unwrap_or_else(|| now.checked_add(period).unwrap_or(far_future(now)));
                 }
                 timer.deadline = next;
                 self.heap.push(Reverse((next, id)));
@@ -123,6 +144,35 @@ mod tests {
         assert!(!t.cancel(id));
         assert_eq!(t.pop_due(now + Duration::from_secs(1)), None);
         assert_eq!(t.next_deadline(), None);
+    }
+
+    #[test]
+    fn huge_periods_and_many_cancels_are_harmless() {
+        let mut t = Timers::default();
+        let now = Instant::now();
+        t.add(Token(1), now, Some(Duration::MAX));
+        assert_eq!(t.pop_due(now), Some(Token(1)));
+        assert_eq!(
+            t.pop_due(now + Duration::from_secs(3600)),
+            None,
+            "next tick is far away"
+        );
+        t.add(Token(2), now, Some(Duration::from_nanos(1)));
+        assert_eq!(t.pop_due(now + Duration::from_secs(10)), Some(Token(2)));
+        assert_eq!(
+            t.pop_due(now + Duration::from_secs(10)),
+            None,
+            "one catch-up, not billions"
+        );
+        for _ in 0..10_000 {
+            let id = t.add(Token(3), now + Duration::from_secs(1000), None);
+            t.cancel(id);
+        }
+        assert!(
+            t.heap.len() < 200,
+            "cancelled timers pile up: {}",
+            t.heap.len()
+        );
     }
 
     #[test]

@@ -1,20 +1,23 @@
 //! The cross-thread wake-up (WRL-001 §3): `NtSetIoCompletion` under [`WAKE_KEY`], coalesced.
 
-use crate::kernel::{Post, WAKE_KEY};
+use crate::kernel::Post;
 use crate::reactor::event::Token;
 use std::fmt;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
-const IDLE: u8 = 0;
+/// A wake packet is queued (further wakes are absorbed by it).
 const QUEUED: u8 = 1;
+/// The reactor is gone: wakes fail and post nothing.
 const CLOSED: u8 = 2;
 
 pub(crate) struct WakerShared {
     poster: Box<dyn Post>,
-    /// IDLE: no wake packet queued; QUEUED: one is (further wakes are absorbed by it); CLOSED: the
-    /// reactor is gone.
+    /// `QUEUED | CLOSED` bits. Every wake and every packet is a read-modify-write of this one
+    /// location, so a wake absorbed by a queued packet is ordered before the reactor's clearing of
+    /// `QUEUED`: what the waking thread wrote before `wake` is visible once that packet's event is
+    /// returned, and a wake that comes after the clearing posts a new packet.
     state: AtomicU8,
     pub(crate) token: Token,
     pub(crate) calls: AtomicU64,
@@ -25,7 +28,7 @@ impl WakerShared {
     pub(crate) fn new(poster: Box<dyn Post>, token: Token) -> Arc<Self> {
         Arc::new(Self {
             poster,
-            state: AtomicU8::new(IDLE),
+            state: AtomicU8::new(0),
             token,
             calls: AtomicU64::new(0),
             posts: AtomicU64::new(0),
@@ -34,14 +37,12 @@ impl WakerShared {
 
     /// The reactor dequeued our packet: the next wake posts again. Returns false if closed.
     pub(crate) fn on_packet(&self) -> bool {
-        self.state
-            .compare_exchange(QUEUED, IDLE, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        self.state.fetch_and(!QUEUED, Ordering::AcqRel) & CLOSED == 0
     }
 
     /// The reactor is shutting down: wakes fail from now on and post nothing.
     pub(crate) fn close(&self) {
-        self.state.store(CLOSED, Ordering::Release);
+        self.state.fetch_or(CLOSED, Ordering::AcqRel);
     }
 }
 
@@ -82,30 +83,28 @@ impl Waker {
     ///
     /// # Errors
     /// [`io::ErrorKind::NotConnected`] if the reactor has shut down; the kernel's error if the
-    /// packet could not be posted (the next `wake` tries again).
+    /// packet could not be posted (out of quota). The next `wake` tries again; wakes made by other
+    /// threads while this one was posting were absorbed by the failed post, so after an error,
+    /// call `wake` again.
     pub fn wake(&self) -> io::Result<()> {
         let s = &self.shared;
         s.calls.fetch_add(1, Ordering::Relaxed);
-        match s
-            .state
-            .compare_exchange(IDLE, QUEUED, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => {
-                if let Err(e) = s.poster.post(WAKE_KEY, self.apc) {
-                    let _ =
-                        s.state
-                            .compare_exchange(QUEUED, IDLE, Ordering::AcqRel, Ordering::Acquire);
-                    return Err(e);
-                }
-                s.posts.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(QUEUED) => Ok(()), // coalesced into the packet already queued
-            Err(_) => Err(io::Error::new(
+        let before = s.state.fetch_or(QUEUED, Ordering::AcqRel);
+        if before & CLOSED != 0 {
+            return Err(io::Error::new(
                 io::ErrorKind::NotConnected,
                 "afd-reactor: the reactor of this waker has shut down",
-            )),
+            ));
         }
+        if before & QUEUED != 0 {
+            return Ok(()); // coalesced into the packet already queued
+        }
+        if let Err(e) = s.poster.post_wake(self.apc) {
+            s.state.fetch_and(!QUEUED, Ordering::AcqRel);
+            return Err(e);
+        }
+        s.posts.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 }
 

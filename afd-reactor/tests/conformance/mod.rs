@@ -562,6 +562,23 @@ pub fn teardown_with_polls_in_flight_drains_everything<H: Harness>() {
         .poll(&mut Events::with_capacity(4), Some(Duration::ZERO))
         .unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::NotConnected, "poll after shutdown");
+    for e in [
+        h.reactor().deregister(&sockets[0]).unwrap_err(),
+        h.reactor()
+            .reregister(&sockets[0], A, Interest::READABLE)
+            .unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), io::ErrorKind::NotConnected, "{e}");
+    }
+}
+
+pub fn teardown_with_an_unbounded_timeout<H: Harness>() {
+    let mut h = H::new();
+    let s = h.socket();
+    h.reactor().register(&s, A, Interest::READABLE).unwrap();
+    h.reactor().set_teardown_timeout(Duration::MAX); // "wait as long as it takes"
+    let report = h.reactor().shutdown().unwrap();
+    assert_eq!((report.cancelled, report.leaked), (1, 0), "{report}");
 }
 
 pub fn teardown_after_user_closed_some_sockets<H: Harness>() {
@@ -812,6 +829,7 @@ macro_rules! afd_reactor_conformance {
             cancelled_and_infinite_timers_never_fire,
             teardown_with_polls_in_flight_drains_everything,
             teardown_after_user_closed_some_sockets,
+            teardown_with_an_unbounded_timeout,
             bad_input_is_refused_without_leaking,
             empty_interest_is_a_paused_registration,
             wake_storm_loses_nothing_and_queues_one_packet,
