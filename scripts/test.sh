@@ -8,6 +8,7 @@
 #   5. the Windows tests under Wine: NT layer, conformance suite on the real NT kernel (socket-direct
 #      and helper paths), and the simulated suites again as Windows code
 #   6. a short run of the demo (100 connections, 2 s) so the README's first command keeps working
+#   7. a short soak (500 connections, 12 s; the long form is `bash scripts/soak.sh`)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 step() { printf '\n==> %s\n' "$*"; }
@@ -42,5 +43,8 @@ cargo test --workspace --target "$win"
 
 step "demo smoke run (echo server under Wine, native load)"
 CONNECTIONS=100 SECS=2 PORT=7017 bash scripts/demo.sh
+
+step "short soak (500 connections under Wine, 12 s; long form: bash scripts/soak.sh)"
+CONNECTIONS=500 SECS=12 PORT=7317 bash scripts/soak.sh
 
 step "all checks passed"

@@ -28,7 +28,10 @@
 //! - what cannot be written is kept, and the connection switches to WRITABLE only (backpressure)
 //!   until it is flushed;
 //! - at random (`--chaos`) pauses reading with `Interest::NONE` for 2–50 ms (a one-shot timer per
-//!   connection resumes it), or switches the connection's mode (Level / Oneshot / Edge);
+//!   connection resumes it), switches the connection's mode (Level / Oneshot / Edge), or
+//!   deregisters it and registers it again at once under a new token (a zombie for the old
+//!   registration; the new one goes through the `\Device\Afd` helper, since the socket stays
+//!   associated with the port);
 //! - a peer that half-closes (read 0) is flushed and then closed; a reset closes it; every socket
 //!   is deregistered before it is closed (the reactor's contract).
 //!
@@ -273,6 +276,7 @@ mod soak {
         unwanted_events: u64,
         stale_timers: u64,
         deregister_failed: u64,
+        register_afresh_failed: u64,
         lost_wakes: u64,
         wake_count_mismatch: u64,
         zombies_left: u64,
@@ -289,6 +293,7 @@ mod soak {
                 + self.unwanted_events
                 + self.stale_timers
                 + self.deregister_failed
+                + self.register_afresh_failed
                 + self.lost_wakes
                 + self.wake_count_mismatch
                 + self.zombies_left
@@ -322,6 +327,7 @@ mod soak {
         backpressure: u64,
         pauses: u64,
         resumes: u64,
+        registered_afresh: u64,
         mode_switches: [u64; 3],
         accepted_by_mode: [u64; 3],
         bytes_echoed: u64,
@@ -668,11 +674,15 @@ mod soak {
             }
             let p = self.o.chaos * self.o.tick.as_secs_f64();
             let poll_no = self.poll_no;
+            let mut fresh = Vec::new();
             for (&id, conn) in self.conns.iter_mut() {
                 if !self.rng.chance(p) {
                     continue;
                 }
-                if self.rng.chance(0.4) {
+                let r = self.rng.range(0, 9);
+                if r < 2 {
+                    fresh.push(id); // below: the map cannot change while we iterate it
+                } else if r < 5 {
                     if conn.paused.is_none() && !conn.read_closed {
                         let pause = Duration::from_millis(self.rng.range(2, 50));
                         conn.paused = Some(self.reactor.add_timer(Token(id), pause, None));
@@ -690,7 +700,53 @@ mod soak {
                     rearm(&mut self.reactor, id, conn, poll_no, true)?;
                 }
             }
+            for id in fresh {
+                self.register_afresh(id);
+            }
             Ok(())
+        }
+
+        /// Deregister a connection and register it again at once, under a new token. Its pending
+        /// poll is cancelled, so the old registration lives on as a zombie until the cancelled
+        /// poll's packet arrives; the socket is still associated with the completion port, so the
+        /// new registration goes through the reactor's `\Device\Afd` helper. No event may reach
+        /// the old token after this poll.
+        fn register_afresh(&mut self, id: usize) {
+            let Some(mut conn) = self.conns.remove(&id) else {
+                return;
+            };
+            if let Some(timer) = conn.paused.take() {
+                self.reactor.cancel_timer(timer);
+            }
+            if let Err(e) = self.reactor.deregister(&conn.stream) {
+                fail(
+                    &mut self.f.deregister_failed,
+                    format_args!("deregister of connection {id} (to register it afresh): {e}"),
+                );
+            }
+            self.closed_this_poll.insert(id);
+            let new_id = self.next_id;
+            self.next_id += 1;
+            let want = conn.wanted();
+            match self
+                .reactor
+                .register_with_mode(&conn.stream, Token(new_id), want, conn.mode)
+            {
+                Ok(()) => {
+                    self.c.registered_afresh += 1;
+                    conn.interest = want;
+                    conn.changed_at = self.poll_no;
+                    self.conns.insert(new_id, conn);
+                }
+                Err(e) => {
+                    // Not registered any more: closing it needs no deregister. The peer will see
+                    // it closed, which it counts as a failure: so this is one too.
+                    fail(
+                        &mut self.f.register_afresh_failed,
+                        format_args!("registering connection {id} afresh as {new_id}: {e}"),
+                    );
+                }
+            }
         }
 
         /// Once a second: RSS sample (warm-up bookkeeping) and the progress line.
@@ -931,6 +987,7 @@ mod soak {
                 ("reset_read_as_eof", c.reset_read_as_eof.to_string()),
                 ("pauses", c.pauses.to_string()),
                 ("resumes", c.resumes.to_string()),
+                ("registered_afresh", c.registered_afresh.to_string()),
                 ("to_level", c.mode_switches[0].to_string()),
                 ("to_oneshot", c.mode_switches[1].to_string()),
                 ("to_edge", c.mode_switches[2].to_string()),
@@ -960,6 +1017,7 @@ mod soak {
                 ("fail_unwanted_events", f.unwanted_events.to_string()),
                 ("fail_stale_timers", f.stale_timers.to_string()),
                 ("fail_deregister", f.deregister_failed.to_string()),
+                ("fail_register_afresh", f.register_afresh_failed.to_string()),
                 ("fail_lost_wakes", f.lost_wakes.to_string()),
                 ("fail_wake_count", f.wake_count_mismatch.to_string()),
                 ("fail_zombies_left", f.zombies_left.to_string()),

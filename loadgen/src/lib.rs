@@ -21,3 +21,6 @@ pub use summary::Summary;
 mod client;
 #[cfg(target_os = "linux")]
 pub use client::run;
+/// The soak peer behind the `soakpeer` binary (scripts/soak.sh).
+#[cfg(target_os = "linux")]
+pub mod soak;
