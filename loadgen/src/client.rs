@@ -311,7 +311,7 @@ impl Connector {
 }
 
 /// Whether a non-blocking connect has finished (mio's recipe: `take_error`, then `peer_addr`).
-fn handshake_done(s: &TcpStream) -> io::Result<bool> {
+pub(crate) fn handshake_done(s: &TcpStream) -> io::Result<bool> {
     if let Some(e) = s.take_error()? {
         return Err(e);
     }

@@ -40,6 +40,7 @@ use std::net::{Shutdown, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::client::handshake_done;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
@@ -1000,24 +1001,6 @@ impl Peer {
                 self.close_and_replace(i);
             }
         }
-    }
-}
-
-/// Whether a non-blocking connect has finished (mio's recipe: `take_error`, then `peer_addr`).
-fn handshake_done(s: &TcpStream) -> io::Result<bool> {
-    if let Some(e) = s.take_error()? {
-        return Err(e);
-    }
-    match s.peer_addr() {
-        // While nobody listens on the port, a connect can pick that very port as its source and
-        // connect to itself (TCP simultaneous open). Treat that as refused.
-        Ok(peer) if peer == s.local_addr()? => Err(io::Error::new(
-            io::ErrorKind::ConnectionRefused,
-            "connected to itself (nobody listening yet)",
-        )),
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
-        Err(e) => Err(e),
     }
 }
 
