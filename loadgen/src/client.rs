@@ -32,7 +32,7 @@ const SPARE_FDS: u64 = 32;
 /// Fails if the file-descriptor limit cannot cover the connections or if not a single
 /// connection could be established before `cfg.connect_timeout`.
 pub fn run(cfg: Config) -> io::Result<Summary> {
-    raise_fd_limit(cfg.connections)?;
+    raise_fd_limit(cfg.connections, SPARE_FDS)?;
     let mut poll = Poll::new()?;
     let mut errs = Errors::default();
 
@@ -97,9 +97,10 @@ impl Errors {
     }
 }
 
-/// Makes sure the soft RLIMIT_NOFILE covers the connections, raising it up to the hard limit.
-fn raise_fd_limit(connections: usize) -> io::Result<()> {
-    let need = connections as u64 + SPARE_FDS;
+/// Makes sure the soft RLIMIT_NOFILE covers the connections plus `spare` descriptors, raising it
+/// up to the hard limit.
+pub(crate) fn raise_fd_limit(connections: usize, spare: u64) -> io::Result<()> {
+    let need = connections as u64 + spare;
     let (soft, hard) = rlimit::Resource::NOFILE.get()?;
     if soft >= need {
         return Ok(());

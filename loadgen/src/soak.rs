@@ -40,7 +40,7 @@ use std::net::{Shutdown, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::client::handshake_done;
+use crate::client::{handshake_done, raise_fd_limit};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
@@ -424,7 +424,7 @@ struct Peer {
 
 /// Runs the soak and returns what it counted. Progress goes to stderr.
 pub fn run_soak(cfg: SoakConfig) -> io::Result<SoakSummary> {
-    raise_fd_limit(cfg.connections)?;
+    raise_fd_limit(cfg.connections, SPARE_FDS)?;
     let n = cfg.connections;
     let action_mean = Duration::from_secs_f64(n as f64 / cfg.rate);
     let mut p = Peer {
@@ -1002,23 +1002,6 @@ impl Peer {
             }
         }
     }
-}
-
-/// Makes sure the soft RLIMIT_NOFILE covers the connections, raising it up to the hard limit.
-fn raise_fd_limit(connections: usize) -> io::Result<()> {
-    let need = connections as u64 + SPARE_FDS;
-    let (soft, hard) = rlimit::Resource::NOFILE.get()?;
-    if soft >= need {
-        return Ok(());
-    }
-    let soft = rlimit::increase_nofile_limit(u64::MAX)?;
-    if soft < need {
-        return Err(io::Error::other(format!(
-            "{connections} connections need about {need} file descriptors, but the hard limit \
-             (RLIMIT_NOFILE) is {hard}; raise it (ulimit -Hn) or use fewer connections"
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -406,12 +406,10 @@ struct SimState {
 }
 
 impl SimState {
-    /// A kernel without faults, seeded with `seed`.
     pub fn new(seed: u64) -> Self {
         Self::with_faults(seed, Faults::none())
     }
 
-    /// A kernel seeded with `seed` that injects `faults`.
     pub fn with_faults(seed: u64, faults: Faults) -> Self {
         Self {
             rng: SimRng::new(seed),
@@ -431,37 +429,24 @@ impl SimState {
         }
     }
 
-    /// The faults being injected.
     pub fn faults(&self) -> Faults {
         self.faults
     }
 
-    /// Change the faults from now on (e.g. [`Faults::none`] for a clean teardown).
     pub fn set_faults(&mut self, faults: Faults) {
         self.faults = faults;
     }
 
     // ---- Handles and objects -------------------------------------------------------------------
 
-    /// Create a socket object (not ready, not associated) under the lowest free handle value.
     pub fn open_socket(&mut self) -> RawSock {
         self.open(Kind::Socket, false)
     }
 
-    /// Create a file object under the lowest free handle value: it can be associated, but
-    /// `base_socket` on it fails with `InvalidInput` and a poll issued on or naming it fails with
-    /// `STATUS_OBJECT_TYPE_MISMATCH`.
     pub fn open_non_socket(&mut self) -> RawSock {
         self.open(Kind::File, false)
     }
 
-    /// Create a Layered Service Provider handle above `base` (a socket or another layered
-    /// handle). `SIO_BASE_HANDLE` fails on it (see [`SimKernel::set_base_handle_fails`]) and the
-    /// BSP fallback gives `base`, so `base_socket` resolves it to the socket at the bottom. AFD
-    /// rejects polls issued on or naming it (`STATUS_OBJECT_TYPE_MISMATCH`).
-    ///
-    /// # Panics
-    /// If `base` is not an open socket or layered handle.
     pub fn open_layered_socket(&mut self, base: RawSock) -> RawSock {
         let base_id = match self.lookup(base) {
             Some((id, obj)) if obj.kind != Kind::File => id,
@@ -470,13 +455,6 @@ impl SimState {
         self.open(Kind::Layered { base: base_id }, true)
     }
 
-    /// Close the handle `s` (any kind) and destroy its object. Every pending poll of the object
-    /// completes with `STATUS_SUCCESS` and `LOCAL_CLOSE`; a poll only issued on it (for another
-    /// object) completes with `STATUS_HANDLES_CLOSED`, its info untouched. The value becomes the
-    /// lowest free one again.
-    ///
-    /// # Panics
-    /// If `s` is not open.
     pub fn close_socket(&mut self, s: RawSock) {
         let Some(id) = self.handles.remove(&s) else {
             panic!("close_socket: handle {s:#x} is not open");
@@ -502,70 +480,38 @@ impl SimState {
         self.objects.remove(&id);
     }
 
-    /// Associate `s`'s object with another completion port: packets of polls issued directly on
-    /// it will never reach this kernel's queue.
-    ///
-    /// # Errors
-    /// As [`Kernel::associate`]: `InvalidInput` if `s` is not open, `ResourceBusy` if the object is
-    /// already associated.
     pub fn bind_to_foreign_port(&mut self, s: RawSock) -> io::Result<()> {
         self.associate_with(s, Association::Foreign)
     }
 
-    /// Make `SIO_BASE_HANDLE` fail (or succeed) on `s` (by default it fails only on layered
-    /// handles).
-    ///
-    /// # Panics
-    /// If `s` is not open.
     pub fn set_base_handle_fails(&mut self, s: RawSock, fails: bool) {
         self.object_mut(s, "set_base_handle_fails")
             .base_handle_fails = fails;
     }
 
-    /// Make the `SIO_BSP_HANDLE_POLL` fallback fail (or succeed) on `s` (by default it succeeds).
-    /// With both steps failing, `base_socket(s)` returns `Unsupported`.
-    ///
-    /// # Panics
-    /// If `s` is not open.
     pub fn set_bsp_handle_fails(&mut self, s: RawSock, fails: bool) {
         self.object_mut(s, "set_bsp_handle_fails").bsp_fails = fails;
     }
 
     // ---- Readiness -----------------------------------------------------------------------------
 
-    /// Replace the readiness of socket `s`; completes every pending poll it now satisfies.
-    ///
-    /// # Panics
-    /// If `s` is not an open socket (readiness belongs to AFD socket objects, not to files or
-    /// layered handles).
     pub fn set_readiness(&mut self, s: RawSock, events: PollEvents) {
         let id = self.socket_id(s, "set_readiness");
         self.set_level(id, events);
     }
 
-    /// Add `events` to the readiness of socket `s`; completes every pending poll it now
-    /// satisfies.
-    ///
-    /// # Panics
-    /// If `s` is not an open socket.
     pub fn add_readiness(&mut self, s: RawSock, events: PollEvents) {
         let id = self.socket_id(s, "add_readiness");
         let level = self.objects[&id].readiness | events;
         self.set_level(id, level);
     }
 
-    /// Remove `events` from the readiness of socket `s`.
-    ///
-    /// # Panics
-    /// If `s` is not an open socket.
     pub fn clear_readiness(&mut self, s: RawSock, events: PollEvents) {
         let id = self.socket_id(s, "clear_readiness");
         let level = self.objects[&id].readiness.difference(events);
         self.set_level(id, level);
     }
 
-    /// Complete every pending poll with `STATUS_SUCCESS` and 0 handles (as a timeout or a
-    /// superseding exclusive poll would); returns how many.
     pub fn complete_all_spuriously(&mut self) -> usize {
         let seqs: Vec<u64> = self.pending.keys().copied().collect();
         for &seq in &seqs {
@@ -578,46 +524,34 @@ impl SimState {
 
     // ---- Introspection -------------------------------------------------------------------------
 
-    /// Requests the kernel still holds (submitted, not yet completed).
     pub fn pending_polls(&self) -> usize {
         self.pending.len()
     }
 
-    /// The packets queued now, oldest first (for debugging test failures).
     pub fn queued_entries(&self) -> Vec<CompletionEntry> {
         self.port.lock().packets.iter().map(|p| p.entry).collect()
     }
 
-    /// Number of pending requests that poll the socket behind handle `s` (0 if not open).
-    ///
-    /// Test drivers use it to respect the reactor's contract: a registered socket may be closed
-    /// without deregistering only while the kernel holds a poll for it (its close then completes
-    /// that poll with `LOCAL_CLOSE`).
     pub fn polls_on(&self, s: RawSock) -> usize {
         self.lookup(s)
             .and_then(|(id, _)| self.by_polled.get(&id))
             .map_or(0, BTreeSet::len)
     }
 
-    /// True if a pending request names `block`.
     pub fn is_pending(&self, block: NonNull<PollBlock>) -> bool {
         self.by_block.contains_key(&block.as_ptr().addr())
     }
 
-    /// True if the kernel owns `block` under the memory contract: a request naming it is pending,
-    /// or it completed and its packet is still queued.
     pub fn holds_block(&self, block: NonNull<PollBlock>) -> bool {
         let addr = block.as_ptr().addr();
         self.by_block.contains_key(&addr)
             || self.port.lock().packets.iter().any(|p| p.block == addr)
     }
 
-    /// Packets in the port's queue (completions and posts).
     pub fn queued_packets(&self) -> usize {
         self.port.lock().packets.len()
     }
 
-    /// The counters so far.
     pub fn stats(&self) -> SimStats {
         SimStats {
             posts: self.port.lock().posts,
@@ -625,17 +559,14 @@ impl SimState {
         }
     }
 
-    /// Open handles (sockets, files and layered handles; not the helper).
     pub fn open_handles(&self) -> usize {
         self.handles.len()
     }
 
-    /// True if `s` is an open handle.
     pub fn is_open(&self, s: RawSock) -> bool {
         self.handles.contains_key(&s)
     }
 
-    /// The readiness of socket `s`, or `None` if `s` is not an open socket.
     pub fn readiness(&self, s: RawSock) -> Option<PollEvents> {
         match self.lookup(s) {
             Some((_, obj)) if obj.kind == Kind::Socket => Some(obj.readiness),
@@ -643,7 +574,6 @@ impl SimState {
         }
     }
 
-    /// What `s`'s object is associated with, or `None` if `s` is not open.
     pub fn association(&self, s: RawSock) -> Option<Association> {
         self.lookup(s).map(|(_, obj)| obj.assoc)
     }
