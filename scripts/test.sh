@@ -9,6 +9,8 @@
 #      and helper paths), and the simulated suites again as Windows code
 #   6. a short run of the demo (100 connections, 2 s) so the README's first command keeps working
 #   7. a short soak (500 connections, 12 s; the long form is `bash scripts/soak.sh`)
+#   8. a smoke run of the benchmark harness (`bash scripts/bench.sh --quick`: tiny sizes, one
+#      round; it proves the harness works, its figures are not the benchmark's)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 step() { printf '\n==> %s\n' "$*"; }
@@ -46,5 +48,8 @@ CONNECTIONS=100 SECS=2 PORT=7017 bash scripts/demo.sh
 
 step "short soak (500 connections under Wine, 12 s; long form: bash scripts/soak.sh)"
 CONNECTIONS=500 SECS=12 PORT=7317 bash scripts/soak.sh
+
+step "benchmark harness smoke run (tiny sizes; the real run is bash scripts/bench.sh)"
+bash scripts/bench.sh --quick --out target/bench-quick
 
 step "all checks passed"

@@ -32,46 +32,132 @@ const SPARE_FDS: u64 = 32;
 /// Fails if the file-descriptor limit cannot cover the connections or if not a single
 /// connection could be established before `cfg.connect_timeout`.
 pub fn run(cfg: Config) -> io::Result<Summary> {
-    raise_fd_limit(cfg.connections, SPARE_FDS)?;
-    let mut poll = Poll::new()?;
-    let mut errs = Errors::default();
+    let mut session = Session::connect(cfg)?;
+    let duration = session.cfg.duration;
+    session.run(Stop::After(duration))?;
+    Ok(session.finish())
+}
 
-    let (mut conns, connect_time) = connect_all(&mut poll, &cfg, &mut errs)?;
-    let connected = conns.iter().flatten().count();
+/// When a measuring segment stops starting new messages.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Stop {
+    /// After this much time.
+    After(Duration),
+    /// After this many messages have been started.
+    Echoes(u64),
+}
 
-    let mut hist = Histogram::new();
-    let (echoes, duration) = measure(&mut poll, &mut conns, &cfg, &mut errs, &mut hist)?;
-    let open_at_end = conns.iter().flatten().count();
+/// What one measuring segment did. A segment ends with no message in flight: once it stops
+/// starting messages, it waits for every outstanding echo (bounded by the connect timeout).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Segment {
+    /// Verified echoes completed in the segment.
+    pub echoes: u64,
+    /// From the first message started to the last echo back.
+    pub duration: Duration,
+}
 
-    // Plain close: dropping a mio TcpStream closes the socket (and removes it from epoll).
-    drop(conns);
-
-    let secs = duration.as_secs_f64();
-    Ok(Summary {
-        addr: cfg.addr,
-        size: cfg.size,
-        connections: cfg.connections,
-        connected,
-        open_at_end,
-        connect_time,
-        duration,
-        echoes,
-        echoes_per_sec: if secs > 0.0 {
-            echoes as f64 / secs
+impl Segment {
+    /// Echoes per second over the segment.
+    pub fn rate(&self) -> f64 {
+        let secs = self.duration.as_secs_f64();
+        if secs > 0.0 {
+            self.echoes as f64 / secs
         } else {
             0.0
-        },
-        rtt_p50_us: hist.percentile(50.0),
-        rtt_p90_us: hist.percentile(90.0),
-        rtt_p99_us: hist.percentile(99.0),
-        rtt_max_us: hist.max(),
-        connect_failures: (cfg.connections - connected) as u64,
-        connect_retries: errs.connect_retries,
-        resets: errs.resets,
-        eof: errs.eof,
-        io_errors: errs.io_errors,
-        mismatches: errs.mismatches,
-    })
+        }
+    }
+}
+
+/// A set of established connections that can run several measuring segments in turn (the
+/// benchmark harness counts the server's work between two segments of different lengths).
+pub struct Session {
+    cfg: Config,
+    poll: Poll,
+    conns: Vec<Option<Conn>>,
+    errs: Errors,
+    hist: Histogram,
+    connected: usize,
+    connect_time: Duration,
+    echoes: u64,
+    measured: Duration,
+}
+
+impl Session {
+    /// Opens `cfg.connections` connections (each proven by one warm-up echo).
+    pub fn connect(cfg: Config) -> io::Result<Session> {
+        raise_fd_limit(cfg.connections, SPARE_FDS)?;
+        let mut poll = Poll::new()?;
+        let mut errs = Errors::default();
+        let (conns, connect_time) = connect_all(&mut poll, &cfg, &mut errs)?;
+        let connected = conns.iter().flatten().count();
+        Ok(Session {
+            cfg,
+            poll,
+            conns,
+            errs,
+            hist: Histogram::new(),
+            connected,
+            connect_time,
+            echoes: 0,
+            measured: Duration::ZERO,
+        })
+    }
+
+    /// Connections established and still open.
+    pub fn open(&self) -> usize {
+        self.conns.iter().flatten().count()
+    }
+
+    /// Runs one measuring segment; its echoes also count towards the final [`Summary`].
+    pub fn run(&mut self, stop: Stop) -> io::Result<Segment> {
+        let segment = measure(
+            &mut self.poll,
+            &mut self.conns,
+            &self.cfg,
+            stop,
+            &mut self.errs,
+            &mut self.hist,
+        )?;
+        self.echoes += segment.echoes;
+        self.measured += segment.duration;
+        Ok(segment)
+    }
+
+    /// Closes every connection (plain close) and returns the figures of all segments together.
+    pub fn finish(self) -> Summary {
+        let open_at_end = self.open();
+        let cfg = self.cfg;
+        let secs = self.measured.as_secs_f64();
+        let (errs, hist) = (self.errs, self.hist);
+        // Dropping a mio TcpStream closes the socket (and removes it from epoll).
+        drop(self.conns);
+        Summary {
+            addr: cfg.addr,
+            size: cfg.size,
+            connections: cfg.connections,
+            connected: self.connected,
+            open_at_end,
+            connect_time: self.connect_time,
+            duration: self.measured,
+            echoes: self.echoes,
+            echoes_per_sec: if secs > 0.0 {
+                self.echoes as f64 / secs
+            } else {
+                0.0
+            },
+            rtt_p50_us: hist.percentile(50.0),
+            rtt_p90_us: hist.percentile(90.0),
+            rtt_p99_us: hist.percentile(99.0),
+            rtt_max_us: hist.max(),
+            connect_failures: (cfg.connections - self.connected) as u64,
+            connect_retries: errs.connect_retries,
+            resets: errs.resets,
+            eof: errs.eof,
+            io_errors: errs.io_errors,
+            mismatches: errs.mismatches,
+        }
+    }
 }
 
 /// Error counters gathered during the run.
@@ -133,6 +219,8 @@ struct Conn {
     read: usize,
     /// When the message in flight was started.
     started: Instant,
+    /// Whether a measured message is outstanding (warm-up echoes do not count).
+    busy: bool,
 }
 
 /// What `Conn::drive` achieved.
@@ -154,6 +242,7 @@ impl Conn {
             recv: vec![0; size],
             read: 0,
             started: Instant::now(),
+            busy: false,
         }
     }
 
@@ -435,51 +524,101 @@ fn connect_all(
 // ---------------------------------------------------------------------------------------------
 // Measuring phase.
 
-/// Keeps every connection busy until `cfg.duration` has passed (or every connection is lost).
-/// Returns the number of verified echoes and the time actually spent.
+/// Which connections carry a message, and which wait for their turn.
+struct Pacer {
+    /// Connections with no message outstanding, oldest first (round robin).
+    idle: VecDeque<usize>,
+    outstanding: usize,
+    limit: usize,
+    started: u64,
+    stop: Stop,
+    deadline: Option<Instant>,
+}
+
+impl Pacer {
+    /// Whether the segment's stop condition has been reached (no more messages start).
+    fn stopped(&self) -> bool {
+        match self.stop {
+            Stop::Echoes(n) => self.started >= n,
+            Stop::After(_) => self.deadline.is_none_or(|d| Instant::now() >= d),
+        }
+    }
+
+    /// Whether another message may start now.
+    fn may_start(&self) -> bool {
+        !self.stopped() && self.outstanding < self.limit && !self.idle.is_empty()
+    }
+}
+
+/// Runs one segment: messages start (round robin, at most `cfg.in_flight` outstanding) until
+/// `stop`, then the outstanding ones are waited for. Returns the verified echoes and the time.
 fn measure(
     poll: &mut Poll,
     conns: &mut [Option<Conn>],
     cfg: &Config,
+    stop: Stop,
     errs: &mut Errors,
     hist: &mut Histogram,
-) -> io::Result<(u64, Duration)> {
+) -> io::Result<Segment> {
     let begin = Instant::now();
-    let deadline = begin + cfg.duration;
+    let mut pacer = Pacer {
+        idle: (0..conns.len()).filter(|&i| conns[i].is_some()).collect(),
+        outstanding: 0,
+        limit: cfg.in_flight.unwrap_or(usize::MAX),
+        started: 0,
+        stop,
+        deadline: match stop {
+            Stop::After(d) => Some(begin + d),
+            Stop::Echoes(_) => None,
+        },
+    };
     let mut echoes = 0u64;
-    let mut open = conns.iter().flatten().count();
     let mut events = Events::with_capacity(1024);
     let mut ticker = Ticker::new(begin);
     let (mut last_at, mut last_echoes) = (begin, 0u64);
+    let mut drain_deadline = None;
 
-    for slot in conns.iter_mut() {
-        if let Some(conn) = slot {
-            conn.start_next();
-            if !pump(slot, &mut echoes, hist, errs) {
-                open -= 1;
-            }
-        }
-    }
-    while open > 0 {
+    start_more(conns, &mut pacer, &mut echoes, hist, errs);
+    while pacer.outstanding > 0 {
         let now = Instant::now();
-        if now >= deadline {
+        // Once no more messages may start, the outstanding ones get the connect timeout.
+        let limit = if !pacer.stopped() {
+            pacer.deadline.unwrap_or(ticker.next)
+        } else {
+            *drain_deadline.get_or_insert(now + cfg.connect_timeout)
+        };
+        if drain_deadline.is_some_and(|d| now >= d) {
+            eprintln!(
+                "{} echoes still outstanding {:.1} s after the segment ended; giving up on them",
+                pacer.outstanding,
+                cfg.connect_timeout.as_secs_f64()
+            );
             break;
         }
-        poll_events(poll, &mut events, deadline.min(ticker.next))?;
+        poll_events(poll, &mut events, limit.min(ticker.next))?;
         for event in events.iter() {
-            if !pump(&mut conns[event.token().0], &mut echoes, hist, errs) {
-                open -= 1;
+            let i = event.token().0;
+            if conns[i].as_ref().is_some_and(|c| c.busy) {
+                pump(conns, i, &mut pacer, &mut echoes, hist, errs);
             }
         }
+        start_more(conns, &mut pacer, &mut echoes, hist, errs);
 
         if ticker.due() {
             let now = Instant::now();
             let rate = (echoes - last_echoes) as f64 / (now - last_at).as_secs_f64();
             (last_at, last_echoes) = (now, echoes);
+            let goal = match stop {
+                Stop::After(d) => format!(
+                    "{:.0}/{:.0} s",
+                    (now - begin).as_secs_f64(),
+                    d.as_secs_f64()
+                ),
+                Stop::Echoes(n) => format!("{echoes}/{n} echoes"),
+            };
             ticker.show(&format!(
-                "{:>3.0}/{:.0} s  open {open}  echoes {echoes}  {rate:.0} echoes/s  rtt p50 {} us  p99 {} us",
-                (now - begin).as_secs_f64(),
-                cfg.duration.as_secs_f64(),
+                "{goal}  outstanding {}  echoes {echoes}  {rate:.0} echoes/s  rtt p50 {} us  p99 {} us",
+                pacer.outstanding,
                 hist.percentile(50.0),
                 hist.percentile(99.0),
             ));
@@ -487,39 +626,69 @@ fn measure(
     }
     let took = begin.elapsed();
     ticker.end_line();
-    if open == 0 {
+    if conns.iter().all(Option::is_none) {
         eprintln!("every connection was lost; stopped early");
     }
-    Ok((echoes, took))
+    Ok(Segment {
+        echoes,
+        duration: took,
+    })
 }
 
-/// Pushes one connection as far as it goes, starting the next message after each echo.
-/// Returns false if the connection was lost (it is then closed and removed from `slot`).
-fn pump(
-    slot: &mut Option<Conn>,
+/// Starts messages on idle connections while the pacer allows.
+fn start_more(
+    conns: &mut [Option<Conn>],
+    pacer: &mut Pacer,
     echoes: &mut u64,
     hist: &mut Histogram,
     errs: &mut Errors,
-) -> bool {
-    let Some(conn) = slot else { return true };
-    loop {
-        match conn.drive() {
-            Ok(Step::Blocked) => return true,
-            Ok(Step::Echoed { rtt, matched }) => {
-                if matched {
-                    *echoes += 1;
-                    hist.record(rtt.as_micros() as u64);
-                } else {
-                    // Never ignored: counted, and the exit status reflects it.
-                    errs.mismatches += 1;
-                }
-                conn.start_next();
+) {
+    while pacer.may_start() {
+        let Some(i) = pacer.idle.pop_front() else {
+            break;
+        };
+        let Some(conn) = conns[i].as_mut() else {
+            continue;
+        };
+        conn.start_next();
+        conn.busy = true;
+        pacer.outstanding += 1;
+        pacer.started += 1;
+        pump(conns, i, pacer, echoes, hist, errs);
+    }
+}
+
+/// Pushes connection `i`'s message as far as it goes. When its echo is complete the connection
+/// goes to the back of the idle queue; if it is lost, it is closed and removed.
+fn pump(
+    conns: &mut [Option<Conn>],
+    i: usize,
+    pacer: &mut Pacer,
+    echoes: &mut u64,
+    hist: &mut Histogram,
+    errs: &mut Errors,
+) {
+    let Some(conn) = conns[i].as_mut() else {
+        return;
+    };
+    match conn.drive() {
+        Ok(Step::Blocked) => {}
+        Ok(Step::Echoed { rtt, matched }) => {
+            if matched {
+                *echoes += 1;
+                hist.record(rtt.as_micros() as u64);
+            } else {
+                // Never ignored: counted, and the exit status reflects it.
+                errs.mismatches += 1;
             }
-            Err(e) => {
-                errs.count_lost(&e);
-                *slot = None;
-                return false;
-            }
+            conn.busy = false;
+            pacer.outstanding -= 1;
+            pacer.idle.push_back(i);
+        }
+        Err(e) => {
+            errs.count_lost(&e);
+            conns[i] = None;
+            pacer.outstanding -= 1;
         }
     }
 }

@@ -15,6 +15,9 @@ pub struct Config {
     pub duration: Duration,
     /// Bytes per message (`--size`).
     pub size: usize,
+    /// At most this many messages outstanding at once (`--in-flight`); the connections take turns
+    /// (round robin), so every one of them keeps being used. `None`: every connection is busy.
+    pub in_flight: Option<usize>,
     /// How long to keep retrying connects, e.g. while the server is still starting (`--connect-timeout`).
     pub connect_timeout: Duration,
     /// Where to also write the summary as JSON (`--json`); written by the binary, not by `run`.
@@ -29,6 +32,7 @@ impl Config {
             connections: 1000,
             duration: Duration::from_secs(10),
             size: 64,
+            in_flight: None,
             connect_timeout: Duration::from_secs(30),
             json: None,
         }
@@ -54,6 +58,8 @@ options:
   --connections N          connections to open (default 1000)
   --duration SECS          measuring time after all are connected (default 10)
   --size BYTES             message size, at least 1 (default 64)
+  --in-flight N            at most N messages outstanding; connections take turns
+                           (default: every connection busy at once)
   --connect-timeout SECS   keep retrying refused connects this long (default 30)
   --json PATH              also write the summary as a JSON object to PATH
   -h, --help               show this help
@@ -92,6 +98,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--connections" => cfg.connections = parse_count(&flag, &value()?)?,
             "--duration" => cfg.duration = parse_secs(&flag, &value()?)?,
             "--size" => cfg.size = parse_count(&flag, &value()?)?,
+            "--in-flight" => cfg.in_flight = Some(parse_count(&flag, &value()?)?),
             "--connect-timeout" => cfg.connect_timeout = parse_secs(&flag, &value()?)?,
             "--json" => cfg.json = Some(PathBuf::from(value()?)),
             _ => return Err(format!("unknown argument {flag:?}")),
@@ -146,6 +153,7 @@ mod tests {
             "--duration=0.5",
             "--size",
             "1",
+            "--in-flight=3",
             "--connect-timeout",
             "2",
             "--json=out.json",
@@ -158,6 +166,7 @@ mod tests {
         assert_eq!(cfg.connections, 5);
         assert_eq!(cfg.duration, Duration::from_millis(500));
         assert_eq!(cfg.size, 1);
+        assert_eq!(cfg.in_flight, Some(3));
         assert_eq!(cfg.connect_timeout, Duration::from_secs(2));
         assert_eq!(cfg.json, Some(PathBuf::from("out.json")));
     }
@@ -168,6 +177,7 @@ mod tests {
         assert!(parse(&[]).unwrap_err().contains("--addr is required"));
         assert!(parse(&["--addr", "localhost"]).is_err());
         assert!(parse(&["--addr", "127.0.0.1:1", "--size", "0"]).is_err());
+        assert!(parse(&["--addr", "127.0.0.1:1", "--in-flight", "0"]).is_err());
         assert!(parse(&["--addr", "127.0.0.1:1", "--duration", "-1"]).is_err());
         assert!(parse(&["--addr", "127.0.0.1:1", "--connections"]).is_err());
         assert!(parse(&["--addr", "127.0.0.1:1", "--bogus", "1"]).is_err());

@@ -20,7 +20,7 @@ pub use summary::Summary;
 #[cfg(target_os = "linux")]
 mod client;
 #[cfg(target_os = "linux")]
-pub use client::run;
+pub use client::{Segment, Session, Stop, run};
 /// The soak peer behind the `soakpeer` binary (scripts/soak.sh).
 #[cfg(target_os = "linux")]
 pub mod soak;

@@ -2,6 +2,7 @@
 
 pub(crate) mod event;
 mod pool;
+mod sockmap;
 mod timer;
 mod waker;
 
@@ -13,13 +14,17 @@ use crate::afd::{AfdPollInfo, CompletionEntry, IoStatusBlock, NtStatus, PollEven
 use crate::kernel::{HELPER_KEY, Kernel, PollBlock, PollVia, RawSock, WAKE_KEY};
 use crate::state::{Completed, Deregistered, Life, Machine, Mode, Update};
 use pool::{INDEX_BITS, Pool};
-use std::collections::{HashMap, VecDeque};
+use sockmap::SockMap;
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use waker::WakerShared;
+
+/// Teardown cancels this many polls between zero-timeout drains (see `shutdown`).
+const CANCEL_BATCH: usize = 64;
 
 /// Something that can be registered: a socket.
 ///
@@ -235,7 +240,7 @@ pub struct Reactor<K: Kernel> {
     config: Config,
     pool: Pool,
     /// Live registrations by the socket value the user registered.
-    by_socket: HashMap<RawSock, u32>,
+    by_socket: SockMap,
     /// Slots whose poll needs a submit or cancel before the next dequeue: `(index, generation)`.
     updates: Vec<(u32, u64)>,
     entries: Vec<CompletionEntry>,
@@ -326,7 +331,7 @@ impl<K: Kernel> Reactor<K> {
             kernel,
             config,
             pool: Pool::default(),
-            by_socket: HashMap::new(),
+            by_socket: SockMap::default(),
             updates: Vec::new(),
             entries: vec![CompletionEntry::zeroed(); config.batch],
             stash: VecDeque::new(),
@@ -391,8 +396,7 @@ impl<K: Kernel> Reactor<K> {
 
     /// Heap bytes held for socket states: the slot pool, plus the registration map's table.
     pub fn state_heap_bytes(&self) -> usize {
-        let map = self.by_socket.capacity() * (size_of::<(RawSock, u32)>() + 1);
-        self.pool.heap_bytes() + map
+        self.pool.heap_bytes() + self.by_socket.heap_bytes()
     }
 
     fn check_running(&self) -> io::Result<()> {
@@ -483,7 +487,7 @@ impl<K: Kernel> Reactor<K> {
                 return Err(e);
             }
         };
-        if let Some(&old) = self.by_socket.get(&raw) {
+        if let Some(old) = self.by_socket.get(raw) {
             if via == PollVia::Socket {
                 // A fresh association means a fresh socket object: the registered one was closed
                 // and its handle value reused. End the old incarnation.
@@ -494,7 +498,7 @@ impl<K: Kernel> Reactor<K> {
                     self.pool.release(index);
                     return Err(e);
                 }
-                if self.by_socket.contains_key(&raw) {
+                if self.by_socket.contains(raw) {
                     self.pool.release(index);
                     return Err(err(
                         io::ErrorKind::AlreadyExists,
@@ -605,7 +609,7 @@ impl<K: Kernel> Reactor<K> {
     pub fn deregister<S: Source + ?Sized>(&mut self, socket: &S) -> io::Result<()> {
         self.check_running()?;
         let index = self.index_of(socket)?;
-        self.by_socket.remove(&socket.raw_socket());
+        self.by_socket.remove(socket.raw_socket());
         self.end_registration(index);
         Ok(())
     }
@@ -634,15 +638,12 @@ impl<K: Kernel> Reactor<K> {
     }
 
     fn index_of<S: Source + ?Sized>(&self, socket: &S) -> io::Result<u32> {
-        self.by_socket
-            .get(&socket.raw_socket())
-            .copied()
-            .ok_or_else(|| {
-                err(
-                    io::ErrorKind::NotFound,
-                    "afd-reactor: socket is not registered",
-                )
-            })
+        self.by_socket.get(socket.raw_socket()).ok_or_else(|| {
+            err(
+                io::ErrorKind::NotFound,
+                "afd-reactor: socket is not registered",
+            )
+        })
     }
 
     fn registered<S: Source + ?Sized>(&self, socket: &S) -> io::Result<&pool::Meta> {
@@ -778,7 +779,7 @@ impl<K: Kernel> Reactor<K> {
         if meta.via == PollVia::Socket {
             meta.base = new_base;
         }
-        self.by_socket.remove(&socket);
+        self.by_socket.remove(socket);
         self.end_registration(index);
         self.stats.closed_cleanups += 1;
     }
@@ -790,8 +791,8 @@ impl<K: Kernel> Reactor<K> {
             self.stats.zombies -= 1;
             self.stats.late_packets += 1;
         } else {
-            if self.by_socket.get(&meta.socket) == Some(&index) {
-                self.by_socket.remove(&meta.socket);
+            if self.by_socket.get(meta.socket) == Some(index) {
+                self.by_socket.remove(meta.socket);
             }
             self.stats.closed_cleanups += 1;
         }
@@ -1097,10 +1098,30 @@ impl<K: Kernel> Reactor<K> {
         //    cancel is issued for a poll that has already ended.
         let result = self.drain_into_stash().and_then(|()| {
             // 2. Cancel the polls still pending; every registration becomes a zombie or is freed.
-            let live: Vec<u32> = self.by_socket.drain().map(|(_, i)| i).collect();
-            for index in live {
+            //    Newest slot first, with a zero-timeout drain after every CANCEL_BATCH cancels,
+            //    so cancelled requests are reaped while we go (Wine keeps a cancelled request
+            //    on the process's list until this thread next enters a wait). Measured under
+            //    Wine with 10,000 pending polls: 4.3 s before, 3.2 s after; the rest is Wine's
+            //    per-completion cost, which closing the sockets pays as much. On Windows the
+            //    drains merely start step 3 early.
+            let mut live: Vec<(u32, u64)> = self
+                .by_socket
+                .drain_indices()
+                .into_iter()
+                .map(|i| (i, self.pool.meta(i).map_or(0, |m| m.generation)))
+                .collect();
+            live.sort_unstable_by(|a, b| b.cmp(a));
+            for (k, (index, generation)) in live.into_iter().enumerate() {
+                // A drain below may have ended this registration already (e.g. a misrouted
+                // packet); the generation tells.
+                if self.pool.meta(index).map(|m| m.generation) != Some(generation) {
+                    continue;
+                }
                 if self.end_registration(index) {
                     report.cancelled += 1;
+                }
+                if (k + 1) % CANCEL_BATCH == 0 {
+                    self.drain_into_stash()?;
                 }
             }
             // 3. Drain until nothing is in flight, waiting at most until the bound; past it, still

@@ -1,0 +1,248 @@
+//! `bench-server` — the Windows side of the benchmark harness (run under Wine by `bench`).
+//!
+//! ```text
+//! bench-server echo  --system S [--addr 127.0.0.1:0] [--sessions 1]
+//! bench-server micro --system S [--sockets 10000] [--churn-ops 5000] [--wakes 2000]
+//!                               [--storm-wakes 10000] [--idle] [--idle-secs 1]
+//! ```
+//! S is one of afd, afd-helper, mio, polling, wepoll. Output is one record per line (see
+//! `bench::Record`): `ready addr=… tid=…`, `tid id=…`, `mark name=…` (the server then waits for
+//! a line on stdin, so the driver can count wineserver requests at that point), `result …`.
+
+#[cfg(not(windows))]
+fn main() {
+    eprintln!("bench-server is a Windows program; run it through `bench` (under Wine)");
+    std::process::exit(2);
+}
+
+#[cfg(windows)]
+fn main() {
+    if let Err(e) = server::run() {
+        eprintln!("bench-server: {e}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(windows)]
+mod afd;
+#[cfg(windows)]
+mod echo;
+#[cfg(windows)]
+mod micro;
+#[cfg(windows)]
+mod mio_sys;
+#[cfg(windows)]
+mod polling_sys;
+#[cfg(windows)]
+mod sys;
+#[cfg(windows)]
+mod wepoll_sys;
+
+/// A global allocator that keeps a count of live heap bytes (for the heap workload).
+#[cfg(windows)]
+mod alloc {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+    pub struct Counting;
+
+    // SAFETY: every call is forwarded unchanged to the system allocator; the counter is only
+    // bookkeeping on the side.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which we pass on.
+            let p = unsafe { System.alloc(layout) };
+            if !p.is_null() {
+                LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+            }
+            p
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: `ptr` came from `alloc`/`realloc` above with this layout.
+            unsafe { System.dealloc(ptr, layout) };
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            // SAFETY: forwarded with the caller's guarantees.
+            let p = unsafe { System.realloc(ptr, layout, new_size) };
+            if !p.is_null() {
+                LIVE.fetch_add(new_size, Ordering::Relaxed);
+                LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            }
+            p
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: Counting = Counting;
+
+    /// Heap bytes currently allocated through Rust's allocator.
+    pub fn live() -> usize {
+        LIVE.load(Ordering::Relaxed)
+    }
+}
+
+/// Prints one record line and flushes it.
+#[cfg(windows)]
+fn record(fields: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "result {fields}");
+    let _ = out.flush();
+}
+
+/// Announces the calling thread's id (the id wineserver's trace shows).
+#[cfg(windows)]
+fn thread_id() {
+    use std::io::Write;
+    // SAFETY: no arguments, no preconditions.
+    let id = unsafe { windows_sys::Win32::System::Threading::GetCurrentThreadId() };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "tid id={id}");
+    let _ = out.flush();
+}
+
+/// Prints `mark name=…` and waits for one line on stdin: the driver counts the wineserver
+/// requests so far, then lets us go on. With stdin closed it does not wait.
+#[cfg(windows)]
+fn mark(name: &str) {
+    use std::io::{BufRead, Write};
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "mark name={name}");
+        let _ = out.flush();
+    }
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+}
+
+#[cfg(windows)]
+mod server {
+    use super::micro::{self, Sizes};
+    use super::sys::Sys;
+    use super::{afd::Afd, echo, mio_sys::Mio, polling_sys::Polling, wepoll_sys::Wepoll};
+    use super::{record, thread_id};
+    use bench::System;
+    use std::io;
+    use std::net::TcpListener;
+
+    fn bad(msg: String) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidInput, msg)
+    }
+
+    struct Args {
+        what: String,
+        system: System,
+        addr: String,
+        sessions: usize,
+        idle: bool,
+        sizes: Sizes,
+    }
+
+    fn args() -> io::Result<Args> {
+        let mut it = std::env::args().skip(1);
+        let what = it
+            .next()
+            .ok_or_else(|| bad("want `echo` or `micro`".into()))?;
+        let mut a = Args {
+            what,
+            system: System::Afd,
+            addr: "127.0.0.1:0".into(),
+            sessions: 1,
+            idle: false,
+            sizes: Sizes {
+                sockets: 10_000,
+                churn_ops: 5_000,
+                wakes: 2_000,
+                storm_wakes: 10_000,
+                idle_secs: 1.0,
+            },
+        };
+        while let Some(flag) = it.next() {
+            if flag == "--idle" {
+                a.idle = true;
+                continue;
+            }
+            let v = it
+                .next()
+                .ok_or_else(|| bad(format!("{flag} needs a value")))?;
+            let count = || -> io::Result<usize> {
+                v.parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| bad(format!("{flag} {v:?}: want a positive integer")))
+            };
+            match flag.as_str() {
+                "--system" => {
+                    a.system =
+                        System::parse(&v).ok_or_else(|| bad(format!("unknown system {v:?}")))?
+                }
+                "--addr" => a.addr = v,
+                "--sessions" => a.sessions = count()?,
+                "--sockets" => a.sizes.sockets = count()?,
+                "--churn-ops" => a.sizes.churn_ops = count()?,
+                "--wakes" => a.sizes.wakes = count()?,
+                "--storm-wakes" => a.sizes.storm_wakes = count()?,
+                "--idle-secs" => {
+                    a.sizes.idle_secs =
+                        v.parse()
+                            .ok()
+                            .filter(|s: &f64| *s > 0.0 && s.is_finite())
+                            .ok_or_else(|| bad(format!("--idle-secs {v:?}: want seconds")))?
+                }
+                _ => return Err(bad(format!("unknown argument {flag}"))),
+            }
+        }
+        Ok(a)
+    }
+
+    pub fn run() -> io::Result<()> {
+        let a = args()?;
+        match a.system {
+            System::Afd => go(&a, || Afd::new(false)),
+            System::AfdHelper => go(&a, || Afd::new(true)),
+            System::Mio => go(&a, Mio::new),
+            System::Polling => go(&a, Polling::new),
+            System::Wepoll => go(&a, Wepoll::new),
+        }
+    }
+
+    fn go<S: Sys>(a: &Args, make: impl Fn() -> io::Result<S>) -> io::Result<()> {
+        match a.what.as_str() {
+            "echo" => {
+                let listener = TcpListener::bind(&a.addr)?;
+                listener.set_nonblocking(true)?;
+                let addr = listener.local_addr()?;
+                let mut sys = make()?;
+                {
+                    use std::io::Write;
+                    println!("ready addr={addr}");
+                    let _ = std::io::stdout().flush();
+                }
+                thread_id();
+                let served = echo::serve(&mut sys, listener, a.sessions)?;
+                record(&format!(
+                    "workload=echo accepted={} events={} waits={} {}",
+                    served.accepted,
+                    served.events,
+                    served.waits,
+                    sys.counters()
+                ));
+                Ok(())
+            }
+            "micro" => {
+                thread_id();
+                let s = &a.sizes;
+                micro::wake(make()?, s.wakes)?;
+                micro::storm(make()?, s.storm_wakes)?;
+                micro::registered_set(make()?, s, a.idle)?;
+                Ok(())
+            }
+            other => Err(bad(format!(
+                "unknown workload {other:?}: want echo or micro"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! Results: the table on stdout, the JSON file, and the SVG chart.
+
+use bench::System;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// Whether more or less is better.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Better {
+    Higher,
+    Lower,
+}
+
+/// A row of the table.
+pub struct Metric {
+    pub key: &'static str,
+    pub label: &'static str,
+    pub better: Better,
+    /// Measured in every round (timed) or once (counted in the wineserver trace, or exact).
+    pub timed: bool,
+    /// Shown in the chart.
+    pub chart: bool,
+}
+
+/// The rows; `{n}` in a key or label stands for each connection count.
+pub const METRICS: &[Metric] = &[
+    Metric {
+        key: "echo_{n}",
+        label: "echoes/s, {n} conns",
+        better: Better::Higher,
+        timed: true,
+        chart: true,
+    },
+    Metric {
+        key: "requests_per_echo_{n}",
+        label: "wineserver req/echo, {n}",
+        better: Better::Lower,
+        timed: false,
+        chart: true,
+    },
+    Metric {
+        key: "nt_calls_per_echo_{n}",
+        label: "reactor NT calls/echo, {n}",
+        better: Better::Lower,
+        timed: true,
+        chart: false,
+    },
+    Metric {
+        key: "wake_p50_us",
+        label: "wake latency p50 (us)",
+        better: Better::Lower,
+        timed: true,
+        chart: true,
+    },
+    Metric {
+        key: "storm_packets",
+        label: "storm: packets for all wakes",
+        better: Better::Lower,
+        timed: false,
+        chart: false,
+    },
+    Metric {
+        key: "churn_ops_per_sec",
+        label: "churn ops/s",
+        better: Better::Higher,
+        timed: true,
+        chart: true,
+    },
+    Metric {
+        key: "churn_requests_per_op",
+        label: "churn wineserver req/op",
+        better: Better::Lower,
+        timed: false,
+        chart: false,
+    },
+    Metric {
+        key: "heap_bytes_per_socket",
+        label: "heap bytes/registered socket",
+        better: Better::Lower,
+        timed: false,
+        chart: true,
+    },
+    Metric {
+        key: "teardown_ms",
+        label: "teardown, all pending (ms)",
+        better: Better::Lower,
+        timed: true,
+        chart: true,
+    },
+    Metric {
+        key: "idle_requests_per_sec",
+        label: "idle wineserver req/s",
+        better: Better::Lower,
+        timed: false,
+        chart: false,
+    },
+];
+
+/// A metric with `{n}` filled in.
+pub struct Row {
+    pub key: String,
+    pub label: String,
+    pub better: Better,
+    pub timed: bool,
+    pub chart: bool,
+}
+
+/// Everything measured: metric → system → one value per round (counted metrics: one value).
+#[derive(Default)]
+pub struct Results {
+    pub values: BTreeMap<String, BTreeMap<System, Vec<f64>>>,
+    /// Per-kind wineserver requests per echo: size → system → kind → count.
+    pub kinds: BTreeMap<usize, BTreeMap<System, BTreeMap<String, f64>>>,
+    pub config: Vec<(String, String)>,
+    pub systems: Vec<System>,
+    /// Connection counts of the echo runs.
+    pub sizes: Vec<usize>,
+    pub wall_secs: f64,
+}
+
+/// Median, min and max.
+pub fn spread(v: &[f64]) -> Option<(f64, f64, f64)> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    let med = if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    };
+    Some((med, s[0], s[n - 1]))
+}
+
+/// A number with sensible precision.
+pub fn num(x: f64) -> String {
+    let a = x.abs();
+    if a >= 1000.0 {
+        format!("{x:.0}")
+    } else if a >= 100.0 {
+        format!("{x:.1}")
+    } else if a >= 10.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+impl Results {
+    pub fn push(&mut self, metric: &str, system: System, v: f64) {
+        self.values
+            .entry(metric.to_string())
+            .or_default()
+            .entry(system)
+            .or_default()
+            .push(v);
+    }
+
+    pub fn median(&self, metric: &str, system: System) -> Option<f64> {
+        spread(self.values.get(metric)?.get(&system)?).map(|s| s.0)
+    }
+
+    /// Per-round ratios `peer / afd` (rounds where both have a value).
+    pub fn ratios(&self, metric: &str, peer: System) -> Vec<f64> {
+        let Some(m) = self.values.get(metric) else {
+            return vec![];
+        };
+        match (m.get(&System::Afd), m.get(&peer)) {
+            (Some(a), Some(p)) => a
+                .iter()
+                .zip(p)
+                .filter(|(a, _)| **a != 0.0)
+                .map(|(a, p)| p / a)
+                .collect(),
+            _ => vec![],
+        }
+    }
+
+    /// The rows that have values, with `{n}` expanded.
+    pub fn rows(&self) -> Vec<Row> {
+        let mut out = Vec::new();
+        for m in METRICS {
+            let ns: Vec<String> = if m.key.contains("{n}") {
+                self.sizes.iter().map(|n| n.to_string()).collect()
+            } else {
+                vec![String::new()]
+            };
+            for n in ns {
+                let key = m.key.replace("{n}", &n);
+                if self.values.contains_key(&key) {
+                    out.push(Row {
+                        key,
+                        label: m.label.replace("{n}", &n),
+                        better: m.better,
+                        timed: m.timed,
+                        chart: m.chart,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The table, as printed.
+    pub fn table(&self) -> String {
+        let mut t = String::new();
+        let w = 24;
+        let _ = write!(t, "{:<31}", "");
+        for s in &self.systems {
+            let _ = write!(t, "{:>w$}", s.name());
+        }
+        t.push('\n');
+        for m in self.rows() {
+            let by = &self.values[&m.key];
+            let arrow = if m.better == Better::Higher {
+                "↑"
+            } else {
+                "↓"
+            };
+            let _ = write!(t, "{:<30}{arrow}", m.label);
+            for s in &self.systems {
+                let cell = match by.get(s).and_then(|v| spread(v)) {
+                    Some((med, lo, hi)) if by[s].len() > 1 => {
+                        format!("{} [{}–{}]", num(med), num(lo), num(hi))
+                    }
+                    Some((med, _, _)) => num(med),
+                    None => "n/a".into(),
+                };
+                let _ = write!(t, "{cell:>w$}");
+            }
+            t.push('\n');
+            if m.timed && by.contains_key(&System::Afd) {
+                let _ = write!(t, "{:<31}", "   ratio to afd, per round");
+                for s in &self.systems {
+                    let cell = if *s == System::Afd {
+                        "1".to_string()
+                    } else {
+                        match spread(&self.ratios(&m.key, *s)) {
+                            Some((med, lo, hi)) => {
+                                format!("{:.2} [{:.2}–{:.2}]", med, lo, hi)
+                            }
+                            None => "n/a".into(),
+                        }
+                    };
+                    let _ = write!(t, "{cell:>w$}");
+                }
+                t.push('\n');
+            }
+        }
+        t
+    }
+
+    /// The targets of issue 4: (statement, figure, met).
+    pub fn targets(&self) -> Vec<(String, String, bool)> {
+        let peers = [System::Mio, System::Polling, System::Wepoll];
+        let mut out = Vec::new();
+        let best = |metric: &str, better: Better| -> Option<(System, f64)> {
+            peers
+                .iter()
+                .filter_map(|p| Some((*p, self.median(metric, *p)?)))
+                .reduce(|a, b| match better {
+                    Better::Higher if b.1 > a.1 => b,
+                    Better::Lower if b.1 < a.1 => b,
+                    _ => a,
+                })
+        };
+        for size in &self.sizes {
+            let k = format!("requests_per_echo_{size}");
+            if let (Some(a), Some((p, v))) = (self.median(&k, System::Afd), best(&k, Better::Lower))
+            {
+                out.push((
+                    format!("wineserver requests/echo ≤ lowest peer's ({size} conns)"),
+                    format!("afd {} vs {p} {}", num(a), num(v)),
+                    a <= v,
+                ));
+            }
+            let k = format!("echo_{size}");
+            if let (Some(a), Some((p, v))) =
+                (self.median(&k, System::Afd), best(&k, Better::Higher))
+            {
+                out.push((
+                    format!("echoes/s ≥ 1.2× best peer ({size} conns)"),
+                    format!("afd {} vs {p} {} = {:.2}×", num(a), num(v), a / v),
+                    a >= 1.2 * v,
+                ));
+            }
+        }
+        if let (Some(a), Some(m)) = (
+            self.median("churn_ops_per_sec", System::Afd),
+            self.median("churn_ops_per_sec", System::Mio),
+        ) {
+            out.push((
+                "churn ≥ 2× mio".into(),
+                format!("afd {} vs mio {} ops/s = {:.2}×", num(a), num(m), a / m),
+                a >= 2.0 * m,
+            ));
+        }
+        if let Some(h) = self.median("heap_bytes_per_socket", System::Afd) {
+            out.push((
+                "≤ 128 heap bytes per registered socket".into(),
+                format!("{} B", num(h)),
+                h <= 128.0,
+            ));
+        }
+        if let Some(t) = self.median("teardown_ms", System::Afd) {
+            out.push((
+                "teardown of 10,000 pending polls ≤ 1 s (at the run's socket count)".into(),
+                format!("{} ms", num(t)),
+                t <= 1000.0,
+            ));
+        }
+        if let Some(i) = self.median("idle_requests_per_sec", System::Afd) {
+            out.push((
+                "0 wineserver requests/s when idle".into(),
+                format!("{:.2} req/s", i),
+                i.abs() < 0.5,
+            ));
+        }
+        if let Some(p) = self.median("storm_packets", System::Afd) {
+            out.push((
+                "≤ 1 wake packet queued during the storm".into(),
+                format!("{p:.0} packets for 40,000 wakes"),
+                p <= 1.0,
+            ));
+        }
+        out
+    }
+
+    pub fn json(&self) -> String {
+        let mut j = String::from("{\n  \"config\": {");
+        let cfg: Vec<String> = self
+            .config
+            .iter()
+            .map(|(k, v)| format!("\"{k}\": \"{v}\""))
+            .collect();
+        j += &cfg.join(", ");
+        let _ = write!(
+            j,
+            "}},\n  \"wall_secs\": {:.1},\n  \"metrics\": {{\n",
+            self.wall_secs
+        );
+        let mut ms = Vec::new();
+        for (metric, by) in &self.values {
+            let mut ss = Vec::new();
+            for (s, v) in by {
+                let vals: Vec<String> = v.iter().map(|x| format!("{x:.4}")).collect();
+                let (med, lo, hi) = spread(v).expect("non-empty");
+                ss.push(format!(
+                    "      \"{s}\": {{\"values\": [{}], \"median\": {med:.4}, \"min\": {lo:.4}, \"max\": {hi:.4}}}",
+                    vals.join(", ")
+                ));
+            }
+            ms.push(format!("    \"{metric}\": {{\n{}\n    }}", ss.join(",\n")));
+        }
+        j += &ms.join(",\n");
+        j += "\n  },\n  \"requests_per_echo_by_kind\": {\n";
+        let mut ks = Vec::new();
+        for (size, by) in &self.kinds {
+            let mut ss = Vec::new();
+            for (s, kinds) in by {
+                let kv: Vec<String> = kinds
+                    .iter()
+                    .map(|(k, v)| format!("\"{k}\": {v:.4}"))
+                    .collect();
+                ss.push(format!("      \"{s}\": {{{}}}", kv.join(", ")));
+            }
+            ks.push(format!("    \"{size}\": {{\n{}\n    }}", ss.join(",\n")));
+        }
+        j += &ks.join(",\n");
+        j += "\n  },\n  \"targets\": [\n";
+        let ts: Vec<String> = self
+            .targets()
+            .iter()
+            .map(|(t, f, met)| {
+                format!("    {{\"target\": \"{t}\", \"figure\": \"{f}\", \"met\": {met}}}")
+            })
+            .collect();
+        j += &ts.join(",\n");
+        j += "\n  ]\n}\n";
+        j
+    }
+
+    /// A chart: one panel per charted metric, a bar per system (median) with a min–max whisker.
+    pub fn svg(&self) -> String {
+        let panels: Vec<Row> = self.rows().into_iter().filter(|m| m.chart).collect();
+        let (pw, ph, cols) = (460.0, 40.0 + 26.0 * self.systems.len() as f64, 2usize);
+        let rows = panels.len().div_ceil(cols);
+        let (w, h) = (pw * cols as f64 + 20.0, ph * rows as f64 + 60.0);
+        let mut s = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+             <text x=\"10\" y=\"24\" font-size=\"16\" font-weight=\"bold\">afd-reactor vs mio, polling, wepoll under Wine 8 (median of rounds; whisker: min–max)</text>\n"
+        );
+        for (i, m) in panels.iter().enumerate() {
+            let (x0, y0) = (10.0 + pw * (i % cols) as f64, 40.0 + ph * (i / cols) as f64);
+            let by = &self.values[&m.key];
+            let max = by
+                .values()
+                .flatten()
+                .fold(0.0f64, |a, b| a.max(*b))
+                .max(1e-9);
+            let hint = if m.better == Better::Higher {
+                "higher is better"
+            } else {
+                "lower is better"
+            };
+            let _ = writeln!(
+                s,
+                "<text x=\"{x0}\" y=\"{}\" font-weight=\"bold\">{} <tspan font-weight=\"normal\" fill=\"#666\">({hint})</tspan></text>",
+                y0 + 16.0,
+                m.label
+            );
+            let (bx, bw) = (x0 + 80.0, pw - 170.0);
+            for (j, sys) in self.systems.iter().enumerate() {
+                let y = y0 + 26.0 + 26.0 * j as f64;
+                let _ = writeln!(
+                    s,
+                    "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+                    bx - 6.0,
+                    y + 13.0,
+                    sys.name()
+                );
+                let Some((med, lo, hi)) = by.get(sys).and_then(|v| spread(v)) else {
+                    let _ = writeln!(
+                        s,
+                        "<text x=\"{bx}\" y=\"{}\" fill=\"#999\">n/a</text>",
+                        y + 13.0
+                    );
+                    continue;
+                };
+                let color = match sys {
+                    System::Afd => "#d9480f",
+                    System::AfdHelper => "#f59f00",
+                    _ => "#4c6ef5",
+                };
+                let len = bw * med / max;
+                let _ = writeln!(
+                    s,
+                    "<rect x=\"{bx}\" y=\"{y}\" width=\"{len:.1}\" height=\"18\" fill=\"{color}\"/>"
+                );
+                if hi > lo {
+                    let (a, b) = (bx + bw * lo / max, bx + bw * hi / max);
+                    let _ = writeln!(
+                        s,
+                        "<line x1=\"{a:.1}\" x2=\"{b:.1}\" y1=\"{0}\" y2=\"{0}\" stroke=\"black\"/>",
+                        y + 9.0
+                    );
+                }
+                let _ = writeln!(
+                    s,
+                    "<text x=\"{:.1}\" y=\"{}\">{}</text>",
+                    bx + len.max(bw * hi / max) + 6.0,
+                    y + 13.0,
+                    num(med)
+                );
+            }
+        }
+        s += "</svg>\n";
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_and_ratios() {
+        assert_eq!(spread(&[3.0, 1.0, 2.0]), Some((2.0, 1.0, 3.0)));
+        assert_eq!(spread(&[4.0, 1.0]), Some((2.5, 1.0, 4.0)));
+        assert_eq!(spread(&[]), None);
+        let mut r = Results {
+            systems: System::ALL.to_vec(),
+            sizes: vec![1000],
+            ..Default::default()
+        };
+        for (a, m) in [(100.0, 50.0), (200.0, 50.0)] {
+            r.push("churn_ops_per_sec", System::Afd, a);
+            r.push("churn_ops_per_sec", System::Mio, m);
+        }
+        assert_eq!(r.ratios("churn_ops_per_sec", System::Mio), vec![0.5, 0.25]);
+        let t = r.targets();
+        assert_eq!(t.len(), 1);
+        assert!(t[0].2, "150 median vs 50 is ≥ 2×");
+        assert!(r.table().contains("0.38 [0.25–0.50]"));
+        assert!(r.svg().starts_with("<svg"));
+        assert!(r.json().contains("\"met\": true"));
+    }
+}

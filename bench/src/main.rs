@@ -1,0 +1,331 @@
+//! `bench` — runs afd-reactor (socket-direct and helper path), mio, polling and wepoll through
+//! the same workloads under Wine, side by side, and reports. See `USAGE`, or run
+//! `bash scripts/bench.sh` (which builds everything first).
+
+#[cfg(target_os = "linux")]
+mod driver;
+
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+const USAGE: &str = "\
+usage: bench [options]
+
+Runs each system in turn (A B C ... A B C ..., several rounds) through:
+  echo ping-pong over each connection count (native load generator, --in-flight messages
+  outstanding at a time), wake latency and a 4-thread wake storm, register+deregister churn
+  with --sockets registered, heap bytes per registration, and teardown with every poll
+  pending. Then, once per system under a tracing wineserver: wineserver requests per echo,
+  per churn operation, per idle second, and the wake packets of the storm.
+
+options:
+  --rounds N          rounds of the timed workloads (default 3)
+  --secs S            measuring time of each echo run (default 2)
+  --conns A,B         connection counts (default 1000,10000)
+  --in-flight N       messages outstanding at once (default 100)
+  --trace-echoes N    echoes in the short traced segment at 1,000 connections, scaled by
+                      1000/conns (at least 100); the long segment is 3 times that (default 2000)
+  --sockets N         registered sockets for churn/heap/teardown/idle (default 10000)
+  --churn-ops N       register+deregister operations (default 2000)
+  --systems a,b,...   subset of afd,afd-helper,mio,polling,wepoll (default all)
+  --no-trace          skip the wineserver request counts
+  --quick             tiny sizes, one round (a smoke test of the harness)
+  --out DIR           where results.json, chart.svg and table.txt go (default target/bench)";
+
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    eprintln!("bench drives Wine from Linux; run it on Linux (bash scripts/bench.sh)");
+    std::process::exit(2);
+}
+
+#[cfg(target_os = "linux")]
+fn main() {
+    if let Err(e) = linux::run() {
+        eprintln!("bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use super::USAGE;
+    use crate::driver::report::Results;
+    use crate::driver::run::{Env, Figures, paths};
+    use crate::driver::wine::{Tracer, kill_wineserver};
+    use bench::System;
+    use std::io;
+    use std::path::PathBuf;
+    use std::time::Instant;
+
+    struct Opts {
+        rounds: usize,
+        secs: f64,
+        conns: Vec<usize>,
+        in_flight: usize,
+        trace_echoes: u64,
+        sockets: usize,
+        churn_ops: usize,
+        wakes: usize,
+        storm_wakes: usize,
+        idle_secs: f64,
+        systems: Vec<System>,
+        trace: bool,
+        out: PathBuf,
+    }
+
+    fn bad(msg: String) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("{msg}\n\n{USAGE}"))
+    }
+
+    fn opts() -> io::Result<Opts> {
+        let mut o = Opts {
+            rounds: 3,
+            secs: 2.0,
+            conns: vec![1000, 10_000],
+            in_flight: 100,
+            trace_echoes: 2000,
+            sockets: 10_000,
+            churn_ops: 2000,
+            wakes: 1000,
+            storm_wakes: 10_000,
+            idle_secs: 1.0,
+            systems: System::ALL.to_vec(),
+            trace: true,
+            out: PathBuf::from("target/bench"),
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(flag) = it.next() {
+            match flag.as_str() {
+                "-h" | "--help" => {
+                    println!("{USAGE}");
+                    std::process::exit(0);
+                }
+                "--no-trace" => {
+                    o.trace = false;
+                    continue;
+                }
+                "--quick" => {
+                    (o.rounds, o.secs, o.conns, o.in_flight) = (1, 1.0, vec![50, 200], 20);
+                    (o.trace_echoes, o.sockets, o.churn_ops) = (200, 300, 100);
+                    (o.wakes, o.storm_wakes, o.idle_secs) = (100, 1000, 0.3);
+                    continue;
+                }
+                _ => {}
+            }
+            let v = it
+                .next()
+                .ok_or_else(|| bad(format!("{flag} needs a value")))?;
+            let count = |v: &str| -> io::Result<usize> {
+                v.parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| bad(format!("{flag} {v:?}: want a positive integer")))
+            };
+            match flag.as_str() {
+                "--rounds" => o.rounds = count(&v)?,
+                "--secs" => {
+                    o.secs = v
+                        .parse()
+                        .ok()
+                        .filter(|s: &f64| *s > 0.0 && s.is_finite())
+                        .ok_or_else(|| bad(format!("--secs {v:?}: want seconds")))?
+                }
+                "--conns" => o.conns = v.split(',').map(count).collect::<io::Result<_>>()?,
+                "--in-flight" => o.in_flight = count(&v)?,
+                "--trace-echoes" => o.trace_echoes = count(&v)? as u64,
+                "--sockets" => o.sockets = count(&v)?,
+                "--churn-ops" => o.churn_ops = count(&v)?,
+                "--systems" => {
+                    o.systems = v
+                        .split(',')
+                        .map(|s| {
+                            System::parse(s).ok_or_else(|| bad(format!("unknown system {s:?}")))
+                        })
+                        .collect::<io::Result<_>>()?
+                }
+                "--out" => o.out = PathBuf::from(v),
+                _ => return Err(bad(format!("unknown argument {flag}"))),
+            }
+        }
+        Ok(o)
+    }
+
+    /// Keeps the figures of one run under `prefix_size` names.
+    fn keep(r: &mut Results, sys: System, f: &Figures, pairs: &[(&str, String)]) {
+        for (from, to) in pairs {
+            if let Some(v) = f.get(*from) {
+                r.push(to, sys, *v);
+            }
+        }
+    }
+
+    pub fn run() -> io::Result<()> {
+        let o = opts()?;
+        let begin = Instant::now();
+        let root = std::env::current_dir()?;
+        let (exe, logs) = paths(&root);
+        if !exe.exists() {
+            return Err(io::Error::other(format!(
+                "{} is missing: build it with `cargo build --release -p bench --target \
+                 x86_64-pc-windows-gnu` (scripts/bench.sh does)",
+                exe.display()
+            )));
+        }
+        std::fs::create_dir_all(&logs)?;
+        std::fs::create_dir_all(&o.out)?;
+        let env = Env {
+            root,
+            exe,
+            logs,
+            in_flight: o.in_flight,
+            sockets: o.sockets,
+            churn_ops: o.churn_ops,
+            wakes: o.wakes,
+            storm_wakes: o.storm_wakes,
+            idle_secs: o.idle_secs,
+            runs: Default::default(),
+        };
+        let mut r = Results {
+            systems: o.systems.clone(),
+            sizes: o.conns.clone(),
+            ..Default::default()
+        };
+        r.config = vec![
+            ("rounds".into(), o.rounds.to_string()),
+            ("echo_secs".into(), o.secs.to_string()),
+            ("connections".into(), format!("{:?}", o.conns)),
+            ("in_flight".into(), o.in_flight.to_string()),
+            ("message_bytes".into(), "64".into()),
+            (
+                "trace_echoes".into(),
+                format!("{} and {}", o.trace_echoes, 3 * o.trace_echoes),
+            ),
+            ("sockets".into(), o.sockets.to_string()),
+            ("churn_ops".into(), o.churn_ops.to_string()),
+            (
+                "storm".into(),
+                format!("4 threads x {} wakes", o.storm_wakes),
+            ),
+            (
+                "cores".into(),
+                std::thread::available_parallelism()
+                    .map_or(0, |n| n.get())
+                    .to_string(),
+            ),
+        ];
+        let say = |msg: String| eprintln!("[bench {:>5.0}s] {msg}", begin.elapsed().as_secs_f64());
+
+        // Start from a fresh (untraced) wineserver.
+        kill_wineserver();
+        for round in 1..=o.rounds {
+            for &n in &o.conns {
+                for &sys in &o.systems {
+                    let f = env.echo(sys, n, o.secs)?;
+                    say(format!(
+                        "round {round}/{}: echo {n} conns on {sys}: {:.0} echoes/s",
+                        o.rounds, f["echoes_per_sec"]
+                    ));
+                    keep(
+                        &mut r,
+                        sys,
+                        &f,
+                        &[
+                            ("echoes_per_sec", format!("echo_{n}")),
+                            ("nt_calls_per_echo", format!("nt_calls_per_echo_{n}")),
+                        ],
+                    );
+                }
+            }
+            for &sys in &o.systems {
+                let f = env.micro(sys, None)?;
+                say(format!(
+                    "round {round}/{}: micro on {sys}: churn {:.0} ops/s, teardown {:.0} ms, heap {:.1} B/socket",
+                    o.rounds,
+                    f.get("churn_ops_per_sec").copied().unwrap_or(f64::NAN),
+                    f.get("teardown_ms").copied().unwrap_or(f64::NAN),
+                    f.get("heap_bytes_per_socket").copied().unwrap_or(f64::NAN),
+                ));
+                keep(
+                    &mut r,
+                    sys,
+                    &f,
+                    &[
+                        ("wake_p50_us", "wake_p50_us".into()),
+                        ("churn_ops_per_sec", "churn_ops_per_sec".into()),
+                        ("teardown_ms", "teardown_ms".into()),
+                    ],
+                );
+                // Exact, not timed: once.
+                if round == 1 {
+                    keep(
+                        &mut r,
+                        sys,
+                        &f,
+                        &[("heap_bytes_per_socket", "heap_bytes_per_socket".into())],
+                    );
+                }
+            }
+        }
+
+        if o.trace {
+            say("counting wineserver requests (tracing wineserver; this run is not timed)".into());
+            let tracer = Tracer::start()?;
+            for &n in &o.conns {
+                for &sys in &o.systems {
+                    let f = env.echo_traced(&tracer, sys, n, o.trace_echoes)?;
+                    say(format!(
+                        "traced echo {n} conns on {sys}: {:.2} requests/echo",
+                        f["requests_per_echo"]
+                    ));
+                    r.push(
+                        &format!("requests_per_echo_{n}"),
+                        sys,
+                        f["requests_per_echo"],
+                    );
+                    let kinds = f
+                        .iter()
+                        .filter_map(|(k, v)| Some((k.strip_prefix("kind.")?.to_string(), *v)))
+                        .filter(|(_, v)| v.abs() >= 0.01)
+                        .collect();
+                    r.kinds.entry(n).or_default().insert(sys, kinds);
+                }
+            }
+            for &sys in &o.systems {
+                let f = env.micro(sys, Some(&tracer))?;
+                say(format!(
+                    "traced micro on {sys}: storm {} packets, idle {:.2} req/s, churn {:.1} req/op",
+                    f.get("storm_packets")
+                        .map_or("n/a".into(), |v| format!("{v:.0}")),
+                    f.get("idle_requests_per_sec").copied().unwrap_or(f64::NAN),
+                    f.get("churn_requests_per_op").copied().unwrap_or(f64::NAN),
+                ));
+                keep(
+                    &mut r,
+                    sys,
+                    &f,
+                    &[
+                        ("storm_packets", "storm_packets".into()),
+                        ("idle_requests_per_sec", "idle_requests_per_sec".into()),
+                        ("churn_requests_per_op", "churn_requests_per_op".into()),
+                    ],
+                );
+            }
+            drop(tracer);
+        }
+        r.wall_secs = begin.elapsed().as_secs_f64();
+
+        let mut text = r.table();
+        text += "\ntargets:\n";
+        for (t, f, met) in r.targets() {
+            text += &format!("  [{}] {t}: {f}\n", if met { "met" } else { "MISSED" });
+        }
+        text += &format!("\nwhole run: {:.0} s\n", r.wall_secs);
+        println!("\n{text}");
+        std::fs::write(o.out.join("table.txt"), &text)?;
+        std::fs::write(o.out.join("results.json"), r.json())?;
+        std::fs::write(o.out.join("chart.svg"), r.svg())?;
+        say(format!(
+            "wrote {}/{{table.txt,results.json,chart.svg}}",
+            o.out.display()
+        ));
+        Ok(())
+    }
+}

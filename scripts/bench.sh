@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The benchmark: afd-reactor (socket-direct and helper path), mio 1.x, polling 3.x and wepoll,
+# side by side under Wine, in rounds. Prints the table and writes docs/bench/{table.txt,
+# results.json,chart.svg} (the README shows them). Needs a machine that ran scripts/setup.sh.
+#
+# Arguments go to the driver (bash scripts/bench.sh --help); e.g. --quick for a smoke run,
+# --out DIR to write elsewhere.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+if ! command -v wine >/dev/null || ! command -v x86_64-w64-mingw32-gcc >/dev/null; then
+    echo "[bench] Wine or mingw-w64 is missing: run bash scripts/setup.sh first" >&2
+    exit 1
+fi
+echo "[bench] building the server (Windows, release) and the driver (Linux, release)"
+cargo build --quiet --release -p bench --target x86_64-pc-windows-gnu --bin bench-server
+cargo build --quiet --release -p bench --bin bench
+args=("$@")
+case " ${args[*]-} " in
+    *" --out "*) ;;
+    *) args+=(--out docs/bench) ;;
+esac
+exec target/release/bench "${args[@]}"
