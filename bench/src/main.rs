@@ -19,7 +19,8 @@ Runs each system in turn (A B C ... A B C ..., several rounds) through:
 options:
   --rounds N          rounds of the timed workloads (default 3)
   --secs S            measuring time of each echo run (default 2)
-  --conns A,B         connection counts (default 1000,10000)
+  --conns A,B         connection counts (default 1000; 10,000 is slow under Wine:
+                      ~60 echoes/s, so allow minutes per run)
   --in-flight N       messages outstanding at once (default 100)
   --trace-echoes N    echoes in the short traced segment at 1,000 connections, scaled by
                       1000/conns (at least 100); the long segment is 3 times that (default 2000)
@@ -79,7 +80,9 @@ mod linux {
         let mut o = Opts {
             rounds: 3,
             secs: 2.0,
-            conns: vec![1000, 10_000],
+            // 10,000 works (`--conns 1000,10000`) but under Wine it runs at ~60 echoes/s with
+            // multi-second stalls, which does not fit the 15-minute budget (see the README).
+            conns: vec![1000],
             in_flight: 100,
             trace_echoes: 2000,
             sockets: 10_000,
@@ -254,7 +257,8 @@ mod linux {
                     ],
                 );
                 // Exact, not timed: once.
-                if round == 1 {
+                // wepoll allocates with C's malloc, which the counting allocator cannot see.
+                if round == 1 && sys != System::Wepoll {
                     keep(
                         &mut r,
                         sys,
