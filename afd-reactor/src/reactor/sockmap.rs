@@ -48,8 +48,7 @@ impl SockMap {
     /// Empties the map, returning the slot indices.
     pub fn drain_indices(&mut self) -> Vec<u32> {
         let narrow = self.narrow.drain().map(|(_, i)| i);
-        let out: Vec<u32> = narrow.chain(self.wide.drain().map(|(_, i)| i)).collect();
-        out
+        narrow.chain(self.wide.drain().map(|(_, i)| i)).collect()
     }
 
     /// Heap bytes of the two tables (entries plus one control byte per bucket).
