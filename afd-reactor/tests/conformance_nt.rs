@@ -13,6 +13,20 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::windows::io::AsSocket;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
+
+/// Tests run in parallel threads of one process, and Wine hands a new handle the lowest free
+/// value: a socket closed by one test is the next socket another test opens. Opening sockets
+/// (and the reactor's own handles) takes this shared; the closed-socket probe takes it
+/// exclusively, from the close until it has tried to register the value.
+static OPENING_SOCKETS: RwLock<()> = RwLock::new(());
+
+fn may_open_sockets() -> RwLockReadGuard<'static, ()> {
+    // A test that panicked while holding it poisoned nothing the lock guards.
+    OPENING_SOCKETS
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+}
 
 struct NtHarness<const HELPER: bool> {
     reactor: Reactor<NtKernel>,
@@ -32,6 +46,7 @@ impl<const HELPER: bool> Harness for NtHarness<HELPER> {
     type Sock = TcpStream;
 
     fn new() -> Self {
+        let _opening = may_open_sockets();
         let kernel = NtKernel::new().unwrap().force_helper(HELPER);
         Self {
             reactor: Reactor::with_kernel(kernel),
@@ -47,6 +62,7 @@ impl<const HELPER: bool> Harness for NtHarness<HELPER> {
     }
 
     fn socket(&mut self) -> TcpStream {
+        let _opening = may_open_sockets();
         let a = TcpStream::connect(self.listener.local_addr().unwrap()).unwrap();
         let (b, _) = self.listener.accept().unwrap();
         a.set_nonblocking(true).unwrap();
@@ -119,11 +135,14 @@ impl<const HELPER: bool> Harness for NtHarness<HELPER> {
         0x00FF_FFF0
     }
 
-    fn closed_socket_value(&mut self) -> u64 {
+    fn closed_socket_value(&mut self) -> (u64, Box<dyn std::any::Any>) {
         let s = self.socket();
         let raw = s.raw_socket();
+        let no_new_sockets = OPENING_SOCKETS
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         self.close(s);
-        raw
+        (raw, Box::new(no_new_sockets))
     }
 
     fn churn_rounds(&self) -> usize {

@@ -77,11 +77,12 @@ impl Harness for SimHarness {
         0xBAD_0000
     }
 
-    fn closed_socket_value(&mut self) -> u64 {
+    fn closed_socket_value(&mut self) -> (u64, Box<dyn std::any::Any>) {
+        // Each harness has its own simulated kernel: nothing else can be handed the value.
         let k = self.reactor.kernel();
         let s = k.open_socket();
         k.close_socket(s);
-        s
+        (s, Box::new(()))
     }
 
     fn churn_rounds(&self) -> usize {

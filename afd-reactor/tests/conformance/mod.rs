@@ -46,8 +46,10 @@ pub trait Harness: Sized {
     fn not_sockets(&mut self) -> Vec<(&'static str, u64)>;
     /// A value that names no open handle.
     fn invalid_value(&self) -> u64;
-    /// The value of a socket that has just been closed (nothing opened since).
-    fn closed_socket_value(&mut self) -> u64;
+    /// The value of a socket that has just been closed (nothing opened since), and a guard:
+    /// while it lives no other socket can be opened by this process, so a test running in
+    /// parallel cannot be handed the value. Open no socket on this harness while holding it.
+    fn closed_socket_value(&mut self) -> (u64, Box<dyn std::any::Any>);
     /// Rounds of the handle-reuse churn (each: 8 sockets registered, made ready, closed).
     fn churn_rounds(&self) -> usize;
 }
@@ -606,15 +608,21 @@ pub fn bad_input_is_refused_without_leaking<H: Harness>() {
     let mut h = H::new();
     let mut cases = h.not_sockets();
     cases.push(("an invalid handle value", h.invalid_value()));
-    cases.push(("a closed socket", h.closed_socket_value()));
-    for (what, raw) in cases {
-        let e = h
-            .reactor()
-            .register(&SimSocket(raw), A, Interest::READABLE)
-            .unwrap_err();
+    let refuse = |h: &mut H, what: &str, raw: u64| {
+        let e = match h.reactor().register(&SimSocket(raw), A, Interest::READABLE) {
+            Ok(()) => panic!("{what}: {raw:#x} was registered"),
+            Err(e) => e,
+        };
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{what}: {e}");
         assert!(e.to_string().contains("not a socket"), "{what}: {e}");
+    };
+    for (what, raw) in cases {
+        refuse(&mut h, what, raw);
     }
+    // The closed value must not be handed to a socket another test opens meanwhile.
+    let (raw, no_new_sockets) = h.closed_socket_value();
+    refuse(&mut h, "a closed socket", raw);
+    drop(no_new_sockets);
     let st = h.reactor().stats();
     assert_eq!(
         (st.registered, st.in_flight, st.zombies),
