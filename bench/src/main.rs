@@ -52,6 +52,7 @@ mod linux {
     use crate::driver::run::{Env, Figures, paths};
     use crate::driver::wine::{Tracer, kill_wineserver};
     use bench::System;
+    use std::collections::BTreeMap;
     use std::io;
     use std::path::PathBuf;
     use std::time::Instant;
@@ -301,6 +302,20 @@ mod linux {
                     f.get("idle_requests_per_sec").copied().unwrap_or(f64::NAN),
                     f.get("churn_requests_per_op").copied().unwrap_or(f64::NAN),
                 ));
+                let churn_kinds: BTreeMap<String, f64> = f
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.strip_prefix("churn_kind.")?.to_string(), *v)))
+                    .filter(|(_, v)| v.abs() >= 0.01)
+                    .collect();
+                let listed: Vec<String> = churn_kinds
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v:.2}"))
+                    .collect();
+                say(format!(
+                    "  churn requests/op on {sys} by kind: {}",
+                    listed.join(", ")
+                ));
+                r.churn_kinds.insert(sys, churn_kinds);
                 keep(
                     &mut r,
                     sys,

@@ -1,5 +1,6 @@
 //! The public API and the event loop (WRL-001 §1–§6).
 
+mod bound;
 pub(crate) mod event;
 mod pool;
 mod sockmap;
@@ -13,6 +14,7 @@ pub use waker::Waker;
 use crate::afd::{AfdPollInfo, CompletionEntry, IoStatusBlock, NtStatus, PollEvents};
 use crate::kernel::{HELPER_KEY, Kernel, PollBlock, PollVia, RawSock, WAKE_KEY};
 use crate::state::{Completed, Deregistered, Life, Machine, Mode, Update};
+use bound::Bound;
 use pool::{INDEX_BITS, Pool};
 use sockmap::SockMap;
 use std::collections::VecDeque;
@@ -241,6 +243,8 @@ pub struct Reactor<K: Kernel> {
     pool: Pool,
     /// Live registrations by the socket value the user registered.
     by_socket: SockMap,
+    /// Base socket values whose association with the port was already attempted.
+    bound: Bound,
     /// Slots whose poll needs a submit or cancel before the next dequeue: `(index, generation)`.
     updates: Vec<(u32, u64)>,
     entries: Vec<CompletionEntry>,
@@ -332,6 +336,7 @@ impl<K: Kernel> Reactor<K> {
             config,
             pool: Pool::default(),
             by_socket: SockMap::default(),
+            bound: Bound::default(),
             updates: Vec::new(),
             entries: vec![CompletionEntry::zeroed(); config.batch],
             stash: VecDeque::new(),
@@ -396,7 +401,7 @@ impl<K: Kernel> Reactor<K> {
 
     /// Heap bytes held for socket states: the slot pool, plus the registration map's table.
     pub fn state_heap_bytes(&self) -> usize {
-        self.pool.heap_bytes() + self.by_socket.heap_bytes()
+        self.pool.heap_bytes() + self.by_socket.heap_bytes() + self.bound.heap_bytes()
     }
 
     fn check_running(&self) -> io::Result<()> {
@@ -425,7 +430,9 @@ impl<K: Kernel> Reactor<K> {
     /// and submits the first poll: events can arrive from the next [`poll`](Self::poll). A socket
     /// that is already bound to another completion port (another runtime, overlapped I/O, or an
     /// earlier registration with this reactor) is polled through the reactor's `\Device\Afd`
-    /// helper handle instead — transparently.
+    /// helper handle instead — transparently. The reactor remembers the base handle values it has
+    /// tried to associate, so registering a socket again costs no association call; a new socket
+    /// that later gets one of those values is polled through the helper as well.
     ///
     /// Deregister before closing the socket. If it is closed while registered anyway, its pending
     /// poll ends with `LOCAL_CLOSE` and the registration is removed without an event; registering
@@ -478,22 +485,37 @@ impl<K: Kernel> Reactor<K> {
         let index = self.pool.alloc()?;
         let generation = self.next_generation(index);
         let key = self.pool.block(index).expect("allocated").as_ptr() as usize;
-        self.stats.nt.associate += 1;
-        let via = match self.kernel.associate(base, key) {
-            Ok(()) => PollVia::Socket,
-            Err(e) if e.kind() == io::ErrorKind::ResourceBusy => PollVia::Helper,
-            Err(e) => {
-                self.pool.release(index);
-                return Err(e);
+        let registered = self.by_socket.get(raw);
+        let binding_known = registered.is_some() || !self.bound.contains(base);
+        let via = if !binding_known {
+            // Associated (or found bound elsewhere) before: the call would fail. See `bound`.
+            PollVia::Helper
+        } else {
+            self.stats.nt.associate += 1;
+            match self.kernel.associate(base, key) {
+                Ok(()) => {
+                    self.bound.insert(base);
+                    PollVia::Socket
+                }
+                Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
+                    self.bound.insert(base);
+                    PollVia::Helper
+                }
+                Err(e) => {
+                    self.pool.release(index);
+                    return Err(e);
+                }
             }
         };
-        if let Some(old) = self.by_socket.get(raw) {
-            if via == PollVia::Socket {
+        if let Some(old) = registered {
+            let old_binding_known = self.pool.meta(old).is_some_and(|m| m.binding_known);
+            if via == PollVia::Socket && old_binding_known {
                 // A fresh association means a fresh socket object: the registered one was closed
                 // and its handle value reused. End the old incarnation.
                 self.socket_gone(old, base);
             } else {
-                // Most likely the same socket twice; but its close may be queued: look first.
+                // Most likely the same socket twice (or one whose binding was never learned, see
+                // `Meta::binding_known`); but its close may be queued: look first.
                 if let Err(e) = self.drain_into_stash() {
                     self.pool.release(index);
                     return Err(e);
@@ -514,6 +536,7 @@ impl<K: Kernel> Reactor<K> {
             token,
             interest,
             via,
+            binding_known,
             queued: false,
             machine: Machine::new(interest.afd_events(), mode),
         };

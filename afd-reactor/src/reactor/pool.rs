@@ -39,6 +39,11 @@ pub(crate) struct Meta {
     pub token: Token,
     pub interest: Interest,
     pub via: PollVia,
+    /// True if registering called associate, so the socket's binding is known: with this port
+    /// (`via` is `Socket`) or with another (`Helper`). False when the call was skipped because the
+    /// value was associated before (the `bound` hint): then the socket may be unassociated, and a
+    /// later successful association does not prove the value was recycled.
+    pub binding_known: bool,
     /// True while the slot is in the reactor's update queue.
     pub queued: bool,
     pub machine: Machine,
@@ -53,6 +58,7 @@ impl Meta {
             token: Token(0),
             interest: Interest::NONE,
             via: PollVia::Socket,
+            binding_known: true,
             queued: false,
             machine: Machine::new(PollEvents::NONE, Mode::Level),
         }

@@ -114,6 +114,7 @@ pub fn settle_zombies<H: Harness>(h: &mut H) {
 
 const A: Token = Token(1);
 const B: Token = Token(2);
+const C: Token = Token(3);
 const WAKE: Token = Token(99);
 const TIMER: Token = Token(50);
 
@@ -435,6 +436,85 @@ pub fn registering_twice_is_already_exists<H: Harness>() {
         wait_for(&mut h, A).is_readable(),
         "the first registration still works"
     );
+}
+
+/// A socket registered before is associated with the port for good: registering it again
+/// polls it through the helper without asking the kernel to associate it (a call that could only
+/// fail); it still works, and registering it twice is still refused.
+pub fn registering_again_skips_the_association_call<H: Harness>() {
+    let mut h = H::new();
+    let s = h.socket();
+    h.reactor().register(&s, A, Interest::READABLE).unwrap();
+    h.reactor().deregister(&s).unwrap();
+    let before = h.reactor().stats().nt;
+    h.reactor().register(&s, B, Interest::READABLE).unwrap();
+    let after = h.reactor().stats().nt;
+    assert_eq!(
+        (after.base_socket - before.base_socket, after.associate),
+        (1, before.associate),
+        "{after:?}"
+    );
+    let e = h.reactor().register(&s, C, Interest::READABLE).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{e}");
+    h.make_readable(&s);
+    assert!(wait_for(&mut h, B).is_readable());
+    let q = h.quiet();
+    let seen = collect(&mut h, q);
+    assert!(seen.iter().all(|e| e.token() == B), "{seen:?}");
+}
+
+/// A socket closed after deregistering, and a new one (on the sim: with the same value, which
+/// the hint still lists) registered twice: the second is refused. The new socket was polled
+/// through the helper without being associated, so the association the second `register` makes
+/// succeeds; that must not be taken for proof of a recycled value.
+pub fn a_new_socket_on_a_known_value_registered_twice_is_already_exists<H: Harness>() {
+    let mut h = H::new();
+    let old = h.socket();
+    h.reactor().register(&old, A, Interest::READABLE).unwrap();
+    h.reactor().deregister(&old).unwrap();
+    let old_value = old.raw_socket();
+    h.close(old);
+    let new = h.socket();
+    if h.reuses_handles_at_once() {
+        assert_eq!(new.raw_socket(), old_value);
+    }
+    h.reactor().register(&new, B, Interest::READABLE).unwrap();
+    let e = h
+        .reactor()
+        .register(&new, C, Interest::READABLE)
+        .unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{e}");
+    assert_eq!(h.reactor().stats().registered, 1);
+    h.make_readable(&new);
+    assert!(wait_for(&mut h, B).is_readable());
+}
+
+/// The socket of such a registration (polled through the helper on the strength of the hint) is
+/// closed with its poll pending, and a new socket registered, possibly with the same value: the
+/// new one works and the old one never speaks.
+pub fn closing_a_socket_registered_again_then_reusing_its_value<H: Harness>() {
+    let mut h = H::new();
+    let old = h.socket();
+    h.reactor().register(&old, A, Interest::READABLE).unwrap();
+    h.reactor().deregister(&old).unwrap();
+    h.reactor().register(&old, B, Interest::READABLE).unwrap();
+    assert_no_event_for(&mut h, B); // its poll is pending
+    let old_value = old.raw_socket();
+    h.close(old);
+    let new = h.socket();
+    if h.reuses_handles_at_once() {
+        assert_eq!(new.raw_socket(), old_value);
+    }
+    h.reactor().register(&new, C, Interest::READABLE).unwrap();
+    h.make_readable(&new);
+    assert!(wait_for(&mut h, C).is_readable());
+    let q = h.quiet();
+    let seen = collect(&mut h, q);
+    assert!(
+        seen.iter().all(|e| e.token() == C),
+        "an old registration spoke: {seen:?}"
+    );
+    assert_eq!(h.reactor().stats().registered, 1);
 }
 
 pub fn unknown_sockets_are_not_found<H: Harness>() {
@@ -830,6 +910,9 @@ macro_rules! afd_reactor_conformance {
             slot_reuse_after_deregister_is_harmless,
             socket_bound_to_another_port_is_polled_through_the_helper,
             registering_twice_is_already_exists,
+            registering_again_skips_the_association_call,
+            a_new_socket_on_a_known_value_registered_twice_is_already_exists,
+            closing_a_socket_registered_again_then_reusing_its_value,
             unknown_sockets_are_not_found,
             events_buffer_of_capacity_zero_is_invalid_input,
             poll_timeout_of_duration_max_waits_for_an_event,

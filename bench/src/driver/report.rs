@@ -111,6 +111,8 @@ pub struct Results {
     pub values: BTreeMap<String, BTreeMap<System, Vec<f64>>>,
     /// Per-kind wineserver requests per echo: size → system → kind → count.
     pub kinds: BTreeMap<usize, BTreeMap<System, BTreeMap<String, f64>>>,
+    /// Per-kind wineserver requests per churn operation: system → kind → count.
+    pub churn_kinds: BTreeMap<System, BTreeMap<String, f64>>,
     pub config: Vec<(String, String)>,
     pub systems: Vec<System>,
     /// Connection counts of the echo runs.
@@ -360,15 +362,18 @@ impl Results {
         for (size, by) in &self.kinds {
             let mut ss = Vec::new();
             for (s, kinds) in by {
-                let kv: Vec<String> = kinds
-                    .iter()
-                    .map(|(k, v)| format!("\"{k}\": {v:.4}"))
-                    .collect();
-                ss.push(format!("      \"{s}\": {{{}}}", kv.join(", ")));
+                ss.push(format!("      \"{s}\": {}", kinds_json(kinds)));
             }
             ks.push(format!("    \"{size}\": {{\n{}\n    }}", ss.join(",\n")));
         }
         j += &ks.join(",\n");
+        j += "\n  },\n  \"churn_requests_per_op_by_kind\": {\n";
+        let cs: Vec<String> = self
+            .churn_kinds
+            .iter()
+            .map(|(s, kinds)| format!("    \"{s}\": {}", kinds_json(kinds)))
+            .collect();
+        j += &cs.join(",\n");
         j += "\n  },\n  \"targets\": [\n";
         let ts: Vec<String> = self
             .targets()
@@ -488,4 +493,13 @@ mod tests {
         assert!(r.svg().starts_with("<svg"));
         assert!(r.json().contains("\"met\": true"));
     }
+}
+
+/// `{"kind": count, ...}` for a per-kind tally.
+fn kinds_json(kinds: &BTreeMap<String, f64>) -> String {
+    let kv: Vec<String> = kinds
+        .iter()
+        .map(|(k, v)| format!("\"{k}\": {v:.4}"))
+        .collect();
+    format!("{{{}}}", kv.join(", "))
 }

@@ -195,6 +195,12 @@ impl Env {
                     "churn_requests_per_op".into(),
                     churn.by_threads(&main) as f64 / self.churn_ops as f64,
                 );
+                for (kind, n) in churn.kinds(&main) {
+                    f.insert(
+                        format!("churn_kind.{kind}"),
+                        n as f64 / self.churn_ops as f64,
+                    );
+                }
             }
             if let (Some(a), Some(b)) = (span("idle-a", "idle-b"), span("idle-b", "idle-c")) {
                 let d = diff(b.by_threads(&main), a.by_threads(&main));
