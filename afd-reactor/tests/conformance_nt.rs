@@ -176,3 +176,63 @@ mod through_helper {
     type H = super::NtHarness<true>;
     afd_reactor_conformance!(H);
 }
+
+/// A value this reactor registered before (so registering it again skips the association call
+/// and the proof that its base is a socket) is closed and reused by a handle that is not a socket:
+/// registering it is still refused as "not a socket", and nothing stays registered. The helper
+/// poll is what refuses it; the proof is made then, to word the error.
+fn a_known_value_reused_by_a_non_socket_is_refused<const HELPER: bool>() {
+    use afd_reactor::{Interest, SimSocket, Token};
+    use std::os::windows::io::AsRawHandle;
+    let mut h = NtHarness::<HELPER>::new();
+    let s = h.socket();
+    h.reactor()
+        .register(&s, Token(1), Interest::READABLE)
+        .unwrap();
+    h.reactor().deregister(&s).unwrap();
+    let value = s.raw_socket();
+    let no_new_sockets = OPENING_SOCKETS
+        .write()
+        .unwrap_or_else(PoisonError::into_inner);
+    h.close(s);
+    // Wine hands out the lowest free value: one of these two events most likely gets it. Whether
+    // or not, the value is now closed or names something that is not a socket.
+    let events = [event_object(), event_object()];
+    let reused = events.iter().any(|e| e.as_raw_handle() as u64 == value);
+    eprintln!("value {value:#x} reused by an event: {reused}");
+    let before = h.reactor().stats();
+    let e = match h
+        .reactor()
+        .register(&SimSocket(value), Token(2), Interest::READABLE)
+    {
+        Ok(()) => panic!("{value:#x} (reused by an event: {reused}) was registered"),
+        Err(e) => e,
+    };
+    drop(no_new_sockets);
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+    assert!(e.to_string().contains("not a socket"), "{e}");
+    let st = h.reactor().stats();
+    assert_eq!(st.registered, 0, "{st:?}");
+    assert_eq!(
+        st.in_flight, before.in_flight,
+        "only the deregistered poll is out"
+    );
+    assert_eq!(
+        st.nt.associate, before.nt.associate,
+        "no association attempted"
+    );
+    if reused {
+        // An open non-socket passes Wine's SIO_BASE_HANDLE: the helper poll refused it.
+        assert_eq!(st.submit_failures, before.submit_failures + 1, "{st:?}");
+    }
+}
+
+#[test]
+fn a_known_value_reused_by_a_non_socket_is_refused_socket_direct() {
+    a_known_value_reused_by_a_non_socket_is_refused::<false>();
+}
+
+#[test]
+fn a_known_value_reused_by_a_non_socket_is_refused_through_helper() {
+    a_known_value_reused_by_a_non_socket_is_refused::<true>();
+}

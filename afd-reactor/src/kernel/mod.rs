@@ -83,9 +83,15 @@ pub unsafe trait Kernel {
 
     /// Resolve the base socket under any Layered Service Providers.
     ///
+    /// With `verify` false the kernel may skip proving that the result is a socket (Wine's
+    /// `SIO_BASE_HANDLE` returns any handle unchanged; the proof costs one more call). Pass false
+    /// only when the next call on the result is a [`PollVia::Helper`] poll, which fails for a
+    /// handle that is not a socket.
+    ///
     /// # Errors
-    /// `InvalidInput` for a handle that is not a socket.
-    fn base_socket(&mut self, socket: RawSock) -> io::Result<RawSock>;
+    /// `InvalidInput` for a handle that is not a socket (with `verify` false, possibly not for an
+    /// open one).
+    fn base_socket(&mut self, socket: RawSock, verify: bool) -> io::Result<RawSock>;
 
     /// Associate `socket` with the port under `key`.
     ///

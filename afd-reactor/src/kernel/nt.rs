@@ -72,9 +72,14 @@ fn borrow(socket: RawSock) -> BorrowedHandle<'static> {
 unsafe impl Kernel for NtKernel {
     type Poster = NtPoster;
 
-    fn base_socket(&mut self, socket: RawSock) -> io::Result<RawSock> {
+    fn base_socket(&mut self, socket: RawSock, verify: bool) -> io::Result<RawSock> {
         // SAFETY: as in `borrow`: the value is only passed to winsock calls that validate it.
-        nt::base_socket(unsafe { BorrowedSocket::borrow_raw(socket) })
+        let socket = unsafe { BorrowedSocket::borrow_raw(socket) };
+        if verify {
+            nt::base_socket(socket)
+        } else {
+            nt::base_socket_unverified(socket)
+        }
     }
 
     fn associate(&mut self, socket: RawSock, key: usize) -> io::Result<()> {

@@ -1202,7 +1202,8 @@ impl SimKernel {
 unsafe impl Kernel for SimKernel {
     type Poster = SimPoster;
 
-    fn base_socket(&mut self, socket: RawSock) -> io::Result<RawSock> {
+    fn base_socket(&mut self, socket: RawSock, _verify: bool) -> io::Result<RawSock> {
+        // As on Windows: SIO_BASE_HANDLE itself refuses a non-socket, so there is nothing to skip.
         self.state.get_mut().base_socket(socket)
     }
 
@@ -1590,26 +1591,26 @@ mod tests {
         let base = k.open_socket();
         let lsp = k.open_layered_socket(base);
         let lsp2 = k.open_layered_socket(lsp);
-        assert_eq!(k.base_socket(base).unwrap(), base);
-        assert_eq!(k.base_socket(lsp).unwrap(), base);
+        assert_eq!(k.base_socket(base, true).unwrap(), base);
+        assert_eq!(k.base_socket(lsp, true).unwrap(), base);
         assert_eq!(
-            k.base_socket(lsp2).unwrap(),
+            k.base_socket(lsp2, true).unwrap(),
             base,
             "stacked providers are followed"
         );
         // SIO_BASE_HANDLE working on the LSP handle gives the bottom at once.
         k.set_base_handle_fails(lsp2, false);
-        assert_eq!(k.base_socket(lsp2).unwrap(), base);
+        assert_eq!(k.base_socket(lsp2, true).unwrap(), base);
         // Both steps failing is a clear error.
         k.set_base_handle_fails(lsp2, true);
         k.set_bsp_handle_fails(lsp2, true);
         assert_eq!(
-            k.base_socket(lsp2).unwrap_err().kind(),
+            k.base_socket(lsp2, true).unwrap_err().kind(),
             io::ErrorKind::Unsupported
         );
         k.set_base_handle_fails(base, true);
         assert_eq!(
-            k.base_socket(base).unwrap(),
+            k.base_socket(base, true).unwrap(),
             base,
             "BSP fallback on a plain socket"
         );
@@ -1627,7 +1628,7 @@ mod tests {
         assert_eq!(k.stats().polls_rejected, 2);
         k.close_socket(base);
         assert_eq!(
-            k.base_socket(lsp).unwrap_err().kind(),
+            k.base_socket(lsp, true).unwrap_err().kind(),
             io::ErrorKind::InvalidInput
         );
     }
@@ -1636,11 +1637,11 @@ mod tests {
     fn non_socket_and_closed_handles_are_refused() {
         let mut k = SimKernel::new(10);
         let f = k.open_non_socket();
-        let err = k.base_socket(f).unwrap_err();
+        let err = k.base_socket(f, true).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert_eq!(err.to_string(), "not a socket");
         assert_eq!(
-            k.base_socket(0x9990).unwrap_err().kind(),
+            k.base_socket(0x9990, true).unwrap_err().kind(),
             io::ErrorKind::InvalidInput
         );
         let blk = Blk::new(f, RECV);

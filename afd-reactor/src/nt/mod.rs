@@ -24,7 +24,7 @@ mod socket;
 
 pub use poll::{AfdHelper, cancel, submit_poll};
 pub use port::{CompletionPort, is_already_associated};
-pub use socket::{base_socket, is_not_a_socket, socket_as_handle};
+pub use socket::{base_socket, base_socket_unverified, is_not_a_socket, socket_as_handle};
 
 use crate::afd::NtStatus;
 

@@ -1,14 +1,16 @@
-//! Which base-socket handle values have already been tried for association with the port.
+//! Which socket values have already been tried for association with the port.
 //!
 //! A file object's completion port is set once in its life: associating a socket that was
 //! registered before (or that another runtime bound) always fails, and costs a kernel call (a
-//! wineserver round trip under Wine) to learn it. This set remembers every base value whose
-//! association was attempted, so the next registration of that value goes straight to the helper
-//! handle.
+//! wineserver round trip under Wine) to learn it. This set remembers every registered socket value
+//! whose association was attempted, so the next registration of that value goes straight to the
+//! helper handle. It also skips proving that the value's base is a socket (two more round trips
+//! under Wine): the helper poll refuses a non-socket, and the proof is made only then, to word the
+//! error.
 //!
 //! The set is only a hint, and it is safe to be wrong in one direction: when the value is closed and
-//! reused by a new socket, that socket is polled through the helper (which works for every socket)
-//! instead of directly. It is never used to *skip* to a socket-direct poll, which would be wrong for
+//! reused by a new socket, that socket is polled through the helper (which works for every socket,
+//! whatever its layered providers) instead of directly. It is never used to *skip* to a socket-direct poll, which would be wrong for
 //! a socket that is not associated with this port. (The reactor also ignores it when the value is
 //! still registered, since there a successful association is how a recycled handle is detected.)
 //!

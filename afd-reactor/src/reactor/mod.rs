@@ -243,7 +243,7 @@ pub struct Reactor<K: Kernel> {
     pool: Pool,
     /// Live registrations by the socket value the user registered.
     by_socket: SockMap,
-    /// Base socket values whose association with the port was already attempted.
+    /// Socket values whose association with the port was already attempted.
     bound: Bound,
     /// Slots whose poll needs a submit or cancel before the next dequeue: `(index, generation)`.
     updates: Vec<(u32, u64)>,
@@ -480,25 +480,27 @@ impl<K: Kernel> Reactor<K> {
     ) -> io::Result<()> {
         self.check_running()?;
         let raw = socket.raw_socket();
+        let registered = self.by_socket.get(raw);
+        // Associated (or found bound elsewhere) before: the association call would fail, and the
+        // socket will be polled through the helper, which itself refuses a non-socket, so the
+        // proof that the base is a socket can be skipped too. See `bound`.
+        let binding_known = registered.is_some() || !self.bound.contains(raw);
         self.stats.nt.base_socket += 1;
-        let base = self.kernel.base_socket(raw)?;
+        let base = self.kernel.base_socket(raw, binding_known)?;
         let index = self.pool.alloc()?;
         let generation = self.next_generation(index);
         let key = self.pool.block(index).expect("allocated").as_ptr() as usize;
-        let registered = self.by_socket.get(raw);
-        let binding_known = registered.is_some() || !self.bound.contains(base);
         let via = if !binding_known {
-            // Associated (or found bound elsewhere) before: the call would fail. See `bound`.
             PollVia::Helper
         } else {
             self.stats.nt.associate += 1;
             match self.kernel.associate(base, key) {
                 Ok(()) => {
-                    self.bound.insert(base);
+                    self.bound.insert(raw);
                     PollVia::Socket
                 }
                 Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
-                    self.bound.insert(base);
+                    self.bound.insert(raw);
                     PollVia::Helper
                 }
                 Err(e) => {
@@ -542,6 +544,11 @@ impl<K: Kernel> Reactor<K> {
         };
         if let Err(status) = self.submit(index) {
             self.pool.release(index);
+            if !binding_known {
+                // The value may name something that is not a socket: say so if it does not.
+                self.stats.nt.base_socket += 1;
+                self.kernel.base_socket(raw, true)?;
+            }
             return Err(status.into());
         }
         self.by_socket.insert(raw, index);

@@ -467,6 +467,15 @@ impl Results {
     }
 }
 
+/// `{"kind": count, ...}` for a per-kind tally.
+fn kinds_json(kinds: &BTreeMap<String, f64>) -> String {
+    let kv: Vec<String> = kinds
+        .iter()
+        .map(|(k, v)| format!("\"{k}\": {v:.4}"))
+        .collect();
+    format!("{{{}}}", kv.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -493,13 +502,4 @@ mod tests {
         assert!(r.svg().starts_with("<svg"));
         assert!(r.json().contains("\"met\": true"));
     }
-}
-
-/// `{"kind": count, ...}` for a per-kind tally.
-fn kinds_json(kinds: &BTreeMap<String, f64>) -> String {
-    let kv: Vec<String> = kinds
-        .iter()
-        .map(|(k, v)| format!("\"{k}\": {v:.4}"))
-        .collect();
-    format!("{{{}}}", kv.join(", "))
 }
