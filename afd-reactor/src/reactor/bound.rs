@@ -13,6 +13,9 @@
 //! whatever its layered providers) instead of directly. It is never used to *skip* to a socket-direct poll, which would be wrong for
 //! a socket that is not associated with this port. (The reactor also ignores it when the value is
 //! still registered, since there a successful association is how a recycled handle is detected.)
+//! Because it cannot tell the old socket from a new one on the same value, the reactor caps how
+//! many live registrations may rest on it (`HINT_LIMIT`), so recycled values cannot pile new
+//! sockets onto the helper handle.
 //!
 //! Handle values are multiples of 4 and small in practice; one bit per possible value below
 //! `LIMIT` keeps 10,000 sockets in a few kilobytes. Larger values are not remembered (their

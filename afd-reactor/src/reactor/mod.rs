@@ -28,6 +28,13 @@ use waker::WakerShared;
 /// Teardown cancels this many polls between zero-timeout drains (see `shutdown`).
 const CANCEL_BATCH: usize = 64;
 
+/// At most this many live registrations are polled through the helper because their value is in
+/// `bound` (see there). The hint cannot tell the socket registered before from a new socket that
+/// got its value; without a cap, a server whose new sockets keep landing on recycled values would
+/// move them all onto the one helper handle, where (on Windows) a cancel costs more the more polls
+/// the handle holds (DESIGN-NOTES §3). Past the cap, `register` makes the association call again.
+const HINT_LIMIT: usize = 32;
+
 /// Something that can be registered: a socket.
 ///
 /// Implemented (on Windows) for every `T: AsSocket` — `TcpStream`, `TcpListener`, `UdpSocket`,
@@ -245,6 +252,8 @@ pub struct Reactor<K: Kernel> {
     by_socket: SockMap,
     /// Socket values whose association with the port was already attempted.
     bound: Bound,
+    /// Live registrations polled through the helper on the strength of `bound` alone.
+    hinted: usize,
     /// Slots whose poll needs a submit or cancel before the next dequeue: `(index, generation)`.
     updates: Vec<(u32, u64)>,
     entries: Vec<CompletionEntry>,
@@ -337,6 +346,7 @@ impl<K: Kernel> Reactor<K> {
             pool: Pool::default(),
             by_socket: SockMap::default(),
             bound: Bound::default(),
+            hinted: 0,
             updates: Vec::new(),
             entries: vec![CompletionEntry::zeroed(); config.batch],
             stash: VecDeque::new(),
@@ -484,7 +494,8 @@ impl<K: Kernel> Reactor<K> {
         // Associated (or found bound elsewhere) before: the association call would fail, and the
         // socket will be polled through the helper, which itself refuses a non-socket, so the
         // proof that the base is a socket can be skipped too. See `bound`.
-        let binding_known = registered.is_some() || !self.bound.contains(raw);
+        let binding_known =
+            registered.is_some() || self.hinted >= HINT_LIMIT || !self.bound.contains(raw);
         self.stats.nt.base_socket += 1;
         let base = self.kernel.base_socket(raw, binding_known)?;
         let index = self.pool.alloc()?;
@@ -552,6 +563,9 @@ impl<K: Kernel> Reactor<K> {
             return Err(status.into());
         }
         self.by_socket.insert(raw, index);
+        if !binding_known {
+            self.hinted += 1;
+        }
         Ok(())
     }
 
@@ -639,9 +653,17 @@ impl<K: Kernel> Reactor<K> {
     pub fn deregister<S: Source + ?Sized>(&mut self, socket: &S) -> io::Result<()> {
         self.check_running()?;
         let index = self.index_of(socket)?;
-        self.by_socket.remove(socket.raw_socket());
+        self.unmap(socket.raw_socket(), index);
         self.end_registration(index);
         Ok(())
+    }
+
+    /// Take registration `index` of `socket` out of the registration map.
+    fn unmap(&mut self, socket: RawSock, index: u32) {
+        self.by_socket.remove(socket);
+        if self.pool.meta(index).is_some_and(|m| !m.binding_known) {
+            self.hinted -= 1;
+        }
     }
 
     /// End registration `index` (already out of the registration map): free it now, or make it a
@@ -809,7 +831,7 @@ impl<K: Kernel> Reactor<K> {
         if meta.via == PollVia::Socket {
             meta.base = new_base;
         }
-        self.by_socket.remove(socket);
+        self.unmap(socket, index);
         self.end_registration(index);
         self.stats.closed_cleanups += 1;
     }
@@ -821,8 +843,9 @@ impl<K: Kernel> Reactor<K> {
             self.stats.zombies -= 1;
             self.stats.late_packets += 1;
         } else {
-            if self.by_socket.get(meta.socket) == Some(index) {
-                self.by_socket.remove(meta.socket);
+            let socket = meta.socket;
+            if self.by_socket.get(socket) == Some(index) {
+                self.unmap(socket, index);
             }
             self.stats.closed_cleanups += 1;
         }
@@ -1134,6 +1157,7 @@ impl<K: Kernel> Reactor<K> {
             //    Wine with 10,000 pending polls: 4.3 s before, 3.2 s after; the rest is Wine's
             //    per-completion cost, which closing the sockets pays as much. On Windows the
             //    drains merely start step 3 early.
+            self.hinted = 0;
             let mut live: Vec<(u32, u64)> = self
                 .by_socket
                 .drain_indices()
@@ -1226,5 +1250,42 @@ impl<K: Kernel> Drop for Reactor<K> {
         if self.stats.in_flight > 0 {
             self.pool.leak();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SimSocket;
+    use crate::kernel::sim::SimKernel;
+
+    /// Past `HINT_LIMIT` live hinted registrations, `register` makes the association call again;
+    /// ending hinted registrations makes room.
+    #[test]
+    fn the_association_hint_is_capped() {
+        let mut r = Reactor::with_kernel(SimKernel::new(7));
+        let n = HINT_LIMIT + 8;
+        let socks: Vec<SimSocket> = (0..n)
+            .map(|_| SimSocket(r.kernel().open_socket()))
+            .collect();
+        for (i, s) in socks.iter().enumerate() {
+            r.register(s, Token(i), Interest::READABLE).unwrap();
+            r.deregister(s).unwrap();
+        }
+        let associate = |r: &Reactor<SimKernel>| r.stats().nt.associate;
+        let before = associate(&r);
+        for (i, s) in socks.iter().enumerate() {
+            r.register(s, Token(i), Interest::READABLE).unwrap();
+        }
+        assert_eq!(r.hinted, HINT_LIMIT);
+        assert_eq!(associate(&r) - before, 8, "the ones past the cap asked");
+        r.deregister(&socks[0]).unwrap();
+        r.deregister(&socks[n - 1]).unwrap(); // not hinted: no room made
+        assert_eq!(r.hinted, HINT_LIMIT - 1);
+        let before = associate(&r);
+        r.register(&socks[0], Token(0), Interest::READABLE).unwrap();
+        assert_eq!((associate(&r) - before, r.hinted), (0, HINT_LIMIT));
+        r.shutdown().unwrap();
+        assert_eq!(r.hinted, 0);
     }
 }
