@@ -22,6 +22,9 @@ options:
   --conns A,B         connection counts (default 1000; 10,000 is slow under Wine:
                       ~60 echoes/s, so allow minutes per run)
   --in-flight N       messages outstanding at once (default 100)
+  --warmup S          echo seconds before each measured echo run, not counted (default 1)
+  --echo-only         only the echo workload (e.g. for --conns 10000, which does not fit
+                      the default run's time)
   --trace-echoes N    echoes in the short traced segment at 1,000 connections, scaled by
                       1000/conns (at least 100); the long segment is 3 times that (default 2000)
   --sockets N         registered sockets for churn/heap/teardown/idle (default 10000)
@@ -62,6 +65,8 @@ mod linux {
         secs: f64,
         conns: Vec<usize>,
         in_flight: usize,
+        warmup: f64,
+        echo_only: bool,
         trace_echoes: u64,
         sockets: usize,
         churn_ops: usize,
@@ -85,6 +90,8 @@ mod linux {
             // multi-second stalls, which does not fit the 15-minute budget (see the README).
             conns: vec![1000],
             in_flight: 100,
+            warmup: 1.0,
+            echo_only: false,
             trace_echoes: 2000,
             sockets: 10_000,
             churn_ops: 2000,
@@ -106,8 +113,13 @@ mod linux {
                     o.trace = false;
                     continue;
                 }
+                "--echo-only" => {
+                    o.echo_only = true;
+                    continue;
+                }
                 "--quick" => {
                     (o.rounds, o.secs, o.conns, o.in_flight) = (1, 1.0, vec![50, 200], 20);
+                    o.warmup = 0.2;
                     (o.trace_echoes, o.sockets, o.churn_ops) = (200, 300, 100);
                     (o.wakes, o.storm_wakes, o.idle_secs) = (100, 1000, 0.3);
                     continue;
@@ -131,6 +143,13 @@ mod linux {
                         .ok()
                         .filter(|s: &f64| *s > 0.0 && s.is_finite())
                         .ok_or_else(|| bad(format!("--secs {v:?}: want seconds")))?
+                }
+                "--warmup" => {
+                    o.warmup = v
+                        .parse()
+                        .ok()
+                        .filter(|s: &f64| *s >= 0.0 && s.is_finite())
+                        .ok_or_else(|| bad(format!("--warmup {v:?}: want seconds (0 or more)")))?
                 }
                 "--conns" => o.conns = v.split(',').map(count).collect::<io::Result<_>>()?,
                 "--in-flight" => o.in_flight = count(&v)?,
@@ -180,6 +199,7 @@ mod linux {
             exe,
             logs,
             in_flight: o.in_flight,
+            warmup: o.warmup,
             sockets: o.sockets,
             churn_ops: o.churn_ops,
             wakes: o.wakes,
@@ -197,6 +217,7 @@ mod linux {
             ("echo_secs".into(), o.secs.to_string()),
             ("connections".into(), format!("{:?}", o.conns)),
             ("in_flight".into(), o.in_flight.to_string()),
+            ("warmup_secs".into(), o.warmup.to_string()),
             ("message_bytes".into(), "64".into()),
             (
                 "trace_echoes".into(),
@@ -217,6 +238,8 @@ mod linux {
         ];
         let say = |msg: String| eprintln!("[bench {:>5.0}s] {msg}", begin.elapsed().as_secs_f64());
 
+        // The peerless workloads, unless only the echo is asked for.
+        let micro_systems: &[System] = if o.echo_only { &[] } else { &o.systems };
         // Start from a fresh (untraced) wineserver.
         kill_wineserver();
         for round in 1..=o.rounds {
@@ -238,7 +261,7 @@ mod linux {
                     );
                 }
             }
-            for &sys in &o.systems {
+            for &sys in micro_systems {
                 let f = env.micro(sys, None)?;
                 say(format!(
                     "round {round}/{}: micro on {sys}: churn {:.0} ops/s, teardown {:.0} ms, heap {:.1} B/socket",
@@ -293,7 +316,7 @@ mod linux {
                     r.kinds.entry(n).or_default().insert(sys, kinds);
                 }
             }
-            for &sys in &o.systems {
+            for &sys in micro_systems {
                 let f = env.micro(sys, Some(&tracer))?;
                 say(format!(
                     "traced micro on {sys}: storm {} packets, idle {:.2} req/s, churn {:.1} req/op",

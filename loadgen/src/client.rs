@@ -124,13 +124,16 @@ impl Session {
         Ok(segment)
     }
 
-    /// Closes every connection (plain close) and returns the figures of all segments together.
-    pub fn finish(self) -> Summary {
+    /// Closes every connection, a window at a time (see [`close_paced`]), and returns the
+    /// figures of all segments together.
+    pub fn finish(mut self) -> Summary {
         let open_at_end = self.open();
+        let deadline = Instant::now() + self.cfg.connect_timeout;
+        close_paced(&mut self.poll, &mut self.conns, deadline);
         let cfg = self.cfg;
         let secs = self.measured.as_secs_f64();
         let (errs, hist) = (self.errs, self.hist);
-        // Dropping a mio TcpStream closes the socket (and removes it from epoll).
+        // Whatever the server did not close in time: dropping a mio TcpStream closes it.
         drop(self.conns);
         Summary {
             addr: cfg.addr,
@@ -519,6 +522,85 @@ fn connect_all(
         })
         .collect();
     Ok((conns, took))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Close phase.
+
+/// Closes the connections at most `CONNECT_WINDOW` at a time: shut down the write half, wait
+/// for the server to close its side (end of stream), then close.
+///
+/// Closing 10,000 connections at once is cheap for a server on Linux or Windows, but under
+/// Wine it stalls wineserver for many minutes: every hung-up socket is reported to it again on
+/// each turn of its main loop, and each report walks the list of every pending AFD poll, so
+/// the server process that would read the end of stream and close gets almost no turn. Pacing
+/// the close the way the connect phase is paced keeps the tail of a run short. Connections the
+/// server has not closed by `deadline` are left in `conns` (the caller drops them).
+fn close_paced(poll: &mut Poll, conns: &mut [Option<Conn>], deadline: Instant) {
+    let mut waiting = (0..conns.len())
+        .filter(|&i| conns[i].is_some())
+        .collect::<VecDeque<_>>();
+    let total = waiting.len();
+    // Connections whose write half is shut, waiting for the server's end of stream.
+    let mut shut = vec![false; conns.len()];
+    let mut in_window = 0usize;
+    let mut closed = 0usize;
+    let mut events = Events::with_capacity(1024);
+    let mut ticker = Ticker::new(Instant::now());
+    let mut sink = [0u8; 4096];
+    // Reads what is left; true once the server has closed (end of stream, or the connection
+    // is gone), false while it has not (`WouldBlock`: an edge-triggered event will come).
+    let mut server_done = |conn: &mut Conn| loop {
+        match conn.stream.read(&mut sink) {
+            Ok(0) => break true,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break true,
+        }
+    };
+    while closed < total {
+        while in_window < CONNECT_WINDOW {
+            let Some(i) = waiting.pop_front() else {
+                break;
+            };
+            let Some(conn) = conns[i].as_mut() else {
+                continue;
+            };
+            if conn.stream.shutdown(std::net::Shutdown::Write).is_err() || server_done(conn) {
+                conns[i] = None;
+                closed += 1;
+            } else {
+                shut[i] = true;
+                in_window += 1;
+            }
+        }
+        if closed == total || Instant::now() >= deadline {
+            break;
+        }
+        // A failed wait ends the pacing early; the caller closes the rest at once.
+        if poll_events(poll, &mut events, deadline.min(ticker.next)).is_err() {
+            break;
+        }
+        for event in events.iter() {
+            let i = event.token().0;
+            if !shut.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            if let Some(conn) = conns[i].as_mut()
+                && server_done(conn)
+            {
+                conns[i] = None;
+                shut[i] = false;
+                in_window -= 1;
+                closed += 1;
+            }
+        }
+        if ticker.due() {
+            ticker.show(&format!("closing: {closed}/{total} closed by the server"));
+        }
+    }
+    ticker.end_line();
 }
 
 // ---------------------------------------------------------------------------------------------

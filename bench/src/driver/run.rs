@@ -15,6 +15,8 @@ pub struct Env {
     pub exe: PathBuf,
     pub logs: PathBuf,
     pub in_flight: usize,
+    /// Seconds of echo run before each measured echo segment (not counted).
+    pub warmup: f64,
     pub sockets: usize,
     pub churn_ops: usize,
     pub wakes: usize,
@@ -50,6 +52,10 @@ impl Env {
         let mut server = self.start(system, "echo", &[])?;
         let addr = ready(&mut server)?;
         let mut session = Session::connect(self.load(addr, connections))?;
+        // Right after 10,000 connects, Wine takes seconds to settle: measure after a warm-up.
+        if self.warmup > 0.0 {
+            session.run(Stop::After(Duration::from_secs_f64(self.warmup)))?;
+        }
         let seg = session.run(Stop::After(Duration::from_secs_f64(secs)))?;
         let summary = session.finish();
         let done = expect(&mut server, "echo", Duration::from_secs(300))?;
