@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::windows::io::AsSocket;
-use std::sync::{PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Tests run in parallel threads of one process, and Wine hands a new handle the lowest free
 /// value: a socket closed by one test is the next socket another test opens. Opening sockets
@@ -21,10 +21,17 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 /// exclusively, from the close until it has tried to register the value.
 static OPENING_SOCKETS: RwLock<()> = RwLock::new(());
 
+// A test that panicked while holding the lock poisoned nothing it guards: ignore poisoning.
 fn may_open_sockets() -> RwLockReadGuard<'static, ()> {
-    // A test that panicked while holding it poisoned nothing the lock guards.
     OPENING_SOCKETS
         .read()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+/// While the guard lives, no test (this one included) opens a socket or a reactor handle.
+fn no_new_sockets() -> RwLockWriteGuard<'static, ()> {
+    OPENING_SOCKETS
+        .write()
         .unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -138,11 +145,9 @@ impl<const HELPER: bool> Harness for NtHarness<HELPER> {
     fn closed_socket_value(&mut self) -> (u64, Box<dyn std::any::Any>) {
         let s = self.socket();
         let raw = s.raw_socket();
-        let no_new_sockets = OPENING_SOCKETS
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let guard = no_new_sockets();
         self.close(s);
-        (raw, Box::new(no_new_sockets))
+        (raw, Box::new(guard))
     }
 
     fn churn_rounds(&self) -> usize {
@@ -191,9 +196,7 @@ fn a_known_value_reused_by_a_non_socket_is_refused<const HELPER: bool>() {
         .unwrap();
     h.reactor().deregister(&s).unwrap();
     let value = s.raw_socket();
-    let no_new_sockets = OPENING_SOCKETS
-        .write()
-        .unwrap_or_else(PoisonError::into_inner);
+    let guard = no_new_sockets();
     h.close(s);
     // Wine hands out the lowest free value: one of these two events most likely gets it. Whether
     // or not, the value is now closed or names something that is not a socket.
@@ -208,7 +211,7 @@ fn a_known_value_reused_by_a_non_socket_is_refused<const HELPER: bool>() {
         Ok(()) => panic!("{value:#x} (reused by an event: {reused}) was registered"),
         Err(e) => e,
     };
-    drop(no_new_sockets);
+    drop(guard);
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
     assert!(e.to_string().contains("not a socket"), "{e}");
     let st = h.reactor().stats();

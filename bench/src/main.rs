@@ -19,8 +19,8 @@ Runs each system in turn (A B C ... A B C ..., several rounds) through:
 options:
   --rounds N          rounds of the timed workloads (default 3)
   --secs S            measuring time of each echo run (default 2)
-  --conns A,B         connection counts (default 1000; 10,000 is slow under Wine:
-                      ~60 echoes/s, so allow minutes per run)
+  --conns A,B         connection counts (default 1000; with 10,000 each run takes ~35 s
+                      under Wine, mostly connecting, so use it with --echo-only)
   --in-flight N       messages outstanding at once (default 100)
   --warmup S          echo seconds before each measured echo run, not counted (default 1)
   --echo-only         only the echo workload (e.g. for --conns 10000, which does not fit
@@ -86,8 +86,8 @@ mod linux {
         let mut o = Opts {
             rounds: 3,
             secs: 2.0,
-            // 10,000 works (`--conns 1000,10000`) but under Wine it runs at ~60 echoes/s with
-            // multi-second stalls, which does not fit the 15-minute budget (see the README).
+            // 10,000 works (`--conns 10000 --echo-only`, ~12 minutes for 3 rounds) but does not
+            // fit the default run's 15-minute budget too (see the README).
             conns: vec![1000],
             in_flight: 100,
             warmup: 1.0,
@@ -169,6 +169,15 @@ mod linux {
             }
         }
         Ok(o)
+    }
+
+    /// The per-kind request counts among `f`'s figures named `prefix` + kind (rounded-away
+    /// kinds, below 0.01 per event, left out).
+    fn by_kind(f: &Figures, prefix: &str) -> BTreeMap<String, f64> {
+        f.iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), *v)))
+            .filter(|(_, v)| v.abs() >= 0.01)
+            .collect()
     }
 
     /// Keeps the figures of one run under `prefix_size` names.
@@ -308,12 +317,10 @@ mod linux {
                         sys,
                         f["requests_per_echo"],
                     );
-                    let kinds = f
-                        .iter()
-                        .filter_map(|(k, v)| Some((k.strip_prefix("kind.")?.to_string(), *v)))
-                        .filter(|(_, v)| v.abs() >= 0.01)
-                        .collect();
-                    r.kinds.entry(n).or_default().insert(sys, kinds);
+                    r.kinds
+                        .entry(n)
+                        .or_default()
+                        .insert(sys, by_kind(&f, "kind."));
                 }
             }
             for &sys in micro_systems {
@@ -325,11 +332,7 @@ mod linux {
                     f.get("idle_requests_per_sec").copied().unwrap_or(f64::NAN),
                     f.get("churn_requests_per_op").copied().unwrap_or(f64::NAN),
                 ));
-                let churn_kinds: BTreeMap<String, f64> = f
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.strip_prefix("churn_kind.")?.to_string(), *v)))
-                    .filter(|(_, v)| v.abs() >= 0.01)
-                    .collect();
+                let churn_kinds = by_kind(&f, "churn_kind.");
                 let listed: Vec<String> = churn_kinds
                     .iter()
                     .map(|(k, v)| format!("{k} {v:.2}"))

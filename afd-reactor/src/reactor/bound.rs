@@ -8,10 +8,10 @@
 //! under Wine): the helper poll refuses a non-socket, and the proof is made only then, to word the
 //! error.
 //!
-//! The set is only a hint, and it is safe to be wrong in one direction: when the value is closed and
-//! reused by a new socket, that socket is polled through the helper (which works for every socket,
-//! whatever its layered providers) instead of directly. It is never used to *skip* to a socket-direct poll, which would be wrong for
-//! a socket that is not associated with this port. (The reactor also ignores it when the value is
+//! The set is only a hint, and it is safe to be wrong in one direction: when the value is closed
+//! and reused by a new socket, that socket is polled through the helper (which works for every
+//! socket, whatever its layered providers) instead of directly. It is never used to *skip* to a
+//! socket-direct poll, which would be wrong for a socket that is not associated with this port. (The reactor also ignores it when the value is
 //! still registered, since there a successful association is how a recycled handle is detected.)
 //! Because it cannot tell the old socket from a new one on the same value, the reactor caps how
 //! many live registrations may rest on it (`HINT_LIMIT`), so recycled values cannot pile new

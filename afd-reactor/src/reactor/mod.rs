@@ -440,8 +440,8 @@ impl<K: Kernel> Reactor<K> {
     /// and submits the first poll: events can arrive from the next [`poll`](Self::poll). A socket
     /// that is already bound to another completion port (another runtime, overlapped I/O, or an
     /// earlier registration with this reactor) is polled through the reactor's `\Device\Afd`
-    /// helper handle instead — transparently. The reactor remembers the base handle values it has
-    /// tried to associate, so registering a socket again costs no association call; a new socket
+    /// helper handle instead — transparently. The reactor remembers the socket values whose
+    /// association it has tried, so registering a socket again costs no association call; a new socket
     /// that later gets one of those values is polled through the helper as well.
     ///
     /// Deregister before closing the socket. If it is closed while registered anyway, its pending

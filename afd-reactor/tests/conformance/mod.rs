@@ -112,6 +112,19 @@ pub fn settle_zombies<H: Harness>(h: &mut H) {
     }
 }
 
+/// Closes `old` and opens a new socket; returns it and whether it got `old`'s handle value
+/// (always, on a harness that reuses values at once).
+fn close_and_open_another<H: Harness>(h: &mut H, old: H::Sock) -> (H::Sock, bool) {
+    let old_value = old.raw_socket();
+    h.close(old);
+    let new = h.socket();
+    let reused = new.raw_socket() == old_value;
+    if h.reuses_handles_at_once() {
+        assert!(reused, "the sim recycles handle values at once");
+    }
+    (new, reused)
+}
+
 const A: Token = Token(1);
 const B: Token = Token(2);
 const C: Token = Token(3);
@@ -320,13 +333,7 @@ pub fn recycled_handle_with_old_packet_still_queued<H: Harness>() {
     h.make_readable(&old); // the old poll completes: its packet is (or will be) queued
     std::thread::sleep(Duration::from_millis(20));
     h.reactor().deregister(&old).unwrap();
-    let old_value = old.raw_socket();
-    h.close(old);
-    let new = h.socket();
-    let reused = new.raw_socket() == old_value;
-    if h.reuses_handles_at_once() {
-        assert!(reused, "the sim recycles handle values at once");
-    }
+    let (new, reused) = close_and_open_another(&mut h, old);
     eprintln!("handle value reused by the new socket: {reused}");
     h.reactor().register(&new, B, Interest::READABLE).unwrap();
     let q = h.quiet();
@@ -472,12 +479,7 @@ pub fn a_new_socket_on_a_known_value_registered_twice_is_already_exists<H: Harne
     let old = h.socket();
     h.reactor().register(&old, A, Interest::READABLE).unwrap();
     h.reactor().deregister(&old).unwrap();
-    let old_value = old.raw_socket();
-    h.close(old);
-    let new = h.socket();
-    if h.reuses_handles_at_once() {
-        assert_eq!(new.raw_socket(), old_value);
-    }
+    let (new, _) = close_and_open_another(&mut h, old);
     h.reactor().register(&new, B, Interest::READABLE).unwrap();
     let e = h
         .reactor()
@@ -499,12 +501,7 @@ pub fn closing_a_socket_registered_again_then_reusing_its_value<H: Harness>() {
     h.reactor().deregister(&old).unwrap();
     h.reactor().register(&old, B, Interest::READABLE).unwrap();
     assert_no_event_for(&mut h, B); // its poll is pending
-    let old_value = old.raw_socket();
-    h.close(old);
-    let new = h.socket();
-    if h.reuses_handles_at_once() {
-        assert_eq!(new.raw_socket(), old_value);
-    }
+    let (new, _) = close_and_open_another(&mut h, old);
     h.reactor().register(&new, C, Interest::READABLE).unwrap();
     h.make_readable(&new);
     assert!(wait_for(&mut h, C).is_readable());
