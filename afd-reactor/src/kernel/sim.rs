@@ -248,6 +248,16 @@ pub struct SimStats {
     pub dequeue_errors: u64,
     /// Spurious completions (the `spurious` fault and [`SimKernel::complete_all_spuriously`]).
     pub spurious_completions: u64,
+    /// Associations of a socket that a layered provider owns (a handle of [`Kind::Layered`]
+    /// stands above it): each one breaks the provider's own I/O, whose completions then reach
+    /// this port.
+    pub provider_bases_associated: u64,
+    /// The most polls one helper handle held at once.
+    pub max_helper_polls: u64,
+    /// Requests cancelled from outside the reactor ([`SimKernel::cancel_io`]).
+    pub external_cancels: u64,
+    /// Posts that failed on purpose ([`SimKernel::fail_posts`]).
+    pub failed_posts: u64,
 }
 
 /// What a handle's object is associated with.
@@ -277,6 +287,13 @@ struct Packet {
 struct PortState {
     packets: VecDeque<Packet>,
     posts: u64,
+    /// Wake posts still to fail ([`SimKernel::fail_posts`]).
+    fail_posts: u32,
+    failed_posts: u64,
+    /// While true, wake posts wait ([`SimKernel::hold_posts`]).
+    hold_posts: bool,
+    /// Wake posts waiting now.
+    posts_waiting: usize,
 }
 
 /// The completion port: shared with every poster.
@@ -284,6 +301,8 @@ struct PortState {
 struct Port {
     state: Mutex<PortState>,
     ready: Condvar,
+    /// Signalled when held posts are released.
+    released: Condvar,
 }
 
 impl Port {
@@ -329,6 +348,26 @@ impl Port {
 
 impl Post for SimPoster {
     fn post_wake(&self, apc_context: usize) -> io::Result<()> {
+        let mut state = self.port.lock();
+        if state.hold_posts {
+            state.posts_waiting += 1;
+            self.port.ready.notify_all();
+            while state.hold_posts {
+                state = self
+                    .port
+                    .released
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            state.posts_waiting -= 1;
+        }
+        if state.fail_posts > 0 {
+            state.fail_posts -= 1;
+            state.failed_posts += 1;
+            let status = NtStatus::INSUFFICIENT_RESOURCES;
+            return Err(io::Error::new(status.error_kind(), NtStatusError(status)));
+        }
+        drop(state);
         self.port.post(crate::kernel::WAKE_KEY, apc_context);
         Ok(())
     }
@@ -356,6 +395,9 @@ struct Object {
     assoc: Association,
     base_handle_fails: bool,
     bsp_fails: bool,
+    /// `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`: a poll issued on it that completes at once queues
+    /// no packet.
+    skip_on_success: bool,
 }
 
 /// The object a request was issued on.
@@ -403,6 +445,10 @@ struct SimState {
     by_polled: BTreeMap<ObjId, BTreeSet<u64>>,
     by_issuer: BTreeMap<Issuer, BTreeSet<u64>>,
     stats: SimStats,
+    /// Dequeues still to fail ([`SimKernel::fail_dequeues`]).
+    fail_dequeues: u32,
+    /// Real time each dequeue takes before looking at the queue ([`SimKernel::set_dequeue_delay`]).
+    dequeue_delay: Duration,
 }
 
 impl SimState {
@@ -426,6 +472,8 @@ impl SimState {
             by_polled: BTreeMap::new(),
             by_issuer: BTreeMap::new(),
             stats: SimStats::default(),
+            fail_dequeues: 0,
+            dequeue_delay: Duration::ZERO,
         }
     }
 
@@ -512,6 +560,23 @@ impl SimState {
         self.set_level(id, level);
     }
 
+    pub fn cancel_io(&mut self, s: RawSock) -> usize {
+        let Some(&id) = self.handles.get(&s) else {
+            panic!("cancel_io: handle {s:#x} is not open");
+        };
+        let seqs: Vec<u64> = self
+            .by_issuer
+            .get(&Issuer::Object(id))
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default();
+        for &seq in &seqs {
+            let req = self.take(seq);
+            self.stats.external_cancels += 1;
+            self.finish(req, NtStatus::CANCELLED, Outcome::Untouched);
+        }
+        seqs.len()
+    }
+
     pub fn complete_all_spuriously(&mut self) -> usize {
         let seqs: Vec<u64> = self.pending.keys().copied().collect();
         for &seq in &seqs {
@@ -553,8 +618,10 @@ impl SimState {
     }
 
     pub fn stats(&self) -> SimStats {
+        let port = self.port.lock();
         SimStats {
-            posts: self.port.lock().posts,
+            posts: port.posts,
+            failed_posts: port.failed_posts,
             ..self.stats
         }
     }
@@ -597,6 +664,7 @@ impl SimState {
                 assoc: Association::None,
                 base_handle_fails,
                 bsp_fails: false,
+                skip_on_success: false,
             },
         );
         self.handles.insert(handle, id);
@@ -643,6 +711,13 @@ impl SimState {
             ));
         }
         obj.assoc = assoc;
+        let owned_by_provider = self
+            .objects
+            .values()
+            .any(|o| o.kind == Kind::Layered { base: id });
+        if owned_by_provider && matches!(assoc, Association::This { .. }) {
+            self.stats.provider_bases_associated += 1;
+        }
         Ok(())
     }
 
@@ -674,14 +749,14 @@ impl SimState {
         req
     }
 
-    /// Complete a request already removed from the tables: write its block, then route its
-    /// packet. The block is never touched again.
-    fn finish(&mut self, req: Request, status: NtStatus, outcome: Outcome) {
+    /// Write a completed request's result into its block (never touched again afterwards).
+    fn write_block(&self, req: &Request, status: NtStatus, outcome: Outcome) {
         let p = req.block.as_ptr();
         // SAFETY: the Kernel memory contract: from a successful `submit_poll` until its packet is
-        // dequeued the block is valid for writes, does not move and is not accessed by the
-        // caller. This request was pending until `take` just now, so no packet for it exists yet.
-        // The writes go through the raw pointer and create no references.
+        // dequeued (or the submit returned a completed-at-once success) the block is valid for
+        // writes, does not move and is not accessed by the caller. This request was pending until
+        // `take` just now, so no packet for it exists yet. The writes go through the raw pointer
+        // and create no references.
         unsafe {
             if let Outcome::Events(events) = outcome {
                 if events.is_empty() {
@@ -701,6 +776,13 @@ impl SimState {
                 information: 0,
             });
         }
+    }
+
+    /// Complete a request already removed from the tables: write its block, then route its
+    /// packet. The block is never touched again.
+    fn finish(&mut self, req: Request, status: NtStatus, outcome: Outcome) {
+        let p = req.block.as_ptr();
+        self.write_block(&req, status, outcome);
         self.stats.polls_completed += 1;
         if status == NtStatus::CANCELLED {
             self.stats.polls_cancelled += 1;
@@ -873,12 +955,26 @@ impl SimState {
         self.by_polled.entry(polled).or_default().insert(seq);
         self.by_issuer.entry(issuer).or_default().insert(seq);
         self.stats.polls_submitted += 1;
+        if issuer == Issuer::Helper {
+            let held = self.by_issuer[&issuer].len() as u64;
+            self.stats.max_helper_polls = self.stats.max_helper_polls.max(held);
+        }
 
         let events = self.objects[&polled].readiness & requested;
         if events.is_empty() {
             return NtStatus::PENDING;
         }
         let req = self.take(seq);
+        let skips = match issuer {
+            Issuer::Object(id) => self.objects[&id].skip_on_success,
+            Issuer::Helper => false,
+        };
+        if skips {
+            // FILE_SKIP_COMPLETION_PORT_ON_SUCCESS: the result is written, no packet is queued.
+            self.write_block(&req, NtStatus::SUCCESS, Outcome::Events(events));
+            self.stats.polls_completed += 1;
+            return NtStatus::SUCCESS;
+        }
         self.finish(req, NtStatus::SUCCESS, Outcome::Events(events));
         if self.rng.chance(self.faults.sync_success) {
             self.stats.sync_successes += 1;
@@ -923,6 +1019,15 @@ impl SimState {
                 io::ErrorKind::InvalidInput,
                 "dequeue into an empty buffer",
             ));
+        }
+        if !self.dequeue_delay.is_zero() {
+            std::thread::sleep(self.dequeue_delay);
+        }
+        if self.fail_dequeues > 0 {
+            self.fail_dequeues -= 1;
+            self.stats.dequeue_errors += 1;
+            let status = NtStatus::INSUFFICIENT_RESOURCES;
+            return Err(io::Error::new(status.error_kind(), NtStatusError(status)));
         }
         if !self.pending.is_empty() && self.rng.chance(self.faults.spurious) {
             let k = self.rng.below(self.pending.len() as u64) as usize;
@@ -1126,6 +1231,58 @@ impl SimKernel {
     /// superseding exclusive poll would); returns how many.
     pub fn complete_all_spuriously(&self) -> usize {
         self.state.borrow_mut().complete_all_spuriously()
+    }
+
+    /// Cancel every pending request issued on `s`'s object, as a user's `CancelIoEx(s, NULL)`
+    /// (or `NtCancelIoFile`) would: each completes with `STATUS_CANCELLED`. Polls issued through
+    /// the helper are not touched (they were issued on another handle). Returns how many.
+    ///
+    /// # Panics
+    /// If `s` is not open.
+    pub fn cancel_io(&self, s: RawSock) -> usize {
+        self.state.borrow_mut().cancel_io(s)
+    }
+
+    /// Make the next `n` dequeues fail with `STATUS_INSUFFICIENT_RESOURCES`, removing nothing.
+    pub fn fail_dequeues(&self, n: u32) {
+        self.state.borrow_mut().fail_dequeues = n;
+    }
+
+    /// Make every dequeue first sleep `delay` in real time (a slow kernel call).
+    pub fn set_dequeue_delay(&self, delay: Duration) {
+        self.state.borrow_mut().dequeue_delay = delay;
+    }
+
+    /// Make the next `n` wake posts fail with `STATUS_INSUFFICIENT_RESOURCES` (from any thread).
+    pub fn fail_posts(&self, n: u32) {
+        self.state.borrow().port.lock().fail_posts = n;
+    }
+
+    /// While `hold` is true, wake posts (from any thread) wait inside the post call; setting it
+    /// false lets them go on (and fail, if [`SimKernel::fail_posts`] says so).
+    pub fn hold_posts(&self, hold: bool) {
+        let state = self.state.borrow();
+        state.port.lock().hold_posts = hold;
+        if !hold {
+            state.port.released.notify_all();
+        }
+    }
+
+    /// Wake posts waiting inside a held post call now.
+    pub fn posts_waiting(&self) -> usize {
+        self.state.borrow().port.lock().posts_waiting
+    }
+
+    /// Set `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS` on `s`'s object, as its owner may do before
+    /// lending it: a poll issued on it that completes at once then queues no packet.
+    ///
+    /// # Panics
+    /// If `s` is not open.
+    pub fn set_skip_on_success(&self, s: RawSock) {
+        self.state
+            .borrow_mut()
+            .object_mut(s, "set_skip_on_success")
+            .skip_on_success = true;
     }
 
     /// Requests the kernel still holds (submitted, not yet completed).

@@ -168,6 +168,8 @@ pub struct Stats {
     pub slots: usize,
     /// Live timers.
     pub timers: usize,
+    /// Wakers the reactor holds (one per token asked for with [`Reactor::waker`]).
+    pub wakers: usize,
     /// NT calls by kind.
     pub nt: NtCalls,
     /// Packets dequeued.
@@ -390,6 +392,7 @@ impl<K: Kernel> Reactor<K> {
         s.registered = self.by_socket.len();
         s.slots = self.pool.len();
         s.timers = self.timers.len();
+        s.wakers = self.wakers.len();
         for w in &self.wakers {
             s.nt.post += w.posts.load(Ordering::Relaxed);
             s.wakes += w.calls.load(Ordering::Relaxed);
