@@ -15,6 +15,7 @@
 //!   in edge mode, the ones already reported) plus `CONNECT_FAIL | LOCAL_CLOSE`.
 
 use crate::afd::{NtStatus, PollEvents};
+use crate::kernel::Submitted;
 
 /// Events every poll requests whatever the interest: a failed connect must wake the user, and a
 /// socket closed without deregistering must be noticed (DESIGN-NOTES §3).
@@ -88,6 +89,11 @@ pub enum Completed {
     /// The registration is over (zombie drained, or its socket closed): free the slot, deliver
     /// nothing.
     Free,
+    /// The poll ended in a way nobody here asked for (a cancel from outside, such as the user's
+    /// `CancelIoEx`, or a failure): the registration is disarmed until `reregister`, and the
+    /// caller reports it once as an error event. Re-arming on the handle could land on a socket
+    /// the user is about to close.
+    Interrupted,
 }
 
 /// What deregistering asks of the reactor.
@@ -107,6 +113,13 @@ const fn socket_gone(status: NtStatus) -> bool {
         status,
         NtStatus::INVALID_HANDLE | NtStatus::OBJECT_TYPE_MISMATCH
     )
+}
+
+/// True for completion statuses that mean the handle the poll was issued on was closed: the
+/// registered value must not be called on again (Wine completes a poll with
+/// `STATUS_HANDLES_CLOSED` when its issuing handle closes while the socket lives on).
+const fn closed_under_the_poll(status: NtStatus) -> bool {
+    socket_gone(status) || status.0 == NtStatus::HANDLES_CLOSED.0
 }
 
 /// One registration's state machine.
@@ -160,27 +173,29 @@ impl Machine {
         }
     }
 
-    /// The result of submitting a poll for `mask`. Returns false if the submit failed (an
-    /// error-severity status) and the machine stayed idle: no packet will come.
+    /// The result of submitting a poll for `mask`. Returns false if the kernel refused it and the
+    /// machine stayed idle. After [`Submitted::Completed`] the poll is pending until the caller
+    /// reports its result with [`Machine::on_completion`] (it already holds it; no packet comes).
     ///
-    /// A handle that is no longer a socket (`INVALID_HANDLE`, or `OBJECT_TYPE_MISMATCH` when the
-    /// value now names another kind of object) means the socket is gone. Any other failure
-    /// disarms the registration until `reregister`, so a persistent failure cannot spin; the
-    /// reactor reports it once as an error event.
-    pub fn on_submitted(&mut self, mask: PollEvents, status: NtStatus) -> bool {
+    /// A refusal because the handle is no longer a socket (`INVALID_HANDLE`, or
+    /// `OBJECT_TYPE_MISMATCH` when the value now names another kind of object) means the socket is
+    /// gone. Any other refusal disarms the registration until `reregister`, so a persistent
+    /// failure cannot spin; the reactor reports it once as an error event.
+    pub fn on_submitted(&mut self, mask: PollEvents, outcome: Submitted) -> bool {
         debug_assert!(matches!(self.poll, PollState::Idle));
-        // Any status that is not an error (success, informational, or a warning such as Wine's
-        // STATUS_HANDLES_CLOSED) means the request was queued and its packet will come.
-        if !status.is_error() {
-            self.poll = PollState::Pending { mask };
-            true
-        } else {
-            if socket_gone(status) {
-                self.closed = true;
-            } else {
-                self.armed = false;
+        match outcome {
+            Submitted::Queued | Submitted::Completed => {
+                self.poll = PollState::Pending { mask };
+                true
             }
-            false
+            Submitted::Refused(status) => {
+                if socket_gone(status) {
+                    self.closed = true;
+                } else {
+                    self.armed = false;
+                }
+                false
+            }
         }
     }
 
@@ -222,12 +237,19 @@ impl Machine {
     /// stale and never reaches here).
     pub fn on_completion(&mut self, status: NtStatus, reported: PollEvents) -> Completed {
         debug_assert!(self.poll.in_flight());
+        let asked = matches!(self.poll, PollState::Cancelling { .. });
         self.poll = PollState::Idle;
         let reported = if status.is_success() {
             reported
         } else {
             // Cancelled, handles closed (Wine), or a failure: the buffer holds no answer.
-            self.closed |= socket_gone(status);
+            self.closed |= closed_under_the_poll(status);
+            if !asked && !self.closed && matches!(self.life, Life::Active) {
+                // Not our cancel: the user's CancelIoEx (often just before a close), or a
+                // failure. Never re-arm blindly on the handle.
+                self.armed = false;
+                return Completed::Interrupted;
+            }
             PollEvents::NONE
         };
         if reported.contains(PollEvents::LOCAL_CLOSE) {
@@ -265,7 +287,7 @@ mod tests {
         let Update::Submit(mask) = m.update() else {
             panic!("a new registration submits")
         };
-        assert!(m.on_submitted(mask, NtStatus::PENDING));
+        assert!(m.on_submitted(mask, Submitted::Queued));
         m
     }
 
@@ -300,7 +322,8 @@ mod tests {
         );
         assert_eq!(
             m.on_completion(NtStatus::CANCELLED, PollEvents::NONE),
-            Completed::Deliver(PollEvents::NONE)
+            Completed::Deliver(PollEvents::NONE),
+            "our own cancel: re-armed quietly"
         );
         assert_eq!(
             m.update(),
@@ -348,7 +371,7 @@ mod tests {
             Update::Submit(R | ALWAYS),
             "writable not re-armed"
         );
-        assert!(m.on_submitted(R | ALWAYS, NtStatus::PENDING));
+        assert!(m.on_submitted(R | ALWAYS, Submitted::Queued));
         assert_eq!(m.on_completion(NtStatus::SUCCESS, R), Completed::Deliver(R));
         assert_eq!(m.update(), Update::Submit(ALWAYS));
         m.on_reregister(R | S, Mode::Edge);
@@ -401,13 +424,30 @@ mod tests {
     }
 
     #[test]
-    fn wine_handles_closed_and_cancelled_read_no_events() {
+    fn a_closed_issuing_handle_ends_the_registration_without_reading_the_buffer() {
         let mut m = armed(R, Mode::Level);
-        // The buffer after cancel still holds the requested mask (Wine): it must not be read.
+        // Wine: the handle the poll was issued on was closed. The buffer still holds the
+        // requested mask: it must not be read, and the value must not be polled again.
         assert_eq!(
             m.on_completion(NtStatus::HANDLES_CLOSED, R),
-            Completed::Deliver(PollEvents::NONE)
+            Completed::Free
         );
+        assert!(m.closed);
+    }
+
+    #[test]
+    fn a_cancel_nobody_asked_for_disarms_until_reregister() {
+        for status in [NtStatus::CANCELLED, NtStatus::INSUFFICIENT_RESOURCES] {
+            let mut m = armed(R, Mode::Level);
+            assert_eq!(m.on_completion(status, R), Completed::Interrupted);
+            assert_eq!(m.update(), Update::Nothing, "{status}: not re-armed");
+            m.on_reregister(R, Mode::Level);
+            assert_eq!(m.update(), Update::Submit(R | ALWAYS), "{status}");
+        }
+        // A zombie's poll ends the same way whoever cancelled it.
+        let mut m = armed(R, Mode::Level);
+        m.life = Life::Zombie;
+        assert_eq!(m.on_completion(NtStatus::CANCELLED, R), Completed::Free);
     }
 
     #[test]
@@ -434,16 +474,20 @@ mod tests {
     }
 
     #[test]
-    fn a_warning_from_submit_means_a_packet_will_come() {
+    fn a_poll_completed_at_submit_is_pending_until_its_result_is_reported() {
         let mut m = Machine::new(R, Mode::Level);
-        assert!(m.on_submitted(R | ALWAYS, NtStatus::HANDLES_CLOSED));
+        assert!(m.on_submitted(R | ALWAYS, Submitted::Completed));
         assert!(m.poll.in_flight());
+        assert_eq!(m.on_completion(NtStatus::SUCCESS, R), Completed::Deliver(R));
     }
 
     #[test]
     fn failed_submit_disarms_until_reregister() {
         let mut m = Machine::new(R, Mode::Level);
-        assert!(!m.on_submitted(R | ALWAYS, NtStatus::INSUFFICIENT_RESOURCES));
+        assert!(!m.on_submitted(
+            R | ALWAYS,
+            Submitted::Refused(NtStatus::INSUFFICIENT_RESOURCES)
+        ));
         assert_eq!(m.poll, PollState::Idle);
         assert_eq!(m.update(), Update::Nothing, "no retry loop");
         m.on_reregister(R, Mode::Level);
@@ -454,16 +498,9 @@ mod tests {
     fn a_handle_that_is_no_longer_a_socket_means_closed() {
         for status in [NtStatus::INVALID_HANDLE, NtStatus::OBJECT_TYPE_MISMATCH] {
             let mut m = Machine::new(R, Mode::Level);
-            assert!(!m.on_submitted(R | ALWAYS, status));
+            assert!(!m.on_submitted(R | ALWAYS, Submitted::Refused(status)));
             assert!(m.closed);
             assert_eq!(m.update(), Update::Nothing);
         }
-    }
-
-    #[test]
-    fn synchronous_success_is_pending_until_its_packet() {
-        let mut m = Machine::new(R, Mode::Level);
-        assert!(m.on_submitted(R | ALWAYS, NtStatus::SUCCESS));
-        assert!(m.poll.in_flight());
     }
 }

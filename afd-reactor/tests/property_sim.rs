@@ -134,7 +134,7 @@ impl Run {
         let faults = Faults {
             reorder: rng.below(400) as u16,
             cancel_race: rng.below(500) as u16,
-            sync_success: rng.below(500) as u16,
+            no_skip: rng.below(300) as u16,
             submit_failure: rng.below(100) as u16,
             dequeue_error: rng.below(60) as u16,
             spurious: rng.below(100) as u16,
@@ -664,7 +664,8 @@ fn random_schedules_keep_every_invariant() {
         let (a, b) = (&mut all.sim, t.sim);
         a.reorders += b.reorders;
         a.cancel_races += b.cancel_races;
-        a.sync_successes += b.sync_successes;
+        a.no_skips += b.no_skips;
+        a.completed_at_submit += b.completed_at_submit;
         a.submit_failures += b.submit_failures;
         a.dequeue_errors += b.dequeue_errors;
         a.spurious_completions += b.spurious_completions;
@@ -685,12 +686,12 @@ fn random_schedules_keep_every_invariant() {
     );
     let s = &all.sim;
     println!(
-        "faults injected: reorder {}, cancel race {}, synchronous success {}, submit failure {}, \
+        "faults injected: reorder {}, cancel race {}, completed at submit {}, submit failure {}, \
          dequeue error {}, spurious completion {}, handle reuse {}, slot reuse {}, \
          LOCAL_CLOSE {}; polls submitted {}, cancelled {}, lost {}",
         s.reorders,
         s.cancel_races,
-        s.sync_successes,
+        s.completed_at_submit,
         s.submit_failures,
         s.dequeue_errors,
         s.spurious_completions,

@@ -2,20 +2,30 @@
 //!
 //! Two implementations sit beside this file:
 //! - `nt` (Windows only): the real calls, through the crate's `nt` layer;
-//! - [`sim`] (every platform): a deterministic, seeded simulation with fault injection, used to
-//!   force every race natively on Linux and under Miri.
+//! - `sim` (every platform, feature `test-rig`): a deterministic, seeded simulation with fault
+//!   injection, used to force every race natively on Linux and under Miri.
 //!
 //! The reactor is generic over [`Kernel`]; nothing here is process-wide, so every test can seed its
 //! own kernel.
 //!
 //! # The memory contract
 //! A poll names a [`PollBlock`] (status block + `AFD_POLL_INFO`) by raw pointer. From a
-//! `submit_poll` that did not fail until the packet for that request is dequeued, the kernel owns
-//! the block: it may write it at any time, and the reactor must neither free, move nor read it.
-//! Implementations write the block *before* the packet becomes visible to `dequeue`.
+//! `submit_poll` that returned [`Submitted::Queued`] until the packet for that request is
+//! dequeued, the kernel owns the block: it may write it at any time, and the reactor must neither
+//! free, move nor read it. Implementations write the block *before* the packet becomes visible to
+//! `dequeue`.
+//!
+//! # Telling our packets from everyone else's
+//! The port also receives packets the reactor did not ask for: a user's overlapped I/O on a
+//! socket the reactor associated arrives under that socket's key, with the user's `OVERLAPPED`
+//! address as ApcContext. So the reactor *tags* every ApcContext it hands to `submit_poll` with
+//! [`POLL_TAG`] (bit 63, never set in an x64 user-mode address), and the contract below
+//! guarantees that a tagged packet is the completion of one of its polls. Anything untagged is
+//! discarded before it touches any state.
 
 #[cfg(windows)]
 pub mod nt;
+#[cfg(feature = "test-rig")]
 pub mod sim;
 
 use crate::afd::{AfdPollInfo, CompletionEntry, IoStatusBlock, NtStatus};
@@ -30,17 +40,41 @@ pub type RawSock = u64;
 /// have it.
 pub const WAKE_KEY: usize = 0xDEAD_BEEF_DEAD_BEEF;
 
-/// The completion key of the `\Device\Afd` helper handle: odd and non-canonical, like
+/// The completion key of the `\Device\Afd` helper handles: odd and non-canonical, like
 /// [`WAKE_KEY`].
 pub const HELPER_KEY: usize = 0xDEAD_BEEF_DEAD_BEE1;
+
+/// The bit every ApcContext the reactor passes to [`Kernel::submit_poll`] carries, and no other
+/// packet may carry (an x64 user-mode address never has it).
+pub const POLL_TAG: usize = 1 << 63;
+
+/// The most polls the reactor puts on one helper handle: on Windows a cancel costs more the more
+/// requests the handle holds, so helper-path sockets are spread over a group of handles, as mio
+/// and wepoll do (DESIGN.md, "Helper handles").
+pub const HELPER_GROUP: usize = 32;
 
 /// Where a poll is issued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PollVia {
     /// On the socket itself; its completion carries the socket's association key.
     Socket,
-    /// On the kernel's `\Device\Afd` helper handle; its completion carries [`HELPER_KEY`].
-    Helper,
+    /// On helper handle number `n` of the kernel's `\Device\Afd` helper handles (opened on first
+    /// use, kept until the kernel is dropped); its completion carries [`HELPER_KEY`]. The reactor
+    /// chooses `n`, keeping at most [`HELPER_GROUP`] polls on each.
+    Helper(u32),
+}
+
+/// What became of a poll given to [`Kernel::submit_poll`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// In the kernel: it owns the block until the request's one packet is dequeued.
+    Queued,
+    /// Completed at once and **no packet will come** (the handle skips the port on success,
+    /// `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`): the block holds the result and is the caller's
+    /// again.
+    Completed,
+    /// Refused with this error status: nothing was queued and the block is the caller's again.
+    Refused(NtStatus),
 }
 
 /// The kernel-owned buffers of one poll: status block first, then the poll info.
@@ -65,18 +99,24 @@ pub trait Post: Send + Sync + 'static {
     fn post_wake(&self, apc_context: usize) -> io::Result<()>;
 }
 
-/// The NT calls the reactor makes. Each method is one NT call (or, for `base_socket`, a short
-/// fixed sequence of winsock calls), so the reactor can count calls by kind.
+/// The NT calls the reactor makes. Each method is one NT call (or a short fixed sequence: two for
+/// `associate`, a few winsock calls for `base_socket`), so the reactor can count calls by kind.
 ///
 /// # Safety
 /// The reactor frees poll blocks on the word of this trait, so an implementation must be truthful:
-/// - `dequeue` returns only packets this kernel produced: the completion of each poll submitted
-///   through `submit_poll` exactly once (unless the submit returned an error status), with the
-///   association's key (or [`HELPER_KEY`]) and the poll's ApcContext, after the last write to its
-///   block; and wake packets (key [`WAKE_KEY`]) from its posters. Any other packet it returns
-///   must not carry a key and ApcContext pair it did not receive for a poll still in flight.
-/// - a block is written only between its `submit_poll` and the dequeue of its packet;
+/// - for each poll `submit_poll` reports [`Submitted::Queued`], `dequeue` returns exactly one
+///   packet, with the poll's ApcContext and the key of the handle it was issued on ([`HELPER_KEY`]
+///   for a helper), after the last write to its block; for [`Submitted::Completed`] and
+///   [`Submitted::Refused`] it returns none;
+/// - no other packet `dequeue` returns has an ApcContext with [`POLL_TAG`] set (a wake packet,
+///   key [`WAKE_KEY`], from its posters; or a packet of I/O the reactor did not issue, which it
+///   discards);
+/// - a block is written only between its `submit_poll` and the dequeue of its packet (or, for
+///   `Completed`, the return of `submit_poll`);
 /// - [`Kernel::Poster`] posts only wake packets.
+///
+/// A *safe* method of an implementation (a test control, say) must not be able to break these
+/// promises either: the reactor's memory safety rests on them.
 pub unsafe trait Kernel {
     /// The cross-thread poster for wake packets.
     type Poster: Post;
@@ -93,34 +133,43 @@ pub unsafe trait Kernel {
     /// open one).
     fn base_socket(&mut self, socket: RawSock, verify: bool) -> io::Result<RawSock>;
 
-    /// Associate `socket` with the port under `key`.
+    /// Associate `socket` with the port under `key`, and make polls issued on it skip the port
+    /// when they complete at once (`FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`, which once set is never
+    /// cleared): after `Ok`, every [`PollVia::Socket`] poll on it reports completion at submit as
+    /// [`Submitted::Completed`].
+    ///
+    /// Only for a handle the user lent: never a layered provider's base handle, whose own I/O
+    /// would then complete on this port (and fail outright if it uses completion routines).
     ///
     /// # Errors
-    /// `ResourceBusy` if it is already associated with a port (any port, this one included);
+    /// `ResourceBusy` if it is already associated with a port (any port, this one included), or
+    /// if the mode could not be set (the association then stands: poll it through a helper);
     /// `InvalidInput` for a handle that is not open.
     fn associate(&mut self, socket: RawSock, key: usize) -> io::Result<()>;
 
     /// Submit `IOCTL_AFD_POLL` for the socket and events named in `block.info`, on the socket
-    /// itself or on the helper handle (opened by the kernel on first use), with `apc_context`.
+    /// itself or on a helper handle (opened by the kernel on first use), with `apc_context`.
     ///
     /// The socket *polled* is `block.info.handles[0].handle`, read at submit; `socket` only
     /// selects the handle the request is issued on for [`PollVia::Socket`] (it is ignored for
     /// [`PollVia::Helper`]). Use `PollVia::Socket` only after [`Kernel::associate`] succeeded for
     /// that socket: otherwise the completion goes to another port (or none) and never returns.
     ///
-    /// Returns `PENDING`, a success status (completed at once; the packet is still queued), or a
-    /// failure status (nothing queued; the block is free again).
+    /// A poll that completes at once is [`Submitted::Completed`] on a handle that skips the port
+    /// on success, and [`Submitted::Queued`] (its packet follows) on one that does not; the kernel
+    /// knows which, for every handle it issues polls on.
     ///
     /// # Safety
     /// `block` must be valid for reads and writes and stay put, untouched by the caller, from this
-    /// call until the request's packet has been dequeued (unless a failure status is returned).
+    /// call until the request's packet has been dequeued (if `Queued` is returned), or until this
+    /// call returns (otherwise).
     unsafe fn submit_poll(
         &mut self,
         via: PollVia,
         socket: RawSock,
         block: NonNull<PollBlock>,
         apc_context: usize,
-    ) -> NtStatus;
+    ) -> Submitted;
 
     /// Cancel the request whose status block is `block` on the socket (or the helper handle):
     /// `SUCCESS` if found (its packet will follow), `NOT_FOUND` if it already completed,

@@ -1,6 +1,6 @@
 //! The real kernel: [`Kernel`] over the [`crate::nt`] layer (Windows only).
 
-use super::{HELPER_KEY, Kernel, PollBlock, PollVia, Post, RawSock, WAKE_KEY};
+use super::{HELPER_KEY, Kernel, PollBlock, PollVia, Post, RawSock, Submitted, WAKE_KEY};
 use crate::afd::{CompletionEntry, NtStatus};
 use crate::nt::{self, AfdHelper, CompletionPort};
 use std::io;
@@ -9,7 +9,14 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The NT kernel: one completion port, and a `\Device\Afd` helper handle opened on first use.
+/// The NT kernel: one completion port, and a group of `\Device\Afd` helper handles, each opened
+/// on first use.
+///
+/// # Skip on success
+/// Every socket it associates, and every helper handle it opens, is put in
+/// `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS` mode (which can never be cleared), so it knows for each
+/// poll whether a packet follows: a poll ready at submit completes there and then, and costs no
+/// packet and no dequeued entry. [`NtKernel::skip_on_success`] turns this off (for measurements).
 ///
 /// # Handle validity
 /// The reactor hands this kernel raw socket values, and calls on them only while the user has lent
@@ -20,8 +27,10 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct NtKernel {
     port: Arc<CompletionPort>,
-    helper: Option<AfdHelper>,
+    /// Helper handle `n` (opened on first use), and whether it skips the port on success.
+    helpers: Vec<Option<(AfdHelper, bool)>>,
     force_helper: bool,
+    skip_on_success: bool,
 }
 
 impl NtKernel {
@@ -32,9 +41,18 @@ impl NtKernel {
     pub fn new() -> io::Result<Self> {
         Ok(Self {
             port: Arc::new(CompletionPort::new()?),
-            helper: None,
+            helpers: Vec::new(),
             force_helper: false,
+            skip_on_success: true,
         })
+    }
+
+    /// Whether associated sockets and helper handles are put in skip-on-success mode (default:
+    /// yes). Without it, a poll that is ready at submit still queues a packet, which costs a
+    /// dequeued entry (and, under Wine, a wineserver request); offered to measure that.
+    pub fn skip_on_success(mut self, yes: bool) -> Self {
+        self.skip_on_success = yes;
+        self
     }
 
     /// Poll every socket through the helper handle instead of on the socket itself (the path other
@@ -49,11 +67,19 @@ impl NtKernel {
         self.force_helper
     }
 
-    fn helper(&mut self) -> io::Result<&AfdHelper> {
-        if self.helper.is_none() {
-            self.helper = Some(AfdHelper::open(&self.port, HELPER_KEY)?);
+    /// Helper handle `n`, opened now if it was not, and whether it skips the port on success.
+    fn helper(&mut self, n: u32) -> io::Result<(&AfdHelper, bool)> {
+        let n = n as usize;
+        if self.helpers.len() <= n {
+            self.helpers.resize_with(n + 1, || None);
         }
-        Ok(self.helper.as_ref().expect("opened above"))
+        if self.helpers[n].is_none() {
+            let helper = AfdHelper::open(&self.port, HELPER_KEY)?;
+            let skips = self.skip_on_success && helper.skip_completion_port_on_success().is_ok();
+            self.helpers[n] = Some((helper, skips));
+        }
+        let (helper, skips) = self.helpers[n].as_ref().expect("opened above");
+        Ok((helper, *skips))
     }
 }
 
@@ -89,7 +115,18 @@ unsafe impl Kernel for NtKernel {
                 "socket-direct polls disabled (NtKernel::force_helper)",
             ));
         }
-        self.port.associate(borrow(socket), key)
+        self.port.associate(borrow(socket), key)?;
+        if self.skip_on_success
+            && let Err(e) = nt::skip_completion_port_on_success(borrow(socket))
+        {
+            // Associated for good, but its polls would queue packets we could not predict:
+            // the caller polls it through a helper instead.
+            return Err(io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                format!("associated, but FILE_SKIP_COMPLETION_PORT_ON_SUCCESS failed: {e}"),
+            ));
+        }
+        Ok(())
     }
 
     unsafe fn submit_poll(
@@ -98,20 +135,36 @@ unsafe impl Kernel for NtKernel {
         socket: RawSock,
         block: NonNull<PollBlock>,
         apc_context: usize,
-    ) -> NtStatus {
+    ) -> Submitted {
         let block = block.as_ptr();
         // SAFETY: `block` is valid and pinned until its packet is dequeued (our caller's contract);
         // the two field pointers are derived from it without creating references.
         let (iosb, info) = unsafe { (&raw mut (*block).iosb, &raw mut (*block).info) };
-        let target = match via {
-            PollVia::Socket => borrow(socket),
-            PollVia::Helper => match self.helper() {
-                Ok(h) => h.as_handle(),
-                Err(_) => return NtStatus::INSUFFICIENT_RESOURCES,
+        // Every socket we associated is in skip mode (`associate` fails otherwise) if the kernel
+        // skips at all; each helper knows its own.
+        let skip_on_success = self.skip_on_success;
+        let (target, skips) = match via {
+            PollVia::Socket => (borrow(socket), skip_on_success),
+            PollVia::Helper(n) => match self.helper(n) {
+                Ok((h, skips)) => (h.as_handle(), skips),
+                Err(_) => return Submitted::Refused(NtStatus::INSUFFICIENT_RESOURCES),
             },
         };
         // SAFETY: forwarded contract: the block outlives the request.
-        unsafe { nt::submit_poll(target, iosb, info, apc_context) }
+        let status = unsafe { nt::submit_poll(target, iosb, info, apc_context) };
+        if status == NtStatus::PENDING {
+            Submitted::Queued
+        } else if status.is_error() {
+            Submitted::Refused(status)
+        } else if status.is_success() && skips {
+            // Completed at once on a skip-on-success handle: no packet; the I/O manager wrote the
+            // status block and the output before returning.
+            Submitted::Completed
+        } else {
+            // Completed at once without the mode, or a warning status (to which the flag's
+            // documented rule does not apply): a packet follows.
+            Submitted::Queued
+        }
     }
 
     fn cancel(&mut self, via: PollVia, socket: RawSock, block: NonNull<PollBlock>) -> NtStatus {
@@ -119,9 +172,9 @@ unsafe impl Kernel for NtKernel {
         let iosb = block.as_ptr().cast::<crate::afd::IoStatusBlock>();
         match via {
             PollVia::Socket => nt::cancel(borrow(socket), iosb),
-            PollVia::Helper => match &self.helper {
-                Some(h) => nt::cancel(h.as_handle(), iosb),
-                None => NtStatus::NOT_FOUND,
+            PollVia::Helper(n) => match self.helpers.get(n as usize) {
+                Some(Some((h, _))) => nt::cancel(h.as_handle(), iosb),
+                _ => NtStatus::NOT_FOUND,
             },
         }
     }

@@ -11,8 +11,11 @@
 //!   ([`SimKernel::open_non_socket`]) and Layered Service Provider handles
 //!   ([`SimKernel::open_layered_socket`]). Every object has exactly one handle; closing it
 //!   ([`SimKernel::close_socket`]) destroys the object.
-//! - **The helper.** The `\Device\Afd` helper handle always exists, is associated with the port
-//!   under [`HELPER_KEY`], and is not in the handle table.
+//! - **The helpers.** `\Device\Afd` helper handle number `n` ([`PollVia::Helper`]) is opened on
+//!   its first poll, associated with the port under [`HELPER_KEY`], put in skip-on-success mode
+//!   (unless [`SimKernel::set_helper_skip_mode`] says otherwise or the `no_skip` fault strikes),
+//!   and is not in the handle table. [`SimStats::max_helper_polls`] records the most polls one
+//!   of them held at once.
 //! - **Readiness.** Each socket object has a level-triggered [`PollEvents`] state, set by the test
 //!   ([`SimKernel::set_readiness`], [`SimKernel::add_readiness`],
 //!   [`SimKernel::clear_readiness`]). Whenever it intersects the requested mask of a pending poll
@@ -29,7 +32,13 @@
 //!   port". A direct poll's completion goes to the issuing object's port *at completion time*: to
 //!   our queue with its key if it is associated with this port; otherwise the block is still
 //!   written but no packet reaches our queue ([`SimStats::lost_packets`]). Helper polls always
-//!   arrive with [`HELPER_KEY`].
+//!   arrive with [`HELPER_KEY`]. [`Kernel::associate`] also sets the object's
+//!   skip-on-success mode, as the NT kernel does; associating a socket that a layered handle
+//!   stands above counts in [`SimStats::provider_bases_associated`] (it breaks the provider).
+//! - **Skip on success.** A poll that completes at submit on an object (or helper) in
+//!   skip-on-success mode writes its block and queues *no* packet ([`Submitted::Completed`]);
+//!   without the mode its packet is queued as usual ([`Submitted::Queued`]). A user's own flag
+//!   on a socket can be set with [`SimKernel::set_skip_on_success`].
 //! - **Completion.** The kernel writes the block through its raw pointer (`iosb`, then — unless
 //!   the completion leaves it untouched — `info`) *before* the packet becomes visible to
 //!   [`Kernel::dequeue`], and never touches it again. The packet carries the key, the poll's
@@ -60,7 +69,7 @@
 //! | fault | rolled | effect |
 //! |---|---|---|
 //! | `submit_failure` | every valid submit | returns `STATUS_INSUFFICIENT_RESOURCES`; nothing recorded, block untouched |
-//! | `sync_success` | a submit that completes at once | returns `STATUS_SUCCESS` instead of `PENDING` (the packet is still queued) |
+//! | `no_skip` | each association, and each helper handle when opened | the skip-on-success mode cannot be set: `associate` fails with `ResourceBusy` (the association stands), and a helper handle queues packets for polls that complete at once |
 //! | `cancel_race` | a cancel that found its request | the request completes normally first (events = readiness ∩ requested, possibly none); the cancel returns `NOT_FOUND` |
 //! | `spurious` | each dequeue, with polls pending | one random pending poll completes with `STATUS_SUCCESS` and 0 handles |
 //! | `dequeue_error` | each dequeue | returns `STATUS_INSUFFICIENT_RESOURCES` as an error; nothing removed |
@@ -102,8 +111,9 @@
 //!   value would name the new object, as here). A poll issued on or naming a file or an LSP handle
 //!   gives `STATUS_OBJECT_TYPE_MISMATCH` (what wineserver's handle lookup sets; Windows may answer
 //!   `STATUS_INVALID_DEVICE_REQUEST` or `STATUS_INVALID_HANDLE`).
-//! - **No `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`.** A submit that succeeds at once always queues
-//!   its packet (if the issuing object is associated with this port).
+//! - **Skip on success** applies to success only, as the flag's documentation says: the sim
+//!   never completes a poll at submit with a warning status. (Wine skips the packet for any
+//!   non-error status; Windows' rule for warnings is undocumented.)
 //! - **Association.** A second association fails with `ResourceBusy` (Windows:
 //!   `ERROR_INVALID_PARAMETER`, which the real kernel layer maps to the same kind). Windows 8.1+
 //!   can remove an association (`FileReplaceCompletionInformation`); the sim cannot.
@@ -114,7 +124,7 @@
 //!   is not modelled, and closing the handle under a layered handle (which a real provider
 //!   prevents) makes `base_socket` on the layered handle fail with `InvalidInput`.
 
-use super::{HELPER_KEY, Kernel, PollBlock, PollVia, Post, RawSock};
+use super::{HELPER_KEY, Kernel, POLL_TAG, PollBlock, PollVia, Post, RawSock, Submitted, WAKE_KEY};
 use crate::afd::{CompletionEntry, IoStatusBlock, NtStatus, NtStatusError, PollEvents};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -187,8 +197,10 @@ pub struct Faults {
     /// A cancel that found its request loses the race: the request completes normally and the
     /// cancel returns `NOT_FOUND`.
     pub cancel_race: u16,
-    /// A submit that completes at once returns `STATUS_SUCCESS` instead of `STATUS_PENDING`.
-    pub sync_success: u16,
+    /// An association (and a helper handle, when it is opened) cannot be put in skip-on-success
+    /// mode: `associate` then fails with `ResourceBusy` although the association stands, and a
+    /// helper handle queues a packet for polls that complete at once.
+    pub no_skip: u16,
     /// A valid submit fails with `STATUS_INSUFFICIENT_RESOURCES`.
     pub submit_failure: u16,
     /// A dequeue fails with `STATUS_INSUFFICIENT_RESOURCES`, removing nothing.
@@ -209,7 +221,7 @@ impl Faults {
         Self {
             reorder: p,
             cancel_race: p,
-            sync_success: p,
+            no_skip: p,
             submit_failure: p,
             dequeue_error: p,
             spurious: p,
@@ -240,8 +252,12 @@ pub struct SimStats {
     pub reorders: u64,
     /// Injected `cancel_race` faults.
     pub cancel_races: u64,
-    /// Injected `sync_success` faults.
-    pub sync_successes: u64,
+    /// Injected `no_skip` faults on associations.
+    pub no_skips: u64,
+    /// Polls that completed at submit on a skip-on-success handle (no packet queued).
+    pub completed_at_submit: u64,
+    /// Helper handles opened.
+    pub helpers_opened: u64,
     /// Injected `submit_failure` faults.
     pub submit_failures: u64,
     /// Injected `dequeue_error` faults.
@@ -403,7 +419,8 @@ struct Object {
 /// The object a request was issued on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Issuer {
-    Helper,
+    /// Helper handle number `n`.
+    Helper(u32),
     Object(ObjId),
 }
 
@@ -447,6 +464,10 @@ struct SimState {
     stats: SimStats,
     /// Dequeues still to fail ([`SimKernel::fail_dequeues`]).
     fail_dequeues: u32,
+    /// Helper handles opened so far, with their skip-on-success mode.
+    helper_skips: BTreeMap<u32, bool>,
+    /// Whether new helper handles are put in skip-on-success mode ([`SimKernel::set_helper_skip_mode`]).
+    helper_skip_mode: bool,
     /// Real time each dequeue takes before looking at the queue ([`SimKernel::set_dequeue_delay`]).
     dequeue_delay: Duration,
 }
@@ -473,6 +494,8 @@ impl SimState {
             by_issuer: BTreeMap::new(),
             stats: SimStats::default(),
             fail_dequeues: 0,
+            helper_skips: BTreeMap::new(),
+            helper_skip_mode: true,
             dequeue_delay: Duration::ZERO,
         }
     }
@@ -788,7 +811,7 @@ impl SimState {
             self.stats.polls_cancelled += 1;
         }
         let key = match req.issuer {
-            Issuer::Helper => Some(HELPER_KEY),
+            Issuer::Helper(_) => Some(HELPER_KEY),
             Issuer::Object(id) => match self.objects.get(&id).map(|o| o.assoc) {
                 Some(Association::This { key }) => Some(key),
                 _ => None,
@@ -813,9 +836,9 @@ impl SimState {
         }
     }
 
-    fn reject(&mut self, status: NtStatus) -> NtStatus {
+    fn reject(&mut self, status: NtStatus) -> Submitted {
         self.stats.polls_rejected += 1;
-        status
+        Submitted::Refused(status)
     }
 
     /// The handle one `SIO_BASE_HANDLE` returns for `obj`: the socket at the bottom.
@@ -897,7 +920,16 @@ impl SimState {
     }
 
     fn associate(&mut self, socket: RawSock, key: usize) -> io::Result<()> {
-        self.associate_with(socket, Association::This { key })
+        self.associate_with(socket, Association::This { key })?;
+        if self.rng.chance(self.faults.no_skip) {
+            self.stats.no_skips += 1;
+            return Err(io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                "associated, but FILE_SKIP_COMPLETION_PORT_ON_SUCCESS could not be set",
+            ));
+        }
+        self.object_mut(socket, "associate").skip_on_success = true;
+        Ok(())
     }
 
     unsafe fn submit_poll(
@@ -906,9 +938,12 @@ impl SimState {
         socket: RawSock,
         block: NonNull<PollBlock>,
         apc_context: usize,
-    ) -> NtStatus {
+    ) -> Submitted {
         let issuer = match via {
-            PollVia::Helper => Issuer::Helper,
+            PollVia::Helper(n) => {
+                self.open_helper(n);
+                Issuer::Helper(n)
+            }
             PollVia::Socket => match self.lookup(socket) {
                 None => return self.reject(NtStatus::INVALID_HANDLE),
                 Some((_, obj)) if obj.kind != Kind::Socket => {
@@ -936,7 +971,7 @@ impl SimState {
         };
         if self.rng.chance(self.faults.submit_failure) {
             self.stats.submit_failures += 1;
-            return NtStatus::INSUFFICIENT_RESOURCES;
+            return Submitted::Refused(NtStatus::INSUFFICIENT_RESOURCES);
         }
         let requested = info.handles[0].events;
         let seq = self.next_seq;
@@ -955,38 +990,46 @@ impl SimState {
         self.by_polled.entry(polled).or_default().insert(seq);
         self.by_issuer.entry(issuer).or_default().insert(seq);
         self.stats.polls_submitted += 1;
-        if issuer == Issuer::Helper {
+        if let Issuer::Helper(_) = issuer {
             let held = self.by_issuer[&issuer].len() as u64;
             self.stats.max_helper_polls = self.stats.max_helper_polls.max(held);
         }
 
         let events = self.objects[&polled].readiness & requested;
         if events.is_empty() {
-            return NtStatus::PENDING;
+            return Submitted::Queued;
         }
         let req = self.take(seq);
         let skips = match issuer {
             Issuer::Object(id) => self.objects[&id].skip_on_success,
-            Issuer::Helper => false,
+            Issuer::Helper(n) => self.helper_skips[&n],
         };
         if skips {
             // FILE_SKIP_COMPLETION_PORT_ON_SUCCESS: the result is written, no packet is queued.
             self.write_block(&req, NtStatus::SUCCESS, Outcome::Events(events));
             self.stats.polls_completed += 1;
-            return NtStatus::SUCCESS;
+            self.stats.completed_at_submit += 1;
+            return Submitted::Completed;
         }
+        // Completed at once on a handle without the mode: NT returns STATUS_SUCCESS and still
+        // queues the packet.
         self.finish(req, NtStatus::SUCCESS, Outcome::Events(events));
-        if self.rng.chance(self.faults.sync_success) {
-            self.stats.sync_successes += 1;
-            NtStatus::SUCCESS
-        } else {
-            NtStatus::PENDING
+        Submitted::Queued
+    }
+
+    /// Open helper handle `n` on first use; its skip-on-success mode is set then, unless the
+    /// `no_skip` fault strikes.
+    fn open_helper(&mut self, n: u32) {
+        if !self.helper_skips.contains_key(&n) {
+            let skips = self.helper_skip_mode && !self.rng.chance(self.faults.no_skip);
+            self.helper_skips.insert(n, skips);
+            self.stats.helpers_opened += 1;
         }
     }
 
     fn cancel(&mut self, via: PollVia, socket: RawSock, block: NonNull<PollBlock>) -> NtStatus {
         let issuer = match via {
-            PollVia::Helper => Issuer::Helper,
+            PollVia::Helper(n) => Issuer::Helper(n),
             PollVia::Socket => match self.lookup(socket) {
                 None => return NtStatus::INVALID_HANDLE,
                 Some((id, _)) => Issuer::Object(id),
@@ -1098,8 +1141,16 @@ impl SimState {
         }
     }
 
-    fn inject_packet(&mut self, key: usize, apc_context: usize) {
+    fn inject_packet(&mut self, key: usize, apc_context: usize) -> io::Result<()> {
+        if apc_context & POLL_TAG != 0 || key == WAKE_KEY {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a packet with a tagged ApcContext or the wake key would pass for one of the \
+                 reactor's own (the Kernel contract forbids it)",
+            ));
+        }
         self.port.post(key, apc_context);
+        Ok(())
     }
 }
 
@@ -1273,6 +1324,12 @@ impl SimKernel {
         self.state.borrow().port.lock().posts_waiting
     }
 
+    /// Whether helper handles opened from now on are put in skip-on-success mode (default: yes,
+    /// as the NT kernel does).
+    pub fn set_helper_skip_mode(&self, skip: bool) {
+        self.state.borrow_mut().helper_skip_mode = skip;
+    }
+
     /// Set `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS` on `s`'s object, as its owner may do before
     /// lending it: a poll issued on it that completes at once then queues no packet.
     ///
@@ -1347,8 +1404,13 @@ impl SimKernel {
     /// Queue a packet the reactor did not cause (what user overlapped I/O on an associated socket
     /// would produce): `key` and `apc_context` as given, `STATUS_SUCCESS`. For testing the
     /// reactor's stale-packet handling.
-    pub fn inject_packet(&self, key: usize, apc_context: usize) {
-        self.state.borrow_mut().inject_packet(key, apc_context);
+    ///
+    /// # Errors
+    /// `InvalidInput` for a packet that would pass for one of the reactor's own: an ApcContext
+    /// with [`POLL_TAG`] set, or the key [`WAKE_KEY`]. Such a packet could complete a poll the
+    /// kernel still holds, and no safe call may do that.
+    pub fn inject_packet(&self, key: usize, apc_context: usize) -> io::Result<()> {
+        self.state.borrow_mut().inject_packet(key, apc_context)
     }
 }
 
@@ -1374,7 +1436,7 @@ unsafe impl Kernel for SimKernel {
         socket: RawSock,
         block: NonNull<PollBlock>,
         apc_context: usize,
-    ) -> NtStatus {
+    ) -> Submitted {
         // SAFETY: the caller's contract, forwarded unchanged.
         unsafe {
             self.state
@@ -1451,7 +1513,7 @@ mod tests {
         }
     }
 
-    fn submit(k: &mut SimKernel, via: PollVia, s: RawSock, blk: &Blk, apc: usize) -> NtStatus {
+    fn submit(k: &mut SimKernel, via: PollVia, s: RawSock, blk: &Blk, apc: usize) -> Submitted {
         // SAFETY: `blk` outlives `k` in every test (declared after it, so dropped before it,
         // and the kernel never writes on drop), and is not touched while the kernel owns it.
         unsafe { k.submit_poll(via, s, blk.ptr(), apc) }
@@ -1497,11 +1559,11 @@ mod tests {
         let helper = Blk::new(s, SEND);
         assert_eq!(
             submit(&mut k, PollVia::Socket, s, &direct, 1),
-            NtStatus::PENDING
+            Submitted::Queued
         );
         assert_eq!(
-            submit(&mut k, PollVia::Helper, 0, &helper, 2),
-            NtStatus::PENDING
+            submit(&mut k, PollVia::Helper(0), 0, &helper, 2),
+            Submitted::Queued
         );
         assert_eq!(k.pending_polls(), 2);
         k.close_socket(s);
@@ -1531,7 +1593,7 @@ mod tests {
         let blk = Blk::new(s, RECV | ALWAYS);
         assert_eq!(
             submit(&mut k, PollVia::Socket, s, &blk, 7),
-            NtStatus::PENDING
+            Submitted::Queued
         );
         k.set_readiness(s, RECV | SEND);
         assert_eq!(k.pending_polls(), 0);
@@ -1552,15 +1614,17 @@ mod tests {
         assert_eq!(b.info.number_of_handles, 1);
         assert_eq!(b.info.handles[0].events, RECV, "readiness ∩ requested");
         assert_eq!(b.info.handles[0].status, NtStatus::SUCCESS);
-        // Level-triggered: a new poll for a condition that still holds completes at once.
+        // Level-triggered: a new poll for a condition that still holds completes at once (with
+        // no packet: associating set the skip-on-success mode).
         blk.set(s, RECV);
         assert_eq!(
             submit(&mut k, PollVia::Socket, s, &blk, 8),
-            NtStatus::PENDING
+            Submitted::Completed
         );
         assert_eq!(k.pending_polls(), 0);
-        assert_eq!(drain(&mut k).len(), 1);
-        assert_eq!(k.stats().packets_queued, 2);
+        assert_eq!(drain(&mut k).len(), 0);
+        assert_eq!(k.stats().packets_queued, 1);
+        assert_eq!(blk.read().info.handles[0].events, RECV);
     }
 
     #[test]
@@ -1570,7 +1634,7 @@ mod tests {
         let blk = Blk::new(s, RECV);
         assert_eq!(
             submit(&mut k, PollVia::Socket, s, &blk, 1),
-            NtStatus::PENDING
+            Submitted::Queued
         );
         k.set_readiness(s, SEND); // not requested
         k.add_readiness(s, PollEvents::ACCEPT);
@@ -1599,10 +1663,13 @@ mod tests {
         let blk = Blk::new(s, RECV | ALWAYS);
         assert_eq!(
             submit(&mut k, PollVia::Socket, s, &blk, 3),
-            NtStatus::PENDING
+            Submitted::Queued
         );
         // The wrong path does not find it.
-        assert_eq!(k.cancel(PollVia::Helper, 0, blk.ptr()), NtStatus::NOT_FOUND);
+        assert_eq!(
+            k.cancel(PollVia::Helper(0), 0, blk.ptr()),
+            NtStatus::NOT_FOUND
+        );
         assert_eq!(k.cancel(PollVia::Socket, s, blk.ptr()), NtStatus::SUCCESS);
         assert_eq!(k.cancel(PollVia::Socket, s, blk.ptr()), NtStatus::NOT_FOUND);
         let got = drain(&mut k);
@@ -1618,10 +1685,13 @@ mod tests {
         // Helper path, and a cancel naming a closed handle.
         blk.set(s, RECV);
         assert_eq!(
-            submit(&mut k, PollVia::Helper, 0, &blk, 4),
-            NtStatus::PENDING
+            submit(&mut k, PollVia::Helper(0), 0, &blk, 4),
+            Submitted::Queued
         );
-        assert_eq!(k.cancel(PollVia::Helper, 0, blk.ptr()), NtStatus::SUCCESS);
+        assert_eq!(
+            k.cancel(PollVia::Helper(0), 0, blk.ptr()),
+            NtStatus::SUCCESS
+        );
         assert_eq!(drain(&mut k)[0].key, HELPER_KEY);
         k.close_socket(s);
         assert_eq!(
@@ -1641,7 +1711,7 @@ mod tests {
         let blk = Blk::new(s, RECV);
         assert_eq!(
             submit(&mut k, PollVia::Socket, s, &blk, 1),
-            NtStatus::PENDING
+            Submitted::Queued
         );
         assert_eq!(k.cancel(PollVia::Socket, s, blk.ptr()), NtStatus::NOT_FOUND);
         assert_eq!(k.pending_polls(), 0);
@@ -1659,7 +1729,7 @@ mod tests {
         blk.set(s, RECV);
         assert_eq!(
             submit(&mut k, PollVia::Socket, s, &blk, 2),
-            NtStatus::PENDING
+            Submitted::Queued
         );
         k.set_readiness(s, RECV);
         assert_eq!(k.cancel(PollVia::Socket, s, blk.ptr()), NtStatus::NOT_FOUND);
@@ -1712,11 +1782,11 @@ mod tests {
         let helper = Blk::new(s, RECV);
         assert_eq!(
             submit(&mut k, PollVia::Socket, s, &direct, 1),
-            NtStatus::PENDING
+            Submitted::Queued
         );
         assert_eq!(
-            submit(&mut k, PollVia::Helper, 0, &helper, 2),
-            NtStatus::PENDING
+            submit(&mut k, PollVia::Helper(0), 0, &helper, 2),
+            Submitted::Queued
         );
         k.set_readiness(s, RECV);
         let got = drain(&mut k);
@@ -1736,7 +1806,7 @@ mod tests {
         k.set_readiness(u, RECV);
         assert_eq!(
             submit(&mut k, PollVia::Socket, u, &blk, 3),
-            NtStatus::PENDING
+            Submitted::Queued
         );
         assert!(drain(&mut k).is_empty());
         assert_eq!(k.stats().lost_packets, 2);
@@ -1776,11 +1846,11 @@ mod tests {
         let blk = Blk::new(lsp, RECV);
         assert_eq!(
             submit(&mut k, PollVia::Socket, lsp, &blk, 1),
-            NtStatus::OBJECT_TYPE_MISMATCH
+            Submitted::Refused(NtStatus::OBJECT_TYPE_MISMATCH)
         );
         assert_eq!(
-            submit(&mut k, PollVia::Helper, 0, &blk, 1),
-            NtStatus::OBJECT_TYPE_MISMATCH
+            submit(&mut k, PollVia::Helper(0), 0, &blk, 1),
+            Submitted::Refused(NtStatus::OBJECT_TYPE_MISMATCH)
         );
         assert_eq!(k.stats().polls_rejected, 2);
         k.close_socket(base);
@@ -1803,31 +1873,31 @@ mod tests {
         );
         let blk = Blk::new(f, RECV);
         assert_eq!(
-            submit(&mut k, PollVia::Helper, 0, &blk, 1),
-            NtStatus::OBJECT_TYPE_MISMATCH
+            submit(&mut k, PollVia::Helper(0), 0, &blk, 1),
+            Submitted::Refused(NtStatus::OBJECT_TYPE_MISMATCH)
         );
         let s = open_assoc(&mut k, 1);
         blk.set(s, RECV);
         assert_eq!(
             submit(&mut k, PollVia::Socket, f, &blk, 1),
-            NtStatus::OBJECT_TYPE_MISMATCH
+            Submitted::Refused(NtStatus::OBJECT_TYPE_MISMATCH)
         );
         k.close_socket(s);
         assert_eq!(
             submit(&mut k, PollVia::Socket, s, &blk, 1),
-            NtStatus::INVALID_HANDLE
+            Submitted::Refused(NtStatus::INVALID_HANDLE)
         );
         assert_eq!(
-            submit(&mut k, PollVia::Helper, 0, &blk, 1),
-            NtStatus::INVALID_HANDLE
+            submit(&mut k, PollVia::Helper(0), 0, &blk, 1),
+            Submitted::Refused(NtStatus::INVALID_HANDLE)
         );
         let s = k.open_socket();
         blk.set(s, RECV);
         // SAFETY: the kernel does not hold `blk` (every submit above failed).
         unsafe { (*blk.ptr().as_ptr()).info.number_of_handles = 2 };
         assert_eq!(
-            submit(&mut k, PollVia::Helper, 0, &blk, 1),
-            NtStatus::INVALID_PARAMETER
+            submit(&mut k, PollVia::Helper(0), 0, &blk, 1),
+            Submitted::Refused(NtStatus::INVALID_PARAMETER)
         );
         assert_eq!(k.pending_polls(), 0);
         assert_eq!(k.queued_packets(), 0);
@@ -1853,7 +1923,7 @@ mod tests {
         let blk = Blk::new(s, RECV);
         assert_eq!(
             submit(&mut k, PollVia::Socket, s, &blk, 1),
-            NtStatus::INSUFFICIENT_RESOURCES
+            Submitted::Refused(NtStatus::INSUFFICIENT_RESOURCES)
         );
         assert_eq!(k.pending_polls(), 0);
         assert_eq!(k.queued_packets(), 0);
@@ -1863,40 +1933,90 @@ mod tests {
         assert_eq!(b.info.handles[0].events, RECV);
         let st = k.stats();
         assert_eq!((st.submit_failures, st.polls_submitted), (1, 0));
-        // The block may be resubmitted at once.
+        // The block may be resubmitted at once (it completes at once: no packet).
         k.set_faults(Faults::none());
         assert_eq!(
             submit(&mut k, PollVia::Socket, s, &blk, 2),
-            NtStatus::PENDING
+            Submitted::Completed
         );
-        assert_eq!(drain(&mut k).len(), 1);
+        assert_eq!(drain(&mut k).len(), 0);
     }
 
     #[test]
-    fn sync_success_fault_still_queues_the_packet() {
-        let faults = Faults {
-            sync_success: 1000,
-            ..Faults::none()
-        };
-        let mut k = SimKernel::with_faults(12, faults);
-        let s = open_assoc(&mut k, 9);
+    fn a_poll_ready_at_submit_skips_the_port_on_an_associated_socket() {
+        let mut k = SimKernel::new(12);
+        let s = open_assoc(&mut k, 9); // associate sets the skip-on-success mode
         let blk = Blk::new(s, RECV);
         assert_eq!(
             submit(&mut k, PollVia::Socket, s, &blk, 1),
-            NtStatus::PENDING,
+            Submitted::Queued,
             "not ready"
         );
         k.set_readiness(s, RECV);
-        let got = drain(&mut k);
-        assert_eq!(got.len(), 1);
+        assert_eq!(drain(&mut k).len(), 1, "completed later: a packet");
         assert_eq!(
             submit(&mut k, PollVia::Socket, s, &blk, 2),
-            NtStatus::SUCCESS
+            Submitted::Completed
         );
-        assert!(k.holds_block(blk.ptr()), "packet still queued");
+        assert!(
+            !k.holds_block(blk.ptr()),
+            "no packet: the block is ours again"
+        );
+        assert_eq!(k.queued_packets(), 0);
+        let b = blk.read();
+        assert_eq!(b.iosb.status(), NtStatus::SUCCESS);
+        assert_eq!(b.info.handles[0].events, RECV);
+        assert_eq!(k.stats().completed_at_submit, 1);
+        // The helper skips too, unless told otherwise; a helper without the mode queues a packet.
+        blk.set(s, RECV);
+        assert_eq!(
+            submit(&mut k, PollVia::Helper(0), 0, &blk, 3),
+            Submitted::Completed
+        );
+        k.set_helper_skip_mode(false);
+        blk.set(s, RECV);
+        assert_eq!(
+            submit(&mut k, PollVia::Helper(1), 0, &blk, 4),
+            Submitted::Queued
+        );
         let got = drain(&mut k);
-        assert_eq!((got.len(), got[0].apc_context), (1, 2));
-        assert_eq!(k.stats().sync_successes, 1);
+        assert_eq!(
+            (got.len(), got[0].key, got[0].apc_context),
+            (1, HELPER_KEY, 4)
+        );
+        assert_eq!(k.stats().helpers_opened, 2);
+    }
+
+    #[test]
+    fn no_skip_fault_leaves_the_association_but_fails_it() {
+        let faults = Faults {
+            no_skip: 1000,
+            ..Faults::none()
+        };
+        let mut k = SimKernel::with_faults(14, faults);
+        let s = k.open_socket();
+        let e = k.associate(s, 7).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ResourceBusy);
+        assert_eq!(k.association(s), Some(Association::This { key: 7 }));
+        assert_eq!(k.stats().no_skips, 1);
+        // A poll ready at submit on it queues its packet under the key.
+        k.set_readiness(s, RECV);
+        let blk = Blk::new(s, RECV);
+        assert_eq!(
+            submit(&mut k, PollVia::Socket, s, &blk, 1),
+            Submitted::Queued
+        );
+        assert_eq!(drain(&mut k)[0].key, 7);
+    }
+
+    #[test]
+    fn packets_that_would_pass_for_the_reactors_own_cannot_be_injected() {
+        let k = SimKernel::new(15);
+        assert!(k.inject_packet(0x1000, POLL_TAG | 5).is_err());
+        assert!(k.inject_packet(WAKE_KEY, 1).is_err());
+        assert_eq!(k.queued_packets(), 0);
+        k.inject_packet(0x1000, 0x7ff6_0000_0010).unwrap();
+        assert_eq!(k.queued_packets(), 1);
     }
 
     #[test]
@@ -1910,7 +2030,7 @@ mod tests {
         let blk = Blk::new(s, RECV | ALWAYS);
         assert_eq!(
             submit(&mut k, PollVia::Socket, s, &blk, 1),
-            NtStatus::PENDING
+            Submitted::Queued
         );
         let got = drain(&mut k);
         assert_eq!(got.len(), 1);
@@ -1927,8 +2047,8 @@ mod tests {
         blk.set(s, RECV);
         k.set_faults(Faults::none());
         assert_eq!(
-            submit(&mut k, PollVia::Helper, 0, &blk, 2),
-            NtStatus::PENDING
+            submit(&mut k, PollVia::Helper(0), 0, &blk, 2),
+            Submitted::Queued
         );
         assert_eq!(k.complete_all_spuriously(), 1);
         assert_eq!(drain(&mut k)[0].key, HELPER_KEY);
@@ -1941,7 +2061,7 @@ mod tests {
         let blk = Blk::new(s, SEND | ALWAYS);
         assert_eq!(
             submit(&mut k, PollVia::Socket, s, &blk, 1),
-            NtStatus::PENDING
+            Submitted::Queued
         );
         k.set_readiness(s, PollEvents::CONNECT_FAIL);
         assert_eq!(drain(&mut k)[0].io_status.status(), NtStatus::SUCCESS);
@@ -1958,8 +2078,8 @@ mod tests {
             ..Faults::none()
         };
         let mut k = SimKernel::with_faults(15, faults);
-        k.inject_packet(1, 10);
-        k.inject_packet(2, 20);
+        k.inject_packet(1, 10).unwrap();
+        k.inject_packet(2, 20).unwrap();
         let mut out = [CompletionEntry::zeroed(); 4];
         for _ in 0..3 {
             let err = k.dequeue(&mut out, None).unwrap_err();
@@ -1982,7 +2102,7 @@ mod tests {
             };
             let mut k = SimKernel::with_faults(seed, faults);
             for i in 0..16 {
-                k.inject_packet(i, i);
+                k.inject_packet(i, i).unwrap();
             }
             let mut got = Vec::new();
             let mut out = [CompletionEntry::zeroed(); 5];
@@ -2045,9 +2165,9 @@ mod tests {
         let blk = Blk::new(s, RECV);
         assert_eq!(
             submit(&mut k, PollVia::Socket, s, &blk, 1),
-            NtStatus::PENDING
+            Submitted::Queued
         );
-        submit(&mut k, PollVia::Helper, 0, &blk, 2);
+        submit(&mut k, PollVia::Helper(0), 0, &blk, 2);
     }
 
     /// A seeded reactor-like driver with every fault on: returns a trace of everything observed.
@@ -2112,14 +2232,14 @@ mod tests {
                     let s = sockets[rng.below(sockets.len() as u64) as usize];
                     if let Some(i) = busy.iter().position(Option::is_none) {
                         let via = if rng.chance(300) {
-                            PollVia::Helper
+                            PollVia::Helper(0)
                         } else {
                             PollVia::Socket
                         };
                         let ev = events[rng.below(events.len() as u64) as usize] | ALWAYS;
                         blocks[i].set(s, ev);
                         let st = submit(&mut k, via, s, &blocks[i], i);
-                        if st.is_success() {
+                        if st == Submitted::Queued {
                             busy[i] = Some((via, s));
                         }
                         trace.push(format!("submit {i} {s:#x} {via:?} {st:?}"));
@@ -2195,7 +2315,7 @@ mod tests {
         let injected = [
             sa.reorders,
             sa.cancel_races,
-            sa.sync_successes,
+            sa.completed_at_submit,
             sa.submit_failures,
             sa.dequeue_errors,
             sa.spurious_completions,

@@ -12,6 +12,7 @@
 //! | [`submit_poll`] | `NtDeviceIoControlFile(IOCTL_AFD_POLL)` on a socket or an [`AfdHelper`] |
 //! | [`cancel`] | `NtCancelIoFileEx` for one request |
 //! | [`AfdHelper::open`] | `NtCreateFile(\Device\Afd\…)` + association with the port |
+//! | [`skip_completion_port_on_success`] | `SetFileCompletionNotificationModes` |
 //! | [`base_socket`] | `WSAIoctl(SIO_BASE_HANDLE / SIO_BSP_HANDLE_POLL / SIO_BSP_HANDLE_SELECT)` |
 //!
 //! [`io::Error`]: std::io::Error
@@ -22,7 +23,7 @@ mod poll;
 mod port;
 mod socket;
 
-pub use poll::{AfdHelper, cancel, submit_poll};
+pub use poll::{AfdHelper, cancel, skip_completion_port_on_success, submit_poll};
 pub use port::{CompletionPort, is_already_associated};
 pub use socket::{base_socket, base_socket_unverified, is_not_a_socket, socket_as_handle};
 

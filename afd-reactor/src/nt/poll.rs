@@ -15,7 +15,9 @@ use windows_sys::Win32::Storage::FileSystem::{
     FILE_SHARE_READ, FILE_SHARE_WRITE, SYNCHRONIZE, SetFileCompletionNotificationModes,
 };
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
-use windows_sys::Win32::System::WindowsProgramming::FILE_SKIP_SET_EVENT_ON_HANDLE;
+use windows_sys::Win32::System::WindowsProgramming::{
+    FILE_SKIP_COMPLETION_PORT_ON_SUCCESS, FILE_SKIP_SET_EVENT_ON_HANDLE,
+};
 
 /// Issue `IOCTL_AFD_POLL` on `target` (`NtDeviceIoControlFile`), using `info` as both input and
 /// output buffer and `iosb` as the status block. The completion is queued on the port `target`
@@ -81,6 +83,30 @@ pub fn cancel(target: BorrowedHandle<'_>, iosb: *const IoStatusBlock) -> NtStatu
         )
     };
     NtStatus(status)
+}
+
+/// Put `handle` (a socket or an [`AfdHelper`], associated with a completion port) in
+/// `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS` mode (`SetFileCompletionNotificationModes`): a request
+/// on it that completes at once (a success status, not `STATUS_PENDING`) queues no packet. The
+/// mode can never be removed once set.
+///
+/// Only for a handle whose port packets the caller alone consumes: the reactor sets it on sockets
+/// it associates with its own port. It changes nothing else (events, blocking I/O).
+///
+/// # Errors
+/// The call's failure (for example, a socket of a non-IFS layered provider).
+#[doc(alias = "SetFileCompletionNotificationModes")]
+pub fn skip_completion_port_on_success(handle: BorrowedHandle<'_>) -> io::Result<()> {
+    set_completion_modes(handle, FILE_SKIP_COMPLETION_PORT_ON_SUCCESS as u8)
+}
+
+fn set_completion_modes(handle: BorrowedHandle<'_>, flags: u8) -> io::Result<()> {
+    // SAFETY: the handle is open (borrowed); the call only sets flags on its file object.
+    let ok = unsafe { SetFileCompletionNotificationModes(handle.as_raw_handle() as HANDLE, flags) };
+    if ok == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A handle to the AFD driver (`\Device\Afd\…`), associated with a completion port, through which
@@ -154,13 +180,19 @@ impl AfdHelper {
         // SAFETY: NtCreateFile succeeded and returned a new handle that nothing else owns.
         let handle = unsafe { OwnedHandle::from_raw_handle(raw as _) };
         port.associate(handle.as_handle(), key)?;
-        // SAFETY: the handle is open and owned by us; the call only sets a flag on the file object.
-        let ok =
-            unsafe { SetFileCompletionNotificationModes(raw, FILE_SKIP_SET_EVENT_ON_HANDLE as u8) };
-        if ok == 0 {
-            return Err(io::Error::last_os_error());
-        }
+        set_completion_modes(handle.as_handle(), FILE_SKIP_SET_EVENT_ON_HANDLE as u8)?;
         Ok(Self { handle })
+    }
+
+    /// Also skip the port for polls on this handle that complete at once (see
+    /// [`skip_completion_port_on_success`]); the handle belongs to the caller alone.
+    ///
+    /// # Errors
+    /// The call's failure.
+    pub fn skip_completion_port_on_success(&self) -> io::Result<()> {
+        // Both flags again: Wine replaces the handle's modes where Windows adds to them.
+        let flags = FILE_SKIP_COMPLETION_PORT_ON_SUCCESS | FILE_SKIP_SET_EVENT_ON_HANDLE;
+        set_completion_modes(self.handle.as_handle(), flags as u8)
     }
 }
 

@@ -174,9 +174,11 @@ impl Event {
         Self { token, flags, afd }
     }
 
-    /// The AFD events behind a socket readiness event.
-    pub(crate) fn afd(&self) -> Option<PollEvents> {
-        (!self.afd.is_empty()).then_some(self.afd)
+    /// Fold `other` (for the same token) into this event: its conditions are added.
+    pub(crate) fn merge(&mut self, other: Event) {
+        debug_assert_eq!(self.token, other.token);
+        self.flags |= other.flags;
+        self.afd |= other.afd;
     }
 
     pub(crate) const fn error(token: Token) -> Self {
@@ -331,6 +333,17 @@ impl Events {
     pub(crate) fn push(&mut self, event: Event) {
         debug_assert!(self.room() > 0);
         self.list.push(event);
+    }
+
+    /// Fold `event` into the event at `at` if that one has the same token; false otherwise.
+    pub(crate) fn merge_at(&mut self, at: usize, event: Event) -> bool {
+        match self.list.get_mut(at) {
+            Some(e) if e.token == event.token => {
+                e.merge(event);
+                true
+            }
+            _ => false,
+        }
     }
 }
 

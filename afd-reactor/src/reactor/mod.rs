@@ -1,9 +1,18 @@
 //! The public API and the event loop (WRL-001 §1–§6).
+//!
+//! - this file: the vocabulary, the registration calls and the per-registration bookkeeping;
+//! - `poll.rs`: the loop (sharing each poll's room between timers, the stash and the port);
+//! - `teardown.rs`: `shutdown`, `abandon` and `Drop`;
+//! - `pool.rs`, `sockmap.rs`, `bound.rs`, `helpers.rs`, `timer.rs`, `waker.rs`: the data
+//!   structures behind them.
 
 mod bound;
 pub(crate) mod event;
+mod helpers;
+mod poll;
 mod pool;
 mod sockmap;
+mod teardown;
 mod timer;
 mod waker;
 
@@ -12,37 +21,38 @@ pub use timer::TimerId;
 pub use waker::Waker;
 
 use crate::afd::{AfdPollInfo, CompletionEntry, IoStatusBlock, NtStatus, PollEvents};
-use crate::kernel::{HELPER_KEY, Kernel, PollBlock, PollVia, RawSock, WAKE_KEY};
+use crate::kernel::{Kernel, POLL_TAG, PollBlock, PollVia, RawSock, Submitted};
 use crate::state::{Completed, Deregistered, Life, Machine, Mode, Update};
 use bound::Bound;
+use helpers::HelperGroups;
+use poll::Stashed;
 use pool::{INDEX_BITS, Pool};
 use sockmap::SockMap;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use waker::WakerShared;
-
-/// Teardown cancels this many polls between zero-timeout drains (see `shutdown`).
-const CANCEL_BATCH: usize = 64;
+use waker::WakerTable;
 
 /// At most this many live registrations are polled through the helper because their value is in
 /// `bound` (see there). The hint cannot tell the socket registered before from a new socket that
 /// got its value; without a cap, a server whose new sockets keep landing on recycled values would
-/// move them all onto the one helper handle, where (on Windows) a cancel costs more the more polls
-/// the handle holds (DESIGN-NOTES §3). Past the cap, `register` makes the association call again.
+/// move them all onto the helper handles. Past the cap, `register` makes the association call
+/// again.
 const HINT_LIMIT: usize = 32;
+
+/// The bits of a generation below the tag: a counter above the slot index.
+const COUNTER_BITS: u32 = 63 - INDEX_BITS;
 
 /// Something that can be registered: a socket.
 ///
 /// Implemented (on Windows) for every `T: AsSocket` — `TcpStream`, `TcpListener`, `UdpSocket`,
-/// socket2's `Socket`, … — and for [`SimSocket`], the socket of the simulated kernel.
+/// socket2's `Socket`, … — and, with the `test-rig` feature, for [`SimSocket`], the socket of the
+/// simulated kernel.
 ///
-/// The reactor remembers the socket's handle value between calls: deregister a socket before
-/// closing it. A socket closed while registered is cleaned up when its poll reports
-/// `LOCAL_CLOSE` (no event is delivered); see [`Reactor::register`].
+/// The reactor asks for the handle value once per call, and remembers it between calls:
+/// deregister a socket before closing it. A socket closed while registered is cleaned up when its
+/// poll reports `LOCAL_CLOSE` (no event is delivered); see [`Reactor::register`].
 pub trait Source {
     /// The socket's handle value.
     fn raw_socket(&self) -> RawSock;
@@ -56,7 +66,8 @@ impl<T: std::os::windows::io::AsSocket + ?Sized> Source for T {
     }
 }
 
-/// A socket of the [simulated kernel](crate::kernel::sim), by handle value.
+/// A socket of the [simulated kernel](crate::kernel::sim), by handle value (feature
+/// `test-rig`).
 ///
 /// # Examples
 /// ```
@@ -67,9 +78,11 @@ impl<T: std::os::windows::io::AsSocket + ?Sized> Source for T {
 /// reactor.register(&s, Token(1), Interest::READABLE)?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
+#[cfg(feature = "test-rig")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SimSocket(pub RawSock);
 
+#[cfg(feature = "test-rig")]
 impl Source for SimSocket {
     fn raw_socket(&self) -> RawSock {
         self.0
@@ -136,7 +149,8 @@ impl Config {
 pub struct NtCalls {
     /// Base-socket resolutions (winsock `WSAIoctl` + `getsockopt`).
     pub base_socket: u64,
-    /// Socket ↔ port associations (`CreateIoCompletionPort`).
+    /// Socket ↔ port associations (`CreateIoCompletionPort`, then `NtSetInformationFile` for the
+    /// skip-on-success mode).
     pub associate: u64,
     /// `IOCTL_AFD_POLL` submissions (`NtDeviceIoControlFile`).
     pub submit: u64,
@@ -168,29 +182,39 @@ pub struct Stats {
     pub slots: usize,
     /// Live timers.
     pub timers: usize,
-    /// Wakers the reactor holds (one per token asked for with [`Reactor::waker`]).
+    /// Live wakers (a waker is freed when its last handle is dropped).
     pub wakers: usize,
     /// NT calls by kind.
     pub nt: NtCalls,
     /// Packets dequeued.
     pub packets: u64,
+    /// Polls that completed as they were submitted, with no packet (the socket or helper handle
+    /// skips the port on success): a dequeued entry saved each.
+    pub completed_at_submit: u64,
     /// Registrations that became zombies (ended with a poll still in the kernel).
     pub zombies_created: u64,
     /// Packets for ended registrations, absorbed by their zombie and never delivered: once no
     /// zombie is left, exactly one per zombie created.
     pub late_packets: u64,
-    /// Packets for a dead or previous incarnation, discarded (WRL-001 §1).
+    /// Tagged packets naming no poll in flight (a dead or previous incarnation, WRL-001 §1),
+    /// discarded. The kernel contract makes this 0 on a truthful kernel.
     pub stale_discarded: u64,
+    /// Packets that were not the reactor's (no tag: the user's own overlapped I/O on a
+    /// registered socket), discarded before touching any state.
+    pub foreign_discarded: u64,
     /// Packets of our polls that arrived under another socket's key (their handle value was
     /// reused): the old registration is ended, nothing delivered.
     pub misrouted: u64,
-    /// Socket readiness events delivered.
+    /// Socket events delivered (readiness and errors; one per registration per poll at most).
     pub events: u64,
     /// Registrations removed because their socket was closed (LOCAL_CLOSE).
     pub closed_cleanups: u64,
     /// Poll submissions the kernel refused (reported as an error event; the registration is
     /// disarmed until `reregister`).
     pub submit_failures: u64,
+    /// Polls ended by a cancel or failure the reactor did not ask for (the user's `CancelIoEx`,
+    /// say): reported as an error event; the registration is disarmed until `reregister`.
+    pub interrupted: u64,
     /// `Waker::wake` calls.
     pub wakes: u64,
 }
@@ -202,8 +226,11 @@ pub struct Teardown {
     pub cancelled: u64,
     /// Packets drained.
     pub drained: u64,
-    /// Polls still in the kernel when teardown ended (non-zero only when the bound was hit or on
-    /// abandon: their buffers are leaked, never freed).
+    /// Dequeues that failed on the way (teardown goes on after each).
+    pub dequeue_errors: u64,
+    /// Polls still in the kernel when teardown ended (non-zero only when the bound was hit, the
+    /// kernel kept failing, or on abandon). Their buffers are never freed: a later `shutdown`
+    /// keeps draining them, and dropping the reactor leaks them.
     pub leaked: usize,
     /// How long it took.
     pub elapsed: Duration,
@@ -213,8 +240,9 @@ impl fmt::Display for Teardown {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "cancelled {} polls, drained {} packets in {:?}; {} polls still in flight (buffers leaked)",
-            self.cancelled, self.drained, self.elapsed, self.leaked
+            "cancelled {} polls, drained {} packets in {:?} ({} failed dequeues); {} polls still \
+             in flight (buffers kept, never freed)",
+            self.cancelled, self.drained, self.elapsed, self.dequeue_errors, self.leaked
         )
     }
 }
@@ -224,8 +252,8 @@ impl std::error::Error for Teardown {}
 /// The single-threaded reactor (WRL-001).
 ///
 /// Generic over the [`Kernel`]: `NtKernel` on Windows (`Reactor::new`), or the
-/// [simulated kernel](crate::kernel::sim) anywhere. `Send` (if the
-/// kernel is) but not `Sync`: one thread drives it; [`Waker`]s reach it from others.
+/// [simulated kernel](crate::kernel::sim) anywhere (feature `test-rig`). `Send` (if the kernel
+/// is) but not `Sync`: one thread drives it; [`Waker`]s reach it from others.
 ///
 /// # Examples
 /// ```
@@ -256,16 +284,26 @@ pub struct Reactor<K: Kernel> {
     bound: Bound,
     /// Live registrations polled through the helper on the strength of `bound` alone.
     hinted: usize,
+    /// Registrations per helper handle.
+    helpers: HelperGroups,
     /// Slots whose poll needs a submit or cancel before the next dequeue: `(index, generation)`.
     updates: Vec<(u32, u64)>,
     entries: Vec<CompletionEntry>,
-    /// What was dequeued outside a poll, or did not fit: delivered first by the next poll.
+    /// What was dequeued outside a poll, completed at submit, or did not fit: delivered by the
+    /// next polls, sharing their room with timers and the port.
     stash: VecDeque<Stashed>,
     timers: timer::Timers,
-    wakers: Vec<Arc<WakerShared>>,
+    wakers: WakerTable,
     generation_counter: u64,
+    /// Polls made so far: stamps "reported in this poll" and rotates who goes first.
+    poll_count: u64,
     stats: Stats,
     shut_down: bool,
+    /// Teardown has ended (or cancelled) every registration; later calls only drain.
+    cancelled_all: bool,
+    /// Slot releases the pool refused (a reactor bug caught before it could hand one block to
+    /// two registrations). Always 0; tests check it.
+    refused_releases: u64,
 }
 
 #[cfg(windows)]
@@ -295,43 +333,13 @@ impl<K: Kernel> fmt::Debug for Reactor<K> {
     }
 }
 
-/// Add `event` to `events`; wakes of one waker are reported once per poll.
-fn deliver(events: &mut Events, event: Event) {
-    if event.is_wake()
-        && events
-            .iter()
-            .any(|e| e.is_wake() && e.token() == event.token())
-    {
-        return;
-    }
-    events.push(event);
-}
-
-/// An event kept for the next poll.
-#[derive(Debug, Clone, Copy)]
-enum Stashed {
-    /// Not a socket's (a wake).
-    Event(Event),
-    /// A socket's readiness, as AFD events, for registration `generation`.
-    Ready { generation: u64, afd: PollEvents },
-    /// The kernel refused to arm registration `generation`.
-    Error { generation: u64 },
-}
-
-impl Stashed {
-    fn new(event: Event, entry: &CompletionEntry) -> Self {
-        match event.afd() {
-            Some(afd) if entry.key != WAKE_KEY => Self::Ready {
-                generation: entry.apc_context as u64,
-                afd,
-            },
-            _ => Self::Event(event),
-        }
-    }
-}
-
 fn err(kind: io::ErrorKind, msg: &'static str) -> io::Error {
     io::Error::new(kind, msg)
+}
+
+/// The slot index a generation names.
+fn slot_of(generation: u64) -> u32 {
+    (generation & ((1 << INDEX_BITS) - 1)) as u32
 }
 
 impl<K: Kernel> Reactor<K> {
@@ -349,14 +357,18 @@ impl<K: Kernel> Reactor<K> {
             by_socket: SockMap::default(),
             bound: Bound::default(),
             hinted: 0,
+            helpers: HelperGroups::default(),
             updates: Vec::new(),
             entries: vec![CompletionEntry::zeroed(); config.batch],
             stash: VecDeque::new(),
             timers: timer::Timers::default(),
-            wakers: Vec::new(),
+            wakers: WakerTable::default(),
             generation_counter: 0,
+            poll_count: 0,
             stats: Stats::default(),
             shut_down: false,
+            cancelled_all: false,
+            refused_releases: 0,
         }
     }
 
@@ -393,15 +405,15 @@ impl<K: Kernel> Reactor<K> {
         s.slots = self.pool.len();
         s.timers = self.timers.len();
         s.wakers = self.wakers.len();
-        for w in &self.wakers {
-            s.nt.post += w.posts.load(Ordering::Relaxed);
-            s.wakes += w.calls.load(Ordering::Relaxed);
-        }
+        let (calls, posts) = self.wakers.counts();
+        s.wakes = calls;
+        s.nt.post = posts;
         s
     }
 
-    /// For tests and debugging: every non-vacant slot as (block address, generation, machine).
-    #[doc(hidden)]
+    /// For tests and debugging (feature `test-rig`): every non-vacant slot as (block address,
+    /// generation, machine).
+    #[cfg(feature = "test-rig")]
     pub fn debug_slots(&self) -> Vec<(std::ptr::NonNull<PollBlock>, u64, Machine)> {
         (0..self.pool.len() as u32)
             .filter_map(|i| {
@@ -410,6 +422,13 @@ impl<K: Kernel> Reactor<K> {
                     .then(|| (self.pool.block(i).expect("slot"), m.generation, m.machine))
             })
             .collect()
+    }
+
+    /// For tests (feature `test-rig`): slot releases the pool refused. Each one is a reactor bug
+    /// caught before it could corrupt memory; always 0.
+    #[cfg(feature = "test-rig")]
+    pub fn debug_refused_releases(&self) -> u64 {
+        self.refused_releases
     }
 
     /// Heap bytes held for socket states: the slot pool, plus the registration map's table.
@@ -427,23 +446,27 @@ impl<K: Kernel> Reactor<K> {
         Ok(())
     }
 
+    /// A new registration's generation: the tag, a counter, and the slot index (WRL-001 §1). It
+    /// travels as the poll's ApcContext.
     fn next_generation(&mut self, index: u32) -> u64 {
-        // A 40-bit counter above the 24-bit slot index: unique per registration for 2^40
-        // registrations of the same slot, and never 0 (0 marks a vacant slot).
-        self.generation_counter = (self.generation_counter + 1) & ((1 << (64 - INDEX_BITS)) - 1);
+        // Unique per registration for 2^39 registrations of the same slot; never 0 (0 marks a
+        // vacant slot), since the tag is set.
+        self.generation_counter = (self.generation_counter + 1) & ((1 << COUNTER_BITS) - 1);
         if self.generation_counter == 0 {
             self.generation_counter = 1;
         }
-        (self.generation_counter << INDEX_BITS) | u64::from(index)
+        POLL_TAG as u64 | (self.generation_counter << INDEX_BITS) | u64::from(index)
     }
 
     /// Register `socket` for `interest` under `token`, in the configured mode (WRL-001 §5).
     ///
     /// Resolves the base socket, associates it with the completion port under its state's address
-    /// and submits the first poll: events can arrive from the next [`poll`](Self::poll). A socket
-    /// that is already bound to another completion port (another runtime, overlapped I/O, or an
-    /// earlier registration with this reactor) is polled through the reactor's `\Device\Afd`
-    /// helper handle instead — transparently. The reactor remembers the socket values whose
+    /// (in skip-on-success mode: a poll that is ready at once then costs no packet) and submits
+    /// the first poll: events can arrive from the next [`poll`](Self::poll). A socket that is
+    /// already bound to another completion port (another runtime, overlapped I/O, or an earlier
+    /// registration with this reactor), or that a layered service provider stands above, is
+    /// polled through one of the reactor's `\Device\Afd` helper handles instead —
+    /// transparently. The reactor remembers the socket values whose
     /// association it has tried, so registering a socket again costs no association call; a new socket
     /// that later gets one of those values is polled through the helper as well.
     ///
@@ -451,6 +474,11 @@ impl<K: Kernel> Reactor<K> {
     /// poll ends with `LOCAL_CLOSE` and the registration is removed without an event; registering
     /// a new socket that got the same handle value ends the old registration (socket-direct path)
     /// — see the README's contract section for the helper path and the remaining window.
+    ///
+    /// Once associated, the socket's own overlapped I/O completes on this reactor's port, which
+    /// discards it (only the reactor's tagged polls are taken): use a registered socket with
+    /// readiness I/O (`read`/`write` until `WouldBlock`). I/O with a completion routine (APC) is
+    /// refused outright by the kernel on a socket bound to a port.
     ///
     /// # Errors
     /// - `InvalidInput`: not a socket (a file, pipe, event, or a closed handle);
@@ -492,40 +520,46 @@ impl<K: Kernel> Reactor<K> {
         mode: Mode,
     ) -> io::Result<()> {
         self.check_running()?;
+        // The user's value, read once: everything below uses this one.
         let raw = socket.raw_socket();
         let registered = self.by_socket.get(raw);
         // Associated (or found bound elsewhere) before: the association call would fail, and the
         // socket will be polled through the helper, which itself refuses a non-socket, so the
         // proof that the base is a socket can be skipped too. See `bound`.
-        let binding_known =
-            registered.is_some() || self.hinted >= HINT_LIMIT || !self.bound.contains(raw);
+        let hint = registered.is_none() && self.hinted < HINT_LIMIT && self.bound.contains(raw);
         self.stats.nt.base_socket += 1;
-        let base = self.kernel.base_socket(raw, binding_known)?;
+        let base = self.kernel.base_socket(raw, !hint)?;
         let index = self.pool.alloc()?;
         let generation = self.next_generation(index);
         let key = self.pool.block(index).expect("allocated").as_ptr() as usize;
-        let via = if !binding_known {
-            PollVia::Helper
+        // Poll on the socket itself (`true`) or through a helper; and whether the socket's binding
+        // is known (see `Meta::binding_known`).
+        let (direct, binding_known) = if hint {
+            (false, false)
+        } else if base != raw {
+            // A layered service provider's socket: the base belongs to the provider, whose own
+            // I/O would complete on our port if we associated it. Poll it through a helper.
+            (false, true)
         } else {
             self.stats.nt.associate += 1;
             match self.kernel.associate(base, key) {
                 Ok(()) => {
                     self.bound.insert(raw);
-                    PollVia::Socket
+                    (true, true)
                 }
                 Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
                     self.bound.insert(raw);
-                    PollVia::Helper
+                    (false, true)
                 }
                 Err(e) => {
-                    self.pool.release(index);
+                    self.release(index);
                     return Err(e);
                 }
             }
         };
         if let Some(old) = registered {
             let old_binding_known = self.pool.meta(old).is_some_and(|m| m.binding_known);
-            if via == PollVia::Socket && old_binding_known {
+            if direct && old_binding_known {
                 // A fresh association means a fresh socket object: the registered one was closed
                 // and its handle value reused. End the old incarnation.
                 self.socket_gone(old, base);
@@ -533,11 +567,11 @@ impl<K: Kernel> Reactor<K> {
                 // Most likely the same socket twice (or one whose binding was never learned, see
                 // `Meta::binding_known`); but its close may be queued: look first.
                 if let Err(e) = self.drain_into_stash() {
-                    self.pool.release(index);
+                    self.release(index);
                     return Err(e);
                 }
                 if self.by_socket.contains(raw) {
-                    self.pool.release(index);
+                    self.release(index);
                     return Err(err(
                         io::ErrorKind::AlreadyExists,
                         "afd-reactor: socket already registered (use reregister)",
@@ -545,29 +579,45 @@ impl<K: Kernel> Reactor<K> {
                 }
             }
         }
-        *self.pool.meta_mut(index).expect("allocated") = pool::Meta {
-            generation,
-            socket: raw,
-            base,
-            token,
-            interest,
-            via,
-            binding_known,
-            queued: false,
-            machine: Machine::new(interest.afd_events(), mode),
+        let via = if direct {
+            PollVia::Socket
+        } else {
+            PollVia::Helper(self.helpers.acquire())
         };
-        if let Err(status) = self.submit(index) {
-            self.pool.release(index);
-            if !binding_known {
-                // The value may name something that is not a socket: say so if it does not.
-                self.stats.nt.base_socket += 1;
-                self.kernel.base_socket(raw, true)?;
+        let meta = self.pool.meta_mut(index).expect("allocated");
+        meta.generation = generation;
+        meta.socket = raw;
+        meta.base = base;
+        meta.token = token;
+        meta.interest = interest;
+        meta.via = via;
+        meta.binding_known = binding_known;
+        meta.machine = Machine::new(interest.afd_events(), mode);
+        let first = match self.submit(index) {
+            Ok(first) => first,
+            Err(status) => {
+                self.release(index);
+                if hint {
+                    // The value may name something that is not a socket: say so if it does not.
+                    self.stats.nt.base_socket += 1;
+                    self.kernel.base_socket(raw, true)?;
+                }
+                return Err(status.into());
             }
-            return Err(status.into());
+        };
+        if self.pool.meta(index).map(|m| m.generation) != Some(generation) {
+            // Its first poll completed at once with LOCAL_CLOSE: it was closed meanwhile.
+            return Err(err(
+                io::ErrorKind::InvalidInput,
+                "afd-reactor: the socket was closed as it was registered",
+            ));
         }
         self.by_socket.insert(raw, index);
-        if !binding_known {
+        if hint {
             self.hinted += 1;
+        }
+        if let Some(item) = first {
+            self.stash_item(item);
         }
         Ok(())
     }
@@ -604,8 +654,10 @@ impl<K: Kernel> Reactor<K> {
         interest: Interest,
     ) -> io::Result<()> {
         self.check_running()?;
-        let mode = self.registered(socket)?.machine.mode;
-        self.reregister_with_mode(socket, token, interest, mode)
+        let index = self.index_of(socket.raw_socket())?;
+        let mode = self.pool.meta(index).expect("registered").machine.mode;
+        self.change(index, token, interest, mode);
+        Ok(())
     }
 
     /// [`reregister`](Self::reregister) with an explicit [`Mode`].
@@ -620,13 +672,17 @@ impl<K: Kernel> Reactor<K> {
         mode: Mode,
     ) -> io::Result<()> {
         self.check_running()?;
-        let index = self.index_of(socket)?;
+        let index = self.index_of(socket.raw_socket())?;
+        self.change(index, token, interest, mode);
+        Ok(())
+    }
+
+    fn change(&mut self, index: u32, token: Token, interest: Interest, mode: Mode) {
         let meta = self.pool.meta_mut(index).expect("registered");
         meta.token = token;
         meta.interest = interest;
         meta.machine.on_reregister(interest.afd_events(), mode);
         self.queue_update(index);
-        Ok(())
     }
 
     /// Deregister `socket` (WRL-001 §2). With a poll pending, the poll is cancelled and the state
@@ -655,14 +711,16 @@ impl<K: Kernel> Reactor<K> {
     /// ```
     pub fn deregister<S: Source + ?Sized>(&mut self, socket: &S) -> io::Result<()> {
         self.check_running()?;
-        let index = self.index_of(socket)?;
-        self.unmap(socket.raw_socket(), index);
+        let raw = socket.raw_socket();
+        let index = self.index_of(raw)?;
+        self.unmap(raw, index);
         self.end_registration(index);
         Ok(())
     }
 
     /// Take registration `index` of `socket` out of the registration map.
     fn unmap(&mut self, socket: RawSock, index: u32) {
+        debug_assert_eq!(self.by_socket.get(socket), Some(index));
         self.by_socket.remove(socket);
         if self.pool.meta(index).is_some_and(|m| !m.binding_known) {
             self.hinted -= 1;
@@ -675,7 +733,7 @@ impl<K: Kernel> Reactor<K> {
         let meta = self.pool.meta_mut(index).expect("registered");
         match meta.machine.on_deregister() {
             Deregistered::FreeNow => {
-                self.pool.release(index);
+                self.release(index);
                 false
             }
             Deregistered::CancelThenWait => {
@@ -692,8 +750,8 @@ impl<K: Kernel> Reactor<K> {
         }
     }
 
-    fn index_of<S: Source + ?Sized>(&self, socket: &S) -> io::Result<u32> {
-        self.by_socket.get(socket.raw_socket()).ok_or_else(|| {
+    fn index_of(&self, socket: RawSock) -> io::Result<u32> {
+        self.by_socket.get(socket).ok_or_else(|| {
             err(
                 io::ErrorKind::NotFound,
                 "afd-reactor: socket is not registered",
@@ -701,31 +759,33 @@ impl<K: Kernel> Reactor<K> {
         })
     }
 
-    fn registered<S: Source + ?Sized>(&self, socket: &S) -> io::Result<&pool::Meta> {
-        let index = self.index_of(socket)?;
-        Ok(self.pool.meta(index).expect("registered"))
+    /// Give slot `index` back to the pool (and its helper-handle place). The pool refuses a slot
+    /// that is vacant or whose poll is in flight: that is a bug in this file, caught here before
+    /// it could hand one block to two registrations.
+    fn release(&mut self, index: u32) {
+        let via = self.pool.meta(index).map(|m| m.via);
+        if self.pool.release(index) {
+            if let Some(PollVia::Helper(n)) = via {
+                self.helpers.release(n);
+            }
+        } else {
+            self.refused_releases += 1;
+            if cfg!(debug_assertions) {
+                panic!("afd-reactor bug: slot {index} released twice or while the kernel holds it");
+            }
+        }
     }
 
     /// A [`Waker`] whose wakes arrive as events with `token` (WRL-001 §3). Asking again for the
-    /// same token returns the same waker.
+    /// same token while a handle to its waker lives returns the same waker; the reactor frees a
+    /// waker once its last handle is dropped.
     ///
     /// # Errors
     /// `NotConnected` if the reactor has shut down.
     pub fn waker(&mut self, token: Token) -> io::Result<Waker> {
         self.check_running()?;
-        // One waker per token: asking again returns the same one (and the list stays bounded).
-        if let Some(apc) = self.wakers.iter().position(|w| w.token == token) {
-            return Ok(Waker {
-                shared: Arc::clone(&self.wakers[apc]),
-                apc,
-            });
-        }
-        let shared = WakerShared::new(Box::new(self.kernel.poster()), token);
-        self.wakers.push(Arc::clone(&shared));
-        Ok(Waker {
-            shared,
-            apc: self.wakers.len() - 1,
-        })
+        let kernel = &self.kernel;
+        Ok(self.wakers.get(token, || Box::new(kernel.poster())))
     }
 
     /// Start a timer: an event with `token` and [`Event::is_timer`] after `delay`, then every
@@ -759,7 +819,8 @@ impl<K: Kernel> Reactor<K> {
         self.timers.add(token, deadline, period)
     }
 
-    /// Cancel a timer. Returns false if it already fired (one-shot) or was cancelled.
+    /// Cancel a timer. Returns false if it already fired (one-shot), was cancelled, or belongs to
+    /// another reactor.
     pub fn cancel_timer(&mut self, id: TimerId) -> bool {
         self.timers.cancel(id)
     }
@@ -773,11 +834,13 @@ impl<K: Kernel> Reactor<K> {
         }
     }
 
-    /// Submit the poll the machine wants. `Err` if the kernel refused it (the machine stays idle).
-    fn submit(&mut self, index: u32) -> Result<(), NtStatus> {
+    /// Submit the poll the machine wants. `Ok(Some(_))` if it completed at once with something to
+    /// report (the caller stashes it: its re-arm waits until it is delivered); `Err` if the kernel
+    /// refused it (the machine stays idle).
+    fn submit(&mut self, index: u32) -> Result<Option<Stashed>, NtStatus> {
         let meta = self.pool.meta(index).expect("live slot");
         let Update::Submit(mask) = meta.machine.update() else {
-            return Ok(());
+            return Ok(None);
         };
         let (via, base, generation) = (meta.via, meta.base, meta.generation);
         let block = self.pool.block(index).expect("live slot");
@@ -791,19 +854,73 @@ impl<K: Kernel> Reactor<K> {
         }
         self.stats.nt.submit += 1;
         // SAFETY: the block lives in a pinned pool slot that is released only after this poll's
-        // packet has been dequeued (or leaked at teardown), and the reactor does not touch it
-        // while the machine says the poll is in flight.
-        let status = unsafe {
+        // packet has been dequeued (or its completion at submit reported), or leaked at teardown,
+        // and the reactor does not touch it while the machine says the poll is in flight.
+        let outcome = unsafe {
             self.kernel
                 .submit_poll(via, base, block, generation as usize)
         };
         let meta = self.pool.meta_mut(index).expect("live slot");
-        if meta.machine.on_submitted(mask, status) {
-            self.stats.in_flight += 1;
-            Ok(())
-        } else {
-            self.stats.submit_failures += 1;
-            Err(status)
+        let armed = meta.machine.on_submitted(mask, outcome);
+        match outcome {
+            Submitted::Queued => {
+                self.stats.in_flight += 1;
+                Ok(None)
+            }
+            Submitted::Completed => {
+                debug_assert!(armed);
+                // No packet will come: the block is ours again and holds the result.
+                self.stats.completed_at_submit += 1;
+                let (status, reported) = self.read_result(index);
+                Ok(self.complete(index, status, reported))
+            }
+            Submitted::Refused(status) => {
+                self.stats.submit_failures += 1;
+                Err(status)
+            }
+        }
+    }
+
+    /// The status and reported events in slot `index`'s block, whose poll has ended (its packet
+    /// was dequeued, or it completed at submit).
+    fn read_result(&self, index: u32) -> (NtStatus, PollEvents) {
+        let block = self.pool.block(index).expect("live slot");
+        // SAFETY: the poll has ended, so the kernel is done with the block; read through the raw
+        // pointer into a copy without keeping a reference.
+        let result = unsafe { block.as_ptr().read() };
+        let status = result.iosb.status();
+        if !status.is_success() {
+            // Cancelled, closed or failed: the buffer holds no answer (Wine leaves the request).
+            return (status, PollEvents::NONE);
+        }
+        let info = result.info;
+        let mut events = info.reported_events();
+        if info.number_of_handles > 0 && info.handles[0].status.is_error() {
+            // A per-handle error status is the socket's error (a failed connect).
+            events |= PollEvents::CONNECT_FAIL;
+        }
+        (status, events)
+    }
+
+    /// Registration `index`'s poll ended with `status` and `reported` events: free it, re-arm it,
+    /// or return what to report.
+    fn complete(&mut self, index: u32, status: NtStatus, reported: PollEvents) -> Option<Stashed> {
+        let meta = self.pool.meta_mut(index).expect("live slot");
+        let generation = meta.generation;
+        match meta.machine.on_completion(status, reported) {
+            Completed::Free => {
+                self.finish(index);
+                None
+            }
+            Completed::Deliver(afd) if afd.is_empty() => {
+                self.queue_update(index);
+                None
+            }
+            Completed::Deliver(afd) => Some(Stashed::Ready { generation, afd }),
+            Completed::Interrupted => {
+                self.stats.interrupted += 1;
+                Some(Stashed::Error { generation })
+            }
         }
     }
 
@@ -839,7 +956,7 @@ impl<K: Kernel> Reactor<K> {
         self.stats.closed_cleanups += 1;
     }
 
-    /// Free a slot whose last packet was handled.
+    /// Free a slot whose last poll has ended.
     fn finish(&mut self, index: u32) {
         let meta = self.pool.meta(index).expect("live slot");
         if meta.machine.life == Life::Zombie {
@@ -852,407 +969,16 @@ impl<K: Kernel> Reactor<K> {
             }
             self.stats.closed_cleanups += 1;
         }
-        self.pool.release(index);
-    }
-
-    /// Apply queued interest changes and re-arms: the submits and cancels gathered since the last
-    /// dequeue, so each socket costs at most one NT call per poll.
-    fn flush_updates(&mut self) {
-        let mut queue = std::mem::take(&mut self.updates);
-        for &(index, generation) in &queue {
-            let Some(meta) = self.pool.meta_mut(index) else {
-                continue;
-            };
-            if meta.generation != generation {
-                continue; // freed (and maybe reused) since it was queued
-            }
-            meta.queued = false;
-            match meta.machine.update() {
-                Update::Nothing => {}
-                Update::Cancel => self.cancel(index),
-                Update::Submit(_) => {
-                    if self.submit(index).is_err() {
-                        let meta = self.pool.meta(index).expect("live slot");
-                        if meta.machine.closed {
-                            self.finish(index);
-                        } else {
-                            // Disarmed until the user reregisters: tell them, once.
-                            self.stash.push_back(Stashed::Error { generation });
-                        }
-                    }
-                }
-            }
-        }
-        queue.clear();
-        if self.updates.is_empty() {
-            self.updates = queue; // keep the allocation
-        }
-    }
-
-    /// Handle one packet; returns the event to deliver, if any.
-    fn dispatch(&mut self, entry: CompletionEntry) -> Option<Event> {
-        self.stats.packets += 1;
-        if entry.key == WAKE_KEY {
-            let waker = self.wakers.get(entry.apc_context)?;
-            return waker.on_packet().then(|| Event::wake(waker.token));
-        }
-        // WRL-001 §1: the generation is checked before anything else about the state.
-        let generation = entry.apc_context as u64;
-        let index = (generation & ((1 << INDEX_BITS) - 1)) as u32;
-        let live = self
-            .pool
-            .meta(index)
-            .is_some_and(|m| m.generation == generation && m.machine.poll.in_flight());
-        if !live {
-            self.stats.stale_discarded += 1;
-            return None;
-        }
-        let block = self.pool.block(index).expect("live slot");
-        let meta = self.pool.meta(index).expect("live slot");
-        let expected_key = match meta.via {
-            PollVia::Socket => block.as_ptr() as usize,
-            PollVia::Helper => HELPER_KEY,
-        };
-        self.stats.in_flight -= 1;
-        let status = entry.status();
-        let outcome = if entry.key != expected_key {
-            // Our poll was issued on a handle value that now names another socket (ours, under
-            // another key): the registered socket is gone. Deliver nothing from it.
-            self.stats.misrouted += 1;
-            let meta = self.pool.meta_mut(index).expect("live slot");
-            meta.machine.closed = true;
-            meta.machine.on_completion(status, PollEvents::LOCAL_CLOSE)
-        } else {
-            let reported = if status.is_success() {
-                // SAFETY: this poll's packet has been dequeued, so the kernel is done with the
-                // block; read through the raw pointer without keeping a reference.
-                let info = unsafe { (*block.as_ptr()).info };
-                let mut events = info.reported_events();
-                if info.number_of_handles > 0 && info.handles[0].status.is_error() {
-                    // A per-handle error status is the socket's error (a failed connect).
-                    events |= PollEvents::CONNECT_FAIL;
-                }
-                events
-            } else {
-                PollEvents::NONE
-            };
-            let meta = self.pool.meta_mut(index).expect("live slot");
-            meta.machine.on_completion(status, reported)
-        };
-        match outcome {
-            Completed::Free => {
-                self.finish(index);
-                None
-            }
-            Completed::Deliver(afd) => {
-                let meta = self.pool.meta(index).expect("live slot");
-                let event =
-                    (!afd.is_empty()).then(|| Event::from_afd(meta.token, afd, meta.interest));
-                self.queue_update(index);
-                if event.is_some() {
-                    self.stats.events += 1;
-                }
-                event
-            }
-        }
-    }
-
-    /// Keep `event` (dequeued from `entry`) for the next poll. One stashed wake per waker covers
-    /// every wake before it.
-    fn stash_event(&mut self, event: Event, entry: &CompletionEntry) {
-        let stashed = Stashed::new(event, entry);
-        if event.is_wake()
-            && self.stash.iter().any(
-                |s| matches!(s, Stashed::Event(e) if e.is_wake() && e.token() == event.token()),
-            )
-        {
-            return;
-        }
-        self.stash.push_back(stashed);
+        self.release(index);
     }
 
     /// The live (not zombie) registration of `generation`, if any.
-    fn live_meta(&self, generation: u64) -> Option<&pool::Meta> {
-        let index = (generation & ((1 << INDEX_BITS) - 1)) as u32;
+    fn live_index(&self, generation: u64) -> Option<u32> {
+        let index = slot_of(generation);
         self.pool
             .meta(index)
-            .filter(|m| m.generation == generation && m.machine.life == Life::Active)
-    }
-
-    /// Turn a stashed item into the event to deliver now: with the registration's current token
-    /// and interest, and nothing if the registration has ended meanwhile.
-    fn unstash(&self, stashed: Stashed) -> Option<Event> {
-        match stashed {
-            Stashed::Event(ev) => Some(ev),
-            Stashed::Ready { generation, afd } => {
-                let m = self.live_meta(generation)?;
-                let afd = afd.intersection(m.interest.afd_events().union(PollEvents::CONNECT_FAIL));
-                (!afd.is_empty()).then(|| Event::from_afd(m.token, afd, m.interest))
-            }
-            Stashed::Error { generation } => {
-                self.live_meta(generation).map(|m| Event::error(m.token))
-            }
-        }
-    }
-
-    /// Dequeue what is already queued (timeout 0) and keep the events for the next poll.
-    fn drain_into_stash(&mut self) -> io::Result<()> {
-        loop {
-            self.stats.nt.dequeue += 1;
-            let n = self
-                .kernel
-                .dequeue(&mut self.entries, Some(Duration::ZERO))?;
-            for i in 0..n {
-                let entry = self.entries[i];
-                if let Some(ev) = self.dispatch(entry) {
-                    self.stash_event(ev, &entry);
-                }
-            }
-            if n < self.entries.len() {
-                return Ok(());
-            }
-        }
-    }
-
-    /// Wait for events (up to `events.capacity()`), at most `timeout` (`None`: until one arrives;
-    /// too large a duration, e.g. `Duration::MAX`, is the same as `None`).
-    ///
-    /// Before waiting it submits the re-arms and interest changes gathered since the last call
-    /// (one NT call per socket at most), then dequeues a batch of packets in one NT call. Stale
-    /// packets (previous incarnations) are discarded and counted, never delivered.
-    ///
-    /// # Errors
-    /// `InvalidInput` if `events` has capacity 0; `NotConnected` after shutdown; the kernel's
-    /// dequeue error (no packet is lost: they stay queued for the next call).
-    /// # Examples
-    /// ```
-    /// use afd_reactor::afd::PollEvents;
-    /// use afd_reactor::kernel::sim::SimKernel;
-    /// use afd_reactor::{Events, Interest, Reactor, SimSocket, Token};
-    /// use std::time::Duration;
-    /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
-    /// let s = SimSocket(reactor.kernel().open_socket());
-    /// reactor.register(&s, Token(1), Interest::READABLE)?;
-    /// let mut events = Events::with_capacity(64);
-    /// reactor.poll(&mut events, Some(Duration::ZERO))?; // nothing ready yet
-    /// assert!(events.is_empty());
-    /// reactor.kernel().set_readiness(s.0, PollEvents::RECEIVE);
-    /// reactor.poll(&mut events, None)?;
-    /// assert_eq!(events.iter().next().unwrap().token(), Token(1));
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
-        events.clear();
-        if events.capacity() == 0 {
-            return Err(err(
-                io::ErrorKind::InvalidInput,
-                "afd-reactor: poll needs an Events buffer with capacity > 0",
-            ));
-        }
-        self.check_running()?;
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        loop {
-            self.flush_updates();
-            while events.room() > 0 {
-                let Some(stashed) = self.stash.pop_front() else {
-                    break;
-                };
-                if let Some(ev) = self.unstash(stashed) {
-                    deliver(events, ev);
-                }
-            }
-            let now = Instant::now();
-            self.fire_timers(events, now);
-            let room = events.room();
-            if room == 0 {
-                return Ok(());
-            }
-            let wait = if events.is_empty() {
-                let until = match (deadline, self.timers.next_deadline()) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                until.map(|u| u.saturating_duration_since(now))
-            } else {
-                Some(Duration::ZERO)
-            };
-            let n = room.min(self.entries.len());
-            self.stats.nt.dequeue += 1;
-            let got = match self.kernel.dequeue(&mut self.entries[..n], wait) {
-                Ok(got) => got,
-                // Return what this call already collected rather than lose it; the packets stay
-                // queued, and a persistent failure shows again on the next call.
-                Err(_) if !events.is_empty() => return Ok(()),
-                Err(e) => return Err(e),
-            };
-            for i in 0..got {
-                let entry = self.entries[i];
-                if let Some(ev) = self.dispatch(entry) {
-                    if events.room() > 0 {
-                        deliver(events, ev);
-                    } else {
-                        self.stash_event(ev, &entry);
-                    }
-                }
-            }
-            let now = Instant::now();
-            self.fire_timers(events, now);
-            if !events.is_empty() || !self.stash.is_empty() {
-                return Ok(());
-            }
-            if deadline.is_some_and(|d| now >= d) {
-                return Ok(());
-            }
-        }
-    }
-
-    fn fire_timers(&mut self, events: &mut Events, now: Instant) {
-        while events.room() > 0 {
-            match self.timers.pop_due(now) {
-                Some(token) => events.push(Event::timer(token)),
-                None => break,
-            }
-        }
-    }
-
-    /// Tear down (WRL-001 §6): drain what is queued, cancel every pending poll, and drain until no
-    /// poll is in flight or the configured bound passes (`Duration::MAX`: no bound). Afterwards
-    /// `register`, `reregister`, `deregister`, `poll` and `waker` fail with `NotConnected`, and
-    /// wakers stop posting. Called by `Drop` if not called before.
-    ///
-    /// # Errors
-    /// `TimedOut` if polls were still in flight at the bound: the error's source is the
-    /// [`Teardown`] report, and their buffers are leaked on purpose (never freed while the kernel
-    /// may write them). Also the kernel's dequeue error (buffers then leaked likewise).
-    /// # Examples
-    /// ```
-    /// use afd_reactor::afd::PollEvents;
-    /// use afd_reactor::kernel::sim::SimKernel;
-    /// use afd_reactor::{Events, Interest, Reactor, SimSocket, Token};
-    /// use std::time::Duration;
-    /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
-    /// let s = SimSocket(reactor.kernel().open_socket());
-    /// reactor.register(&s, Token(1), Interest::READABLE)?; // a poll is in flight
-    /// let report = reactor.shutdown()?;
-    /// assert_eq!((report.cancelled, report.leaked), (1, 0));
-    /// assert_eq!(reactor.kernel().pending_polls(), 0); // the kernel holds nothing of ours
-    /// # let _ = (PollEvents::NONE, Events::with_capacity(1), Duration::ZERO);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn shutdown(&mut self) -> io::Result<Teardown> {
-        if self.shut_down {
-            return Ok(Teardown::default());
-        }
-        self.shut_down = true;
-        for w in &self.wakers {
-            w.close();
-        }
-        let start = Instant::now();
-        let mut report = Teardown::default();
-        let packets_before = self.stats.packets;
-        // 1. What is already queued (e.g. LOCAL_CLOSE of sockets the user closed) first, so no
-        //    cancel is issued for a poll that has already ended.
-        let result = self.drain_into_stash().and_then(|()| {
-            // 2. Cancel the polls still pending; every registration becomes a zombie or is freed.
-            //    Newest slot first, with a zero-timeout drain after every CANCEL_BATCH cancels,
-            //    so cancelled requests are reaped while we go (Wine keeps a cancelled request
-            //    on the process's list until this thread next enters a wait). Measured under
-            //    Wine with 10,000 pending polls: 4.3 s before, 3.2 s after; the rest is Wine's
-            //    per-completion cost, which closing the sockets pays as much. On Windows the
-            //    drains merely start step 3 early.
-            self.hinted = 0;
-            let mut live: Vec<(u32, u64)> = self
-                .by_socket
-                .drain_indices()
-                .into_iter()
-                .map(|i| (i, self.pool.meta(i).map_or(0, |m| m.generation)))
-                .collect();
-            live.sort_unstable_by(|a, b| b.cmp(a));
-            for (k, (index, generation)) in live.into_iter().enumerate() {
-                // A drain below may have ended this registration already (e.g. a misrouted
-                // packet); the generation tells.
-                if self.pool.meta(index).map(|m| m.generation) != Some(generation) {
-                    continue;
-                }
-                if self.end_registration(index) {
-                    report.cancelled += 1;
-                }
-                if (k + 1) % CANCEL_BATCH == 0 {
-                    self.drain_into_stash()?;
-                }
-            }
-            // 3. Drain until nothing is in flight, waiting at most until the bound; past it, still
-            //    take whatever is already queued (that costs no waiting).
-            let bound = start.checked_add(self.config.teardown_timeout);
-            while self.stats.in_flight > 0 {
-                let wait = bound.map(|b| b.saturating_duration_since(Instant::now()));
-                self.stats.nt.dequeue += 1;
-                let n = self.kernel.dequeue(&mut self.entries, wait)?;
-                for i in 0..n {
-                    let _ = self.dispatch(self.entries[i]);
-                }
-                if n == 0 && wait.is_some_and(|w| w.is_zero()) {
-                    break;
-                }
-            }
-            Ok(())
-        });
-        self.stash.clear();
-        report.drained = self.stats.packets - packets_before;
-        report.leaked = self.stats.in_flight;
-        report.elapsed = start.elapsed();
-        if report.leaked > 0 {
-            self.pool.leak();
-        }
-        result?;
-        if report.leaked > 0 {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, report));
-        }
-        Ok(report)
-    }
-
-    /// Tear down without waiting: leak the buffers of every poll still in the kernel, on purpose,
-    /// and return how many (DESIGN-NOTES §2.4: the kernel writes them whenever each poll ends, so
-    /// they are never freed). For hard shutdowns; prefer [`shutdown`](Self::shutdown).
-    /// # Examples
-    /// ```
-    /// use afd_reactor::afd::PollEvents;
-    /// use afd_reactor::kernel::sim::SimKernel;
-    /// use afd_reactor::{Events, Interest, Reactor, SimSocket, Token};
-    /// use std::time::Duration;
-    /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
-    /// let s = SimSocket(reactor.kernel().open_socket());
-    /// reactor.register(&s, Token(1), Interest::READABLE)?;
-    /// assert_eq!(reactor.abandon(), 1); // one poll's buffers leaked on purpose
-    /// # let _ = (PollEvents::NONE, Events::with_capacity(1), Duration::ZERO);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn abandon(mut self) -> usize {
-        self.shut_down = true;
-        for w in &self.wakers {
-            w.close();
-        }
-        let leaked = self.stats.in_flight;
-        if leaked > 0 {
-            self.pool.leak();
-        }
-        leaked
-    }
-}
-
-impl<K: Kernel> Drop for Reactor<K> {
-    fn drop(&mut self) {
-        if !self.shut_down
-            && let Err(e) = self.shutdown()
-        {
-            // Nothing else can be done from Drop; the buffers are leaked, never freed.
-            eprintln!("afd-reactor: teardown incomplete: {e}");
-        }
-        // The one rule the pool's memory depends on, whatever happened before (a panic in the
-        // middle of a teardown, a failed dequeue): never free a block the kernel may still write.
-        if self.stats.in_flight > 0 {
-            self.pool.leak();
-        }
+            .is_some_and(|m| m.generation == generation && m.machine.life == Life::Active)
+            .then_some(index)
     }
 }
 
@@ -1290,5 +1016,23 @@ mod tests {
         assert_eq!((associate(&r) - before, r.hinted), (0, HINT_LIMIT));
         r.shutdown().unwrap();
         assert_eq!(r.hinted, 0);
+    }
+
+    /// Every generation carries the tag, is never 0, and names its slot.
+    #[test]
+    fn generations_are_tagged_and_name_their_slot() {
+        let mut r = Reactor::with_kernel(SimKernel::new(8));
+        for index in [0, 1, (1 << INDEX_BITS) - 1] {
+            let g = r.next_generation(index);
+            assert_eq!(g as usize & POLL_TAG, POLL_TAG);
+            assert_eq!(slot_of(g), index);
+        }
+        r.generation_counter = (1 << COUNTER_BITS) - 1;
+        let g = r.next_generation(5);
+        assert_ne!(
+            g & !(POLL_TAG as u64),
+            u64::from(5u32),
+            "the counter skips 0"
+        );
     }
 }

@@ -46,6 +46,17 @@ pub(crate) struct Meta {
     pub binding_known: bool,
     /// True while the slot is in the reactor's update queue.
     pub queued: bool,
+    /// True from `Pool::alloc` until `Pool::release`: the slot belongs to the reactor, filled or
+    /// not. A slot that is not allocated is on the free list (or was never handed out).
+    pub allocated: bool,
+    /// An event of this registration waits in the stash: its re-arm waits until that event is
+    /// delivered, so an always-ready socket cannot pile events into the stash.
+    pub held: bool,
+    /// The poll (the reactor's poll counter, truncated) in which this registration last put an
+    /// event in the user's `Events`, and at which position: a second one in the same poll is
+    /// merged into it.
+    pub reported_in: u32,
+    pub reported_at: u32,
     pub machine: Machine,
 }
 
@@ -60,6 +71,10 @@ impl Meta {
             via: PollVia::Socket,
             binding_known: true,
             queued: false,
+            allocated: false,
+            held: false,
+            reported_in: 0,
+            reported_at: 0,
             machine: Machine::new(PollEvents::NONE, Mode::Level),
         }
     }
@@ -84,8 +99,15 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    /// Take a vacant slot (a released one first). Its meta is vacant; the caller fills it.
+    /// Take a vacant slot (a released one first). Its meta is vacant but for `allocated`; the
+    /// caller fills it.
     pub fn alloc(&mut self) -> io::Result<u32> {
+        let index = self.take()?;
+        self.meta_mut(index).expect("taken slot exists").allocated = true;
+        Ok(index)
+    }
+
+    fn take(&mut self) -> io::Result<u32> {
         if let Some(index) = self.free.pop() {
             return Ok(index);
         }
@@ -110,15 +132,22 @@ impl Pool {
         Ok((self.len - 1) as u32)
     }
 
-    /// Return a slot: it becomes vacant (generation 0) and reusable. Its poll must not be in flight.
-    pub fn release(&mut self, index: u32) {
-        let meta = self.meta_mut(index).expect("released slot exists");
-        debug_assert!(
-            !meta.machine.poll.in_flight(),
-            "freeing a slot the kernel holds"
-        );
+    /// Return an allocated slot: it becomes vacant (generation 0) and reusable.
+    ///
+    /// Refuses — in every build, since a violation would hand one block to two registrations —
+    /// a slot that is not allocated (released twice) or whose poll is in flight (the kernel holds
+    /// its block): then nothing changes and it returns false.
+    #[must_use = "a refused release is a reactor bug to report"]
+    pub fn release(&mut self, index: u32) -> bool {
+        let Some(meta) = self.meta_mut(index) else {
+            return false;
+        };
+        if !meta.allocated || meta.machine.poll.in_flight() {
+            return false;
+        }
         *meta = Meta::vacant();
         self.free.push(index);
+        true
     }
 
     fn slot(&self, index: u32) -> Option<NonNull<Slot>> {
@@ -191,9 +220,27 @@ mod tests {
         let b = pool.alloc().unwrap();
         assert_eq!((a, b), (0, 1));
         pool.meta_mut(a).unwrap().generation = 7;
-        pool.release(a);
+        assert!(pool.release(a));
         assert_eq!(pool.meta(a).unwrap().generation, 0, "vacant after release");
         assert_eq!(pool.alloc().unwrap(), a);
+    }
+
+    #[test]
+    fn a_vacant_slot_or_one_the_kernel_holds_is_never_released() {
+        let mut pool = Pool::default();
+        let a = pool.alloc().unwrap();
+        assert!(pool.release(a));
+        assert!(!pool.release(a), "released twice");
+        assert!(!pool.release(99), "never allocated");
+        let b = pool.alloc().unwrap();
+        assert_eq!(b, a);
+        let m = pool.meta_mut(b).unwrap();
+        m.machine.poll = crate::state::PollState::Pending {
+            mask: PollEvents::RECEIVE,
+        };
+        assert!(!pool.release(b), "the kernel holds its block");
+        let (c, d) = (pool.alloc().unwrap(), pool.alloc().unwrap());
+        assert!(c != b && d != b && c != d, "one slot handed out twice");
     }
 
     #[test]

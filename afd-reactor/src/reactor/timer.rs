@@ -3,7 +3,11 @@
 use crate::reactor::event::Token;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// Numbers each timer set, so an id from one reactor names nothing on another.
+static NEXT_OWNER: AtomicU64 = AtomicU64::new(1);
 
 /// "Never": a deadline 100 years from `now` (what a delay too large to represent becomes).
 pub(crate) fn far_future(now: Instant) -> Instant {
@@ -11,9 +15,13 @@ pub(crate) fn far_future(now: Instant) -> Instant {
     now.checked_add(century).unwrap_or(now)
 }
 
-/// Identifies a timer, to cancel it.
+/// Identifies a timer, to cancel it. Unique within the process: an id from one reactor cancels
+/// nothing on another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TimerId(u64);
+pub struct TimerId {
+    owner: u64,
+    id: u64,
+}
 
 #[derive(Debug)]
 struct Timer {
@@ -23,11 +31,28 @@ struct Timer {
 }
 
 /// A min-heap of deadlines with lazy cancellation.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Timers {
+    owner: u64,
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
     live: HashMap<u64, Timer>,
     next_id: u64,
+    /// Repeating timers that fired in the current poll, with their next deadline: they go back
+    /// into the heap when the next poll starts ([`Timers::new_poll`]), so none fires twice in one
+    /// poll however long that poll's dispatch takes.
+    refire: Vec<(Instant, u64)>,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Self {
+            owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
+            heap: BinaryHeap::new(),
+            live: HashMap::new(),
+            next_id: 0,
+            refire: Vec::new(),
+        }
+    }
 }
 
 impl Timers {
@@ -43,11 +68,24 @@ impl Timers {
                 deadline,
             },
         );
-        TimerId(id)
+        TimerId {
+            owner: self.owner,
+            id,
+        }
+    }
+
+    /// A poll starts: the timers that fired in the last one may fire again.
+    pub fn new_poll(&mut self) {
+        for (deadline, id) in self.refire.drain(..) {
+            self.heap.push(Reverse((deadline, id)));
+        }
     }
 
     pub fn cancel(&mut self, id: TimerId) -> bool {
-        let removed = self.live.remove(&id.0).is_some();
+        if id.owner != self.owner {
+            return false;
+        }
+        let removed = self.live.remove(&id.id).is_some();
         // Cancelled entries leave the heap lazily; rebuild it before they pile up.
         if self.heap.len() > 2 * self.live.len() + 64 {
             let live = &self.live;
@@ -75,7 +113,13 @@ impl Timers {
         None
     }
 
-    /// Pop one timer due at `now`, rescheduling it if it repeats. Returns its token.
+    /// True if a timer is due at `now` (and has not fired in this poll).
+    pub fn is_due(&mut self, now: Instant) -> bool {
+        self.next_deadline().is_some_and(|d| d <= now)
+    }
+
+    /// Pop one timer due at `now`, rescheduling it if it repeats (from the next poll on). Returns
+    /// its token.
     pub fn pop_due(&mut self, now: Instant) -> Option<Token> {
         let deadline = self.next_deadline()?;
         if deadline > now {
@@ -102,7 +146,7 @@ impl Timers {
                         .unwrap_or_else(|| now.checked_add(period).unwrap_or(far_future(now)));
                 }
                 timer.deadline = next;
-                self.heap.push(Reverse((next, id)));
+                self.refire.push((next, id));
             }
             None => {
                 self.live.remove(&id);
@@ -131,7 +175,15 @@ mod tests {
         assert_eq!(t.pop_due(later), Some(Token(1)));
         assert_eq!(t.pop_due(later), Some(Token(2)));
         assert_eq!(t.pop_due(later), None, "repeat is due at 25 ms");
-        assert_eq!(t.pop_due(now + Duration::from_millis(25)), Some(Token(1)));
+        t.new_poll();
+        assert_eq!(t.pop_due(later), None, "repeat is due at 25 ms");
+        let at_25 = now + Duration::from_millis(25);
+        assert_eq!(t.pop_due(at_25), Some(Token(1)));
+        assert_eq!(
+            t.pop_due(at_25 + Duration::from_secs(1)),
+            None,
+            "once per poll"
+        );
         assert_eq!(t.len(), 1);
     }
 
@@ -152,6 +204,7 @@ mod tests {
         let now = Instant::now();
         t.add(Token(1), now, Some(Duration::MAX));
         assert_eq!(t.pop_due(now), Some(Token(1)));
+        t.new_poll();
         assert_eq!(
             t.pop_due(now + Duration::from_secs(3600)),
             None,
@@ -159,6 +212,7 @@ mod tests {
         );
         t.add(Token(2), now, Some(Duration::from_nanos(1)));
         assert_eq!(t.pop_due(now + Duration::from_secs(10)), Some(Token(2)));
+        t.new_poll();
         assert_eq!(
             t.pop_due(now + Duration::from_secs(10)),
             None,
@@ -181,6 +235,21 @@ mod tests {
         let now = Instant::now();
         t.add(Token(1), now, Some(Duration::from_millis(10)));
         assert_eq!(t.pop_due(now + Duration::from_millis(35)), Some(Token(1)));
+        t.new_poll();
         assert_eq!(t.next_deadline(), Some(now + Duration::from_millis(40)));
+    }
+
+    #[test]
+    fn ids_belong_to_their_timer_set() {
+        let (mut one, mut two) = (Timers::default(), Timers::default());
+        let now = Instant::now();
+        let id = one.add(Token(1), now, None);
+        two.add(Token(2), now, None);
+        assert!(
+            !two.cancel(id),
+            "an id of one set cancelled a timer of another"
+        );
+        assert_eq!(two.pop_due(now), Some(Token(2)));
+        assert!(one.cancel(id));
     }
 }

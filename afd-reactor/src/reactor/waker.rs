@@ -1,48 +1,52 @@
 //! The cross-thread wake-up (WRL-001 §3): `NtSetIoCompletion` under [`WAKE_KEY`], coalesced.
+//!
+//! [`WAKE_KEY`]: crate::kernel::WAKE_KEY
 
 use crate::kernel::Post;
 use crate::reactor::event::Token;
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
-/// A wake packet is queued (further wakes are absorbed by it).
+/// A wake packet is queued, or a post is in progress (further wakes are absorbed by it).
 const QUEUED: u8 = 1;
 /// The reactor is gone: wakes fail and post nothing.
 const CLOSED: u8 = 2;
+/// A post failed: a wake is owed, and the loop delivers it without a packet.
+const OWED: u8 = 4;
+
+/// What every waker of one reactor shares with it, beyond its own state.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    /// Slots whose last user handle was dropped, for the reactor to release.
+    dropped: Mutex<Vec<u32>>,
+    /// Some waker has [`OWED`] set.
+    owed: AtomicBool,
+}
 
 pub(crate) struct WakerShared {
     poster: Box<dyn Post>,
-    /// `QUEUED | CLOSED` bits. Every wake and every packet is a read-modify-write of this one
-    /// location, so a wake absorbed by a queued packet is ordered before the reactor's clearing of
-    /// `QUEUED`: what the waking thread wrote before `wake` is visible once that packet's event is
-    /// returned, and a wake that comes after the clearing posts a new packet.
+    registry: Arc<Registry>,
+    /// `QUEUED | CLOSED | OWED` bits. Every wake and every packet is a read-modify-write of this
+    /// one location, so a wake absorbed by a queued packet is ordered before the reactor's
+    /// clearing of `QUEUED`: what the waking thread wrote before `wake` is visible once that
+    /// packet's event is returned, and a wake that comes after the clearing posts a new packet.
     state: AtomicU8,
-    pub(crate) token: Token,
-    pub(crate) calls: AtomicU64,
-    pub(crate) posts: AtomicU64,
+    /// Live [`Waker`] handles. The reactor releases the slot only at 0, and only the reactor's
+    /// thread can make a handle from 0 (by `Reactor::waker`), so 0 seen there stays 0.
+    handles: AtomicUsize,
+    token: Token,
+    /// The packet's ApcContext: `generation << 32 | slot`.
+    id: usize,
+    calls: AtomicU64,
+    posts: AtomicU64,
 }
 
 impl WakerShared {
-    pub(crate) fn new(poster: Box<dyn Post>, token: Token) -> Arc<Self> {
-        Arc::new(Self {
-            poster,
-            state: AtomicU8::new(0),
-            token,
-            calls: AtomicU64::new(0),
-            posts: AtomicU64::new(0),
-        })
-    }
-
-    /// The reactor dequeued our packet: the next wake posts again. Returns false if closed.
-    pub(crate) fn on_packet(&self) -> bool {
-        self.state.fetch_and(!QUEUED, Ordering::AcqRel) & CLOSED == 0
-    }
-
-    /// The reactor is shutting down: wakes fail from now on and post nothing.
-    pub(crate) fn close(&self) {
-        self.state.fetch_or(CLOSED, Ordering::AcqRel);
+    fn slot(&self) -> u32 {
+        self.id as u32
     }
 }
 
@@ -52,7 +56,14 @@ impl WakerShared {
 /// coalesced: however many threads call [`Waker::wake`], at most one wake packet is queued until
 /// the reactor dequeues it; the poll that dequeues it returns an event with
 /// [`Event::is_wake`](crate::Event::is_wake) and this waker's token. A wake is never lost: after
-/// `wake` returns, some poll returns — the one in progress, or the next.
+/// `wake` returns `Ok`, some poll returns a wake event — the one in progress, or the next. (If
+/// the kernel refuses the post, the `wake` that made it returns the error; the wake is then
+/// owed, and the reactor delivers it the next time its loop runs, for every caller whose wake
+/// joined the failed one.)
+///
+/// The reactor keeps a waker while any handle to it lives, and frees it once the last one is
+/// dropped; asking [`Reactor::waker`](crate::Reactor::waker) for the same token while a handle
+/// lives returns the same waker.
 ///
 /// A `Waker` that outlives its reactor is harmless: `wake` then fails with
 /// [`io::ErrorKind::NotConnected`] and makes no call (the port it would post to is kept open by
@@ -72,20 +83,25 @@ impl WakerShared {
 /// assert!(events.iter().any(|e| e.is_wake() && e.token() == Token(99)));
 /// # Ok::<(), std::io::Error>(())
 /// ```
-#[derive(Clone)]
 pub struct Waker {
-    pub(crate) shared: Arc<WakerShared>,
-    pub(crate) apc: usize,
+    shared: Arc<WakerShared>,
 }
 
 impl Waker {
+    fn new(shared: &Arc<WakerShared>) -> Self {
+        shared.handles.fetch_add(1, Ordering::Relaxed);
+        Self {
+            shared: Arc::clone(shared),
+        }
+    }
+
     /// Wake the reactor (WRL-001 §3).
     ///
     /// # Errors
     /// [`io::ErrorKind::NotConnected`] if the reactor has shut down; the kernel's error if the
-    /// packet could not be posted (out of quota). The next `wake` tries again; wakes made by other
-    /// threads while this one was posting were absorbed by the failed post, so after an error,
-    /// call `wake` again.
+    /// packet could not be posted (out of quota). The wake is not lost then: it is owed, and the
+    /// reactor delivers it (to this call and to every wake that joined it) the next time its loop
+    /// runs; the next `wake` tries to post again.
     pub fn wake(&self) -> io::Result<()> {
         let s = &self.shared;
         s.calls.fetch_add(1, Ordering::Relaxed);
@@ -97,14 +113,40 @@ impl Waker {
             ));
         }
         if before & QUEUED != 0 {
-            return Ok(()); // coalesced into the packet already queued
+            return Ok(()); // coalesced into the packet already queued (or being posted)
         }
-        if let Err(e) = s.poster.post_wake(self.apc) {
-            s.state.fetch_and(!QUEUED, Ordering::AcqRel);
+        if let Err(e) = s.poster.post_wake(s.id) {
+            // Wakes that joined this one were told Ok: leave the wake owed (never dropped), and
+            // let the next wake post again.
+            let _ = s
+                .state
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                    Some((v & !QUEUED) | OWED)
+                });
+            s.registry.owed.store(true, Ordering::Release);
             return Err(e);
         }
         s.posts.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+impl Clone for Waker {
+    fn clone(&self) -> Self {
+        Self::new(&self.shared)
+    }
+}
+
+impl Drop for Waker {
+    fn drop(&mut self) {
+        let s = &self.shared;
+        if s.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            s.registry
+                .dropped
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(s.slot());
+        }
     }
 }
 
@@ -114,5 +156,179 @@ impl fmt::Debug for Waker {
             .field("token", &self.shared.token)
             .field("state", &self.shared.state.load(Ordering::Relaxed))
             .finish()
+    }
+}
+
+/// A slot of the waker table.
+struct Slot {
+    shared: Option<Arc<WakerShared>>,
+    /// Bumped on each release, so a packet of a released waker is recognised.
+    generation: u32,
+    /// The poll (truncated counter) in which this waker last put an event in the user's
+    /// `Events`, and at which position: wakes are reported once per poll.
+    reported_in: u32,
+    reported_at: u32,
+    /// A wake event of this waker waits in the reactor's stash.
+    stashed: bool,
+}
+
+/// The reactor's wakers, by slot and by token.
+#[derive(Default)]
+pub(crate) struct WakerTable {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    by_token: HashMap<Token, u32>,
+    registry: Arc<Registry>,
+    /// Dropped wakers whose packet (or owed wake) was still pending at the last sweep.
+    deferred: Vec<u32>,
+    /// Calls and posts of wakers already released.
+    retired_calls: u64,
+    retired_posts: u64,
+}
+
+impl fmt::Debug for WakerTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WakerTable")
+            .field("live", &self.by_token.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WakerTable {
+    /// A handle to the waker for `token`, made with `poster()` if there is none.
+    pub fn get(&mut self, token: Token, poster: impl FnOnce() -> Box<dyn Post>) -> Waker {
+        if let Some(&slot) = self.by_token.get(&token) {
+            let shared = self.slots[slot as usize]
+                .shared
+                .as_ref()
+                .expect("live slot");
+            return Waker::new(shared);
+        }
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(Slot {
+                shared: None,
+                generation: 0,
+                reported_in: 0,
+                reported_at: 0,
+                stashed: false,
+            });
+            (self.slots.len() - 1) as u32
+        });
+        let entry = &mut self.slots[slot as usize];
+        let shared = Arc::new(WakerShared {
+            poster: poster(),
+            registry: Arc::clone(&self.registry),
+            state: AtomicU8::new(0),
+            handles: AtomicUsize::new(0),
+            token,
+            id: ((entry.generation as usize) << 32) | slot as usize,
+            calls: AtomicU64::new(0),
+            posts: AtomicU64::new(0),
+        });
+        let waker = Waker::new(&shared);
+        entry.shared = Some(shared);
+        self.by_token.insert(token, slot);
+        waker
+    }
+
+    fn live(&self, id: usize) -> Option<&Arc<WakerShared>> {
+        let slot = self.slots.get(id as u32 as usize)?;
+        let shared = slot.shared.as_ref()?;
+        (shared.id == id).then_some(shared)
+    }
+
+    /// The reactor dequeued a wake packet with ApcContext `id`: the waker's slot, if the waker
+    /// still lives and the reactor is running; the next wake posts again.
+    pub fn on_packet(&self, id: usize) -> Option<u32> {
+        let shared = self.live(id)?;
+        let before = shared.state.fetch_and(!QUEUED, Ordering::AcqRel);
+        (before & CLOSED == 0).then(|| shared.slot())
+    }
+
+    /// Slots with a wake owed after a failed post (clearing it), if any post failed.
+    pub fn take_owed(&self) -> Vec<u32> {
+        if !self.registry.owed.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        self.slots
+            .iter()
+            .filter_map(|slot| slot.shared.as_ref())
+            .filter(|s| s.state.fetch_and(!OWED, Ordering::AcqRel) & (OWED | CLOSED) == OWED)
+            .map(|s| s.slot())
+            .collect()
+    }
+
+    /// Release the wakers whose last handle was dropped (and whose wake, if any, was delivered).
+    pub fn sweep(&mut self) {
+        let mut candidates = std::mem::take(&mut self.deferred);
+        candidates.append(
+            &mut self
+                .registry
+                .dropped
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for slot in candidates {
+            let Some(entry) = self.slots.get_mut(slot as usize) else {
+                continue;
+            };
+            let Some(shared) = entry.shared.as_ref() else {
+                continue; // released already (dropped twice in a row: listed twice)
+            };
+            if shared.handles.load(Ordering::Acquire) != 0 {
+                continue; // a new handle was made since (Reactor::waker)
+            }
+            if shared.state.load(Ordering::Acquire) & (QUEUED | OWED) != 0 {
+                if !self.deferred.contains(&slot) {
+                    self.deferred.push(slot); // its wake is still to be delivered
+                }
+                continue;
+            }
+            self.retired_calls += shared.calls.load(Ordering::Relaxed);
+            self.retired_posts += shared.posts.load(Ordering::Relaxed);
+            self.by_token.remove(&shared.token);
+            entry.shared = None;
+            entry.generation = entry.generation.wrapping_add(1);
+            entry.stashed = false;
+            self.free.push(slot);
+        }
+    }
+
+    /// The token of the waker in `slot` and its per-poll report stamp.
+    pub fn report(&mut self, slot: u32) -> Option<(Token, &mut u32, &mut u32)> {
+        let entry = self.slots.get_mut(slot as usize)?;
+        let token = entry.shared.as_ref()?.token;
+        Some((token, &mut entry.reported_in, &mut entry.reported_at))
+    }
+
+    /// Mark whether a wake event of the waker in `slot` waits in the stash; false if that was
+    /// already so.
+    pub fn set_stashed(&mut self, slot: u32, stashed: bool) -> bool {
+        self.slots
+            .get_mut(slot as usize)
+            .is_some_and(|s| std::mem::replace(&mut s.stashed, stashed) != stashed)
+    }
+
+    /// Wakes fail from now on and post nothing.
+    pub fn close_all(&self) {
+        for shared in self.slots.iter().filter_map(|s| s.shared.as_ref()) {
+            shared.state.fetch_or(CLOSED, Ordering::AcqRel);
+        }
+    }
+
+    /// Live wakers.
+    pub fn len(&self) -> usize {
+        self.by_token.len()
+    }
+
+    /// `(wake calls, packets posted)` over every waker, released ones included.
+    pub fn counts(&self) -> (u64, u64) {
+        let live = self.slots.iter().filter_map(|s| s.shared.as_ref());
+        live.fold((self.retired_calls, self.retired_posts), |(c, p), s| {
+            (
+                c + s.calls.load(Ordering::Relaxed),
+                p + s.posts.load(Ordering::Relaxed),
+            )
+        })
     }
 }
