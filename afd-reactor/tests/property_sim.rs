@@ -16,14 +16,47 @@
 //! 4. **Every readiness is eventually delivered**: after the schedule, with faults off and every
 //!    registration re-armed, each live registration whose socket is ready for its interest gets
 //!    an event within a few polls.
-//! 5. **No wake lost, at most one wake packet queued**.
+//! 5. **No wake lost, at most one wake packet queued** (a wake whose post failed is owed, and
+//!    delivered all the same).
+//! 6. **Fairness**: while timers are due, one fires within 3 polls, and packets waiting in the
+//!    port are taken within 4 polls (3 sources take turns when the room is too small for all; one
+//!    more for an owed wake), whatever the capacity of `Events`.
+//! 7. **Nothing forged**: a packet that would pass for one of the reactor's own (a tagged
+//!    ApcContext of a poll in flight, under its key or the helper's) cannot be injected, and
+//!    every packet that is injected is discarded as foreign.
+//! 8. **A `Source` is read once per call**, and teardown tells the truth after failed dequeues.
+//!
+//! The generator makes: sockets (plain, layered over a base, with the user's own
+//! skip-on-success flag, bound to another port), registrations in every mode, interest changes,
+//! deregistrations (also through a `Source` whose value changes between calls), closes (in and
+//! out of the contract), readiness changes, cancels from outside, wakes (some with a failing
+//! post), foreign and forged packets, one-shot and 1 ms periodic timers, and zero-timeout polls
+//! with an `Events` of capacity 1 to 8; teardown meets failing dequeues.
 
 use afd_reactor::afd::PollEvents;
-use afd_reactor::kernel::WAKE_KEY;
 use afd_reactor::kernel::sim::{Faults, SimKernel, SimRng, SimStats};
-use afd_reactor::{Events, Interest, Mode, Reactor, SimSocket, Token, Waker};
+use afd_reactor::kernel::{HELPER_KEY, POLL_TAG, WAKE_KEY};
+use afd_reactor::{Events, Interest, Mode, Reactor, SimSocket, Source, Token, Waker};
+use std::cell::Cell;
 use std::collections::{BTreeMap as HashMap, BTreeSet as HashSet};
 use std::time::Duration;
+
+/// A `Source` that names `values[0]` on its first call, `values[1]` on its second, and so on.
+struct Flipper {
+    values: [u64; 2],
+    calls: Cell<usize>,
+}
+
+impl Source for Flipper {
+    fn raw_socket(&self) -> u64 {
+        let n = self.calls.get();
+        self.calls.set(n + 1);
+        self.values[n % 2]
+    }
+}
+
+/// Timer tokens start here (socket tokens count up from 0, the waker is `usize::MAX`).
+const TIMER_TOKENS: usize = 1 << 40;
 
 #[derive(Debug, Clone, Copy)]
 struct Reg {
@@ -63,6 +96,31 @@ struct Model {
     handle_reuses: u64,
     /// Sockets closed while the kernel held a poll for them (ended by LOCAL_CLOSE).
     local_closes: u64,
+    /// Layered handles (open, in `open`) and the base socket under each (not in `open`).
+    layered: HashMap<u64, u64>,
+    /// One-shot timers due since they were added (all with delay 0).
+    due_timers: HashSet<Token>,
+    /// Consecutive polls with a timer due and none fired.
+    timers_waited: u32,
+    /// Live periodic timers.
+    periodic: HashSet<Token>,
+    next_timer: usize,
+    /// Consecutive polls that left packets in the port untouched.
+    port_waited: u32,
+    counts: Counts,
+}
+
+/// What the generator did, for the summary.
+#[derive(Default, Debug, Clone, Copy)]
+struct Counts {
+    flips: u64,
+    forgeries_refused: u64,
+    layered: u64,
+    user_skip_flags: u64,
+    external_cancels: u64,
+    failed_posts: u64,
+    timers_fired: u64,
+    teardown_dequeue_errors: u64,
 }
 
 #[derive(Default, Debug)]
@@ -77,6 +135,7 @@ struct Totals {
     handle_reuses: u64,
     slot_reuses: u64,
     local_closes: u64,
+    counts: Counts,
     sim: SimStats,
 }
 
@@ -140,7 +199,9 @@ impl Run {
             spurious: rng.below(100) as u16,
         };
         let config = afd_reactor::Config::default().batch(1 + rng.below(16) as usize);
-        let mut reactor = Reactor::with_config(SimKernel::with_faults(seed, faults), config);
+        let kernel = SimKernel::with_faults(seed, faults);
+        kernel.set_helper_skip_mode(rng.chance(700));
+        let mut reactor = Reactor::with_config(kernel, config);
         let waker = reactor.waker(WAKE).unwrap();
         let capacity = 1 + rng.below(8) as usize;
         Self {
@@ -179,8 +240,20 @@ impl Run {
             .collect();
         let foreign = queued
             .iter()
-            .filter(|e| e.key != WAKE_KEY && !live.contains(&(e.apc_context as u64)))
+            .filter(|e| e.key != WAKE_KEY && e.apc_context & POLL_TAG == 0)
             .count();
+        if let Some(e) = queued.iter().find(|e| {
+            e.key != WAKE_KEY
+                && e.apc_context & POLL_TAG != 0
+                && !live.contains(&(e.apc_context as u64))
+        }) {
+            self.fail(&format!(
+                "a tagged packet for no poll in flight is queued: {e:?}"
+            ));
+        }
+        if self.reactor.debug_refused_releases() != 0 {
+            self.fail("the pool refused a release (a double release was attempted)");
+        }
         let wake_packets = wake_packets + foreign; // neither counts as a poll in flight
         if wake_packets - foreign > 1 {
             self.fail(&format!(
@@ -233,19 +306,58 @@ impl Run {
 
     fn poll(&mut self) {
         let timeout = Some(Duration::ZERO);
+        let port_busy = self.reactor.kernel().queued_packets() > 0;
+        let packets_before = self.reactor.stats().packets;
         match self.reactor.poll(&mut self.events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => return, // dequeue_error fault
             Err(e) => self.fail(&format!("poll failed: {e}")),
         }
+        // Invariant 6: the port is not starved.
+        if port_busy && self.reactor.stats().packets == packets_before {
+            self.model.port_waited += 1;
+            if self.model.port_waited > 4 {
+                self.fail("packets waited in the port for 5 polls");
+            }
+        } else {
+            self.model.port_waited = 0;
+        }
         let seen: Vec<_> = self.events.iter().copied().collect();
         if self.trace {
             eprintln!("  poll -> {seen:?}");
+        }
+        let mut tokens = HashSet::new();
+        for e in &seen {
+            if !e.is_timer() && !tokens.insert(e.token()) && e.token() != WAKE {
+                // Tokens are unique per registration here, so twice means one reported twice.
+                self.fail(&format!(
+                    "{:?} reported twice in one poll: {seen:?}",
+                    e.token()
+                ));
+            }
+        }
+        // Invariant 6: the timers are not starved (one fires per turn, so it is the source that
+        // must make progress, not each timer).
+        let timers_were_due = !self.model.due_timers.is_empty();
+        if timers_were_due && !seen.iter().any(|e| e.is_timer()) {
+            self.model.timers_waited += 1;
+            if self.model.timers_waited >= 3 {
+                self.fail("due timers waited 3 polls without one firing");
+            }
+        } else {
+            self.model.timers_waited = 0;
         }
         for e in seen {
             self.totals.events += 1;
             self.totals.checks += 1;
             let t = e.token();
+            if e.is_timer() {
+                if !(self.model.due_timers.remove(&t) || self.model.periodic.contains(&t)) {
+                    self.fail(&format!("a timer fired that was not set, or twice: {e:?}"));
+                }
+                self.model.counts.timers_fired += 1;
+                continue;
+            }
             if t == WAKE {
                 if !e.is_wake() {
                     self.fail(&format!("waker token without a wake: {e:?}"));
@@ -273,7 +385,8 @@ impl Run {
                 ));
             }
             if e.is_error() && !e.is_write_closed() {
-                // The kernel refused to arm it (submit failure): a user re-arms.
+                // The kernel refused to arm it (submit failure), or it was cancelled from
+                // outside: a user re-arms.
                 let _ = self
                     .reactor
                     .reregister(&SimSocket(reg.raw), t, reg.interest);
@@ -284,7 +397,7 @@ impl Run {
 
     fn step(&mut self) {
         self.retire_generations();
-        let r = self.rng.below(100);
+        let r = self.rng.below(120);
         if self.trace {
             for (_, g, m) in self.reactor.debug_slots() {
                 eprintln!("   slot {g:#x} {:?} armed {} {:?}", m.poll, m.armed, m.life);
@@ -420,6 +533,9 @@ impl Run {
                     self.model.closed_raw.insert(raw, t);
                 }
                 self.reactor.kernel().close_socket(raw);
+                if let Some(base) = self.model.layered.remove(&raw) {
+                    self.reactor.kernel().close_socket(base);
+                }
                 // The reactor learns of it from LOCAL_CLOSE (or from the value's next register).
             }
             50..=69 => {
@@ -427,6 +543,7 @@ impl Run {
                     return;
                 };
                 let bit = pick(&mut self.rng, &READY_BITS).unwrap();
+                let raw = self.model.layered.get(&raw).copied().unwrap_or(raw);
                 let k = self.reactor.kernel();
                 if self.rng.chance(600) {
                     k.add_readiness(raw, bit);
@@ -438,18 +555,118 @@ impl Run {
                 let Some(raw) = pick(&mut self.rng, &self.model.open) else {
                     return;
                 };
-                if !self.model.by_raw.contains_key(&raw) {
+                if !self.model.by_raw.contains_key(&raw) && !self.model.layered.contains_key(&raw) {
                     let _ = self.reactor.kernel().bind_to_foreign_port(raw);
                 }
             }
             74..=77 => {
-                self.waker.wake().unwrap();
+                // May fail if an earlier failing post is still armed: the wake is owed then.
+                let _ = self.waker.wake();
                 self.model.wake_outstanding = true;
             }
             78..=79 => self.inject_foreign_packet(),
             // Not under Miri: the leak it provokes on purpose is what Miri's leak check reports.
             80 if !cfg!(miri) && self.rng.chance(300) => self.violate_close_contract(),
+            100..=101 => self.flip(),
+            102 => self.forge(),
+            103 => {
+                let k = self.reactor.kernel();
+                let base = k.open_socket();
+                k.set_readiness(base, PollEvents::SEND);
+                let layered = k.open_layered_socket(base);
+                self.model.open.push(layered);
+                self.model.layered.insert(layered, base);
+                self.model.seen_values.insert(layered);
+                self.model.counts.layered += 1;
+            }
+            104 => {
+                let Some(raw) = pick(&mut self.rng, &self.model.open) else {
+                    return;
+                };
+                self.reactor.kernel().set_skip_on_success(raw);
+                self.model.counts.user_skip_flags += 1;
+            }
+            105 => {
+                let Some(raw) = pick(&mut self.rng, &self.model.open) else {
+                    return;
+                };
+                let n = self.reactor.kernel().cancel_io(raw) as u64;
+                self.model.counts.external_cancels += n;
+            }
+            106 => {
+                self.reactor.kernel().fail_posts(1);
+                if self.waker.wake().is_err() {
+                    self.model.counts.failed_posts += 1;
+                }
+                self.model.wake_outstanding = true;
+            }
+            107..=108 => {
+                let token = Token(TIMER_TOKENS + self.model.next_timer);
+                self.model.next_timer += 1;
+                if self.rng.chance(200) && self.model.periodic.len() < 4 {
+                    let period = Duration::from_millis(1);
+                    self.reactor.add_timer(token, period, Some(period));
+                    self.model.periodic.insert(token);
+                } else {
+                    self.reactor.add_timer(token, Duration::ZERO, None);
+                    self.model.due_timers.insert(token);
+                }
+            }
             _ => self.poll(),
+        }
+    }
+
+    /// Deregister or reregister through a `Source` that names a second registered socket on its
+    /// second call: the reactor must act on the first value, having asked once.
+    fn flip(&mut self) {
+        let raws: Vec<u64> = self.model.by_raw.keys().copied().collect();
+        let (Some(a), Some(b)) = (pick(&mut self.rng, &raws), pick(&mut self.rng, &raws)) else {
+            return;
+        };
+        let flipper = Flipper {
+            values: [a, b],
+            calls: Cell::new(0),
+        };
+        self.model.counts.flips += 1;
+        let t = self.model.by_raw[&a];
+        if self.rng.chance(500) {
+            self.model.by_raw.remove(&a);
+            self.model.live.remove(&t);
+            self.model.dead.insert(t);
+            self.reactor
+                .deregister(&flipper)
+                .unwrap_or_else(|e| self.fail(&format!("deregister through a flipper: {e}")));
+        } else {
+            let reg = self.model.live[&t];
+            let interest = random_interest(&mut self.rng);
+            self.reactor
+                .reregister(&flipper, t, interest)
+                .unwrap_or_else(|e| self.fail(&format!("reregister through a flipper: {e}")));
+            self.model.live.insert(t, Reg { interest, ..reg });
+        }
+        if flipper.calls.get() != 1 {
+            self.fail(&format!(
+                "the Source was asked {} times",
+                flipper.calls.get()
+            ));
+        }
+    }
+
+    /// Try to forge the completion of a poll in flight: it must be refused.
+    fn forge(&mut self) {
+        let slots = self.reactor.debug_slots();
+        let Some((block, generation, m)) = pick(&mut self.rng, &slots) else {
+            return;
+        };
+        if !m.poll.in_flight() {
+            return;
+        }
+        let k = self.reactor.kernel();
+        for key in [block.as_ptr() as usize, HELPER_KEY, WAKE_KEY] {
+            if k.inject_packet(key, generation as usize).is_ok() {
+                self.fail("a packet forged with a live key and ApcContext was accepted");
+            }
+            self.model.counts.forgeries_refused += 1;
         }
     }
 
@@ -475,8 +692,13 @@ impl Run {
         {
             return; // would name a live incarnation: not a foreign packet
         }
-        self.reactor.kernel().inject_packet(key, apc);
-        self.model.foreign_packets += 1;
+        if self.reactor.kernel().inject_packet(key, apc).is_ok() {
+            self.model.foreign_packets += 1;
+        } else if apc & POLL_TAG == 0 {
+            self.fail("an untagged packet was refused");
+        } else {
+            self.model.counts.forgeries_refused += 1;
+        }
     }
 
     /// Break the contract on purpose: close a registered socket without deregistering while no
@@ -491,7 +713,9 @@ impl Run {
             .by_raw
             .keys()
             .copied()
-            .filter(|&raw| self.reactor.kernel().polls_on(raw) == 0)
+            .filter(|&raw| {
+                self.reactor.kernel().polls_on(raw) == 0 && !self.model.layered.contains_key(&raw)
+            })
             .collect();
         let Some(raw) = pick(&mut self.rng, &idle) else {
             return;
@@ -531,7 +755,8 @@ impl Run {
         let mut owed: HashSet<Token> = live
             .iter()
             .filter(|(_, reg)| {
-                let ready = self.reactor.kernel().readiness(reg.raw).unwrap_or_default();
+                let polled = self.model.layered.get(&reg.raw).copied().unwrap_or(reg.raw);
+                let ready = self.reactor.kernel().readiness(polled).unwrap_or_default();
                 ready.intersects(reg.interest.afd_events())
             })
             .map(|(t, _)| *t)
@@ -573,22 +798,58 @@ impl Run {
             // bound short, and judge the leak report against the packets the kernel lost.
             self.reactor.set_teardown_timeout(Duration::from_millis(5));
         }
-        let report = match self.reactor.shutdown() {
-            Ok(r) => r,
-            Err(e) if self.model.violations > 0 => *e
-                .get_ref()
+        // Teardown meets failing dequeues sometimes: it must go on, and tell the truth.
+        let failing = if self.rng.chance(300) {
+            1 + self.rng.below(3) as u32
+        } else {
+            0
+        };
+        self.reactor.kernel().fail_dequeues(failing);
+        let report_of = |e: &std::io::Error| {
+            e.get_ref()
                 .and_then(|s| s.downcast_ref::<afd_reactor::Teardown>())
-                .unwrap_or_else(|| self.fail(&format!("teardown: {e}"))),
+                .copied()
+        };
+        let mut report = match self.reactor.shutdown() {
+            Ok(r) => r,
+            Err(e) if self.model.violations > 0 || failing > 0 => {
+                report_of(&e).unwrap_or_else(|| self.fail(&format!("teardown: {e}")))
+            }
             Err(e) => self.fail(&format!("teardown: {e}")),
         };
+        self.model.counts.teardown_dequeue_errors += report.dequeue_errors;
+        if (report.leaked == 0) != (self.reactor.stats().in_flight == 0) {
+            self.fail(&format!(
+                "teardown report {report} against {:?}",
+                self.reactor.stats()
+            ));
+        }
+        self.reactor.kernel().fail_dequeues(0);
+        match self.reactor.shutdown() {
+            Ok(again) if again.leaked == 0 && self.reactor.stats().in_flight == 0 => {
+                report.leaked = 0;
+            }
+            Ok(again) => self.fail(&format!("a later shutdown said Ok with {again}")),
+            Err(e) => match report_of(&e) {
+                Some(again) if again.leaked == self.reactor.stats().in_flight => {
+                    report.leaked = again.leaked;
+                }
+                _ => self.fail(&format!("a later shutdown: {e}")),
+            },
+        }
         let k = self.reactor.kernel();
-        let lost = k.stats().lost_packets as usize;
+        let sim = k.stats();
+        if sim.provider_bases_associated != 0 || sim.max_helper_polls > 32 {
+            self.fail("a provider's base was associated, or a helper held more than 32 polls");
+        }
+        let lost = sim.lost_packets as usize;
         if report.leaked > lost || k.pending_polls() != 0 || k.queued_packets() != 0 {
             self.fail(&format!(
-                "teardown left {} leaked, kernel holds {} pending, {} queued",
+                "teardown left {} leaked, kernel holds {} pending, {} queued: {:?} ({report})",
                 report.leaked,
                 k.pending_polls(),
-                k.queued_packets()
+                k.queued_packets(),
+                k.queued_entries()
             ));
         }
         let st = self.reactor.stats();
@@ -597,13 +858,14 @@ impl Run {
         {
             self.fail(&format!("state left after teardown: {st:?}"));
         }
-        if st.stale_discarded != self.model.foreign_packets {
+        if (st.foreign_discarded, st.stale_discarded) != (self.model.foreign_packets, 0) {
             self.fail(&format!(
-                "{} foreign packets injected, {} discarded as stale",
-                self.model.foreign_packets, st.stale_discarded
+                "{} foreign packets injected: {} discarded as foreign, {} as stale",
+                self.model.foreign_packets, st.foreign_discarded, st.stale_discarded
             ));
         }
-        self.totals.stale_discarded = st.stale_discarded;
+        self.totals.stale_discarded = st.foreign_discarded;
+        self.totals.counts = self.model.counts;
         self.totals.misrouted = st.misrouted;
         self.totals.violations = self.model.violations;
         self.totals.handle_reuses = self.model.handle_reuses;
@@ -661,10 +923,21 @@ fn random_schedules_keep_every_invariant() {
         all.handle_reuses += t.handle_reuses;
         all.slot_reuses += t.slot_reuses;
         all.local_closes += t.local_closes;
+        let (c, d) = (&mut all.counts, t.counts);
+        c.flips += d.flips;
+        c.forgeries_refused += d.forgeries_refused;
+        c.layered += d.layered;
+        c.user_skip_flags += d.user_skip_flags;
+        c.external_cancels += d.external_cancels;
+        c.failed_posts += d.failed_posts;
+        c.timers_fired += d.timers_fired;
+        c.teardown_dequeue_errors += d.teardown_dequeue_errors;
         let (a, b) = (&mut all.sim, t.sim);
         a.reorders += b.reorders;
         a.cancel_races += b.cancel_races;
         a.no_skips += b.no_skips;
+        a.provider_bases_associated += b.provider_bases_associated;
+        a.max_helper_polls = a.max_helper_polls.max(b.max_helper_polls);
         a.completed_at_submit += b.completed_at_submit;
         a.submit_failures += b.submit_failures;
         a.dequeue_errors += b.dequeue_errors;
@@ -675,7 +948,7 @@ fn random_schedules_keep_every_invariant() {
     }
     println!(
         "property: {} schedules, {} steps, {} events delivered, {} invariant checks, \
-         {} stale packets discarded, {} misrouted; {} close-contract violations",
+         {} foreign packets discarded, {} misrouted; {} close-contract violations",
         all.schedules,
         all.steps,
         all.events,
@@ -702,5 +975,40 @@ fn random_schedules_keep_every_invariant() {
         s.polls_cancelled,
         s.lost_packets
     );
+    let c = &all.counts;
+    println!(
+        "faults added for issue 10: Source flips {}, forgeries refused {}, layered sockets {}, \
+         user skip flags {}, no-skip handles {}, external cancels {}, failed posts {}, timers \
+         fired {}, teardown dequeue errors {}; most polls on one helper {}",
+        c.flips,
+        c.forgeries_refused,
+        c.layered,
+        c.user_skip_flags,
+        s.no_skips,
+        c.external_cancels,
+        c.failed_posts,
+        c.timers_fired,
+        c.teardown_dequeue_errors,
+        s.max_helper_polls
+    );
     assert_eq!(all.schedules, seeds.len() as u64);
+    if seeds.len() >= 1000 {
+        // The generator did what it says (a silent generator proves nothing).
+        let tried = [
+            c.flips,
+            c.forgeries_refused,
+            c.layered,
+            c.user_skip_flags,
+            s.no_skips,
+            c.external_cancels,
+            c.failed_posts,
+            c.timers_fired,
+            c.teardown_dequeue_errors,
+            s.completed_at_submit,
+        ];
+        assert!(
+            tried.iter().all(|&n| n > 0),
+            "a fault kind never ran: {c:?} {s:?}"
+        );
+    }
 }

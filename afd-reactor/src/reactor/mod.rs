@@ -295,8 +295,10 @@ pub struct Reactor<K: Kernel> {
     timers: timer::Timers,
     wakers: WakerTable,
     generation_counter: u64,
-    /// Polls made so far: stamps "reported in this poll" and rotates who goes first.
+    /// Polls made so far: stamps "reported in this poll".
     poll_count: u64,
+    /// Which of stash (0), timers (1) and port (2) goes first in the next poll.
+    turn: usize,
     stats: Stats,
     shut_down: bool,
     /// Teardown has ended (or cancelled) every registration; later calls only drain.
@@ -365,6 +367,7 @@ impl<K: Kernel> Reactor<K> {
             wakers: WakerTable::default(),
             generation_counter: 0,
             poll_count: 0,
+            turn: 0,
             stats: Stats::default(),
             shut_down: false,
             cancelled_all: false,

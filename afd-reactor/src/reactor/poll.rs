@@ -47,23 +47,27 @@ struct Shares {
 }
 
 /// Split `room` evenly between the busy sources (the port always counts), the remainder going
-/// to the first in turn: `turn` rotates which.
-fn shares(room: usize, stash_busy: bool, timers_busy: bool, turn: u64) -> Shares {
-    // Sources in a fixed order: 0 stash, 1 timers, 2 port.
+/// to them in turn order, starting with the first busy source at or after `turn` (0 stash,
+/// 1 timers, 2 port). Returns the shares and the turn for the next poll (the source after the one
+/// that went first), so with room for one event each busy source is served within three polls.
+fn shares(room: usize, stash_busy: bool, timers_busy: bool, turn: usize) -> (Shares, usize) {
     let busy = [stash_busy, timers_busy, true];
     let n = busy.iter().filter(|&&b| b).count();
     let (base, extra) = (room / n, room % n);
-    let first = (turn % n as u64) as usize;
+    let order = (0..3).map(|i| (turn + i) % 3).filter(|&s| busy[s]);
     let mut quota = [0; 3];
-    for (rank, source) in (0..3).filter(|&s| busy[s]).enumerate() {
-        // Rank in turn order: the source at `first` is ranked 0.
-        let turn_rank = (rank + n - first) % n;
-        quota[source] = base + usize::from(turn_rank < extra);
+    let mut first = 2;
+    for (rank, source) in order.enumerate() {
+        if rank == 0 {
+            first = source;
+        }
+        quota[source] = base + usize::from(rank < extra);
     }
-    Shares {
+    let shares = Shares {
         stash: quota[0],
         timers: quota[1],
-    }
+    };
+    (shares, (first + 1) % 3)
 }
 
 impl<K: Kernel> Reactor<K> {
@@ -114,16 +118,18 @@ impl<K: Kernel> Reactor<K> {
         loop {
             self.wakers.sweep();
             for slot in self.wakers.take_owed() {
-                self.emit(events, Stashed::Wake { slot });
+                // A wake whose post failed: delivered like any other kept event.
+                self.stash_item(Stashed::Wake { slot });
             }
             self.flush_updates();
             let now = Instant::now();
-            let share = shares(
+            let (share, next_turn) = shares(
                 events.room(),
                 !self.stash.is_empty(),
                 self.timers.is_due(now),
-                self.poll_count,
+                self.turn,
             );
+            self.turn = next_turn;
             self.take_stash(events, share.stash);
             self.fire_timers(events, now, share.timers);
             let mut full_batch = false;
@@ -289,10 +295,10 @@ impl<K: Kernel> Reactor<K> {
             if meta.generation != generation {
                 continue; // freed (and maybe reused) since it was queued
             }
-            if meta.held {
-                continue; // its event waits in the stash: re-armed once that is delivered
-            }
             meta.queued = false;
+            if meta.held {
+                continue; // its event waits in the stash: `emit` queues it again on delivery
+            }
             match meta.machine.update() {
                 Update::Nothing => {}
                 Update::Cancel => self.cancel(index),
@@ -390,9 +396,10 @@ mod tests {
     use super::{Shares, shares};
 
     #[test]
-    fn one_source_takes_nothing_first_and_the_port_everything() {
+    fn with_nothing_else_busy_the_port_takes_everything() {
+        let (s, _) = shares(64, false, false, 1);
         assert_eq!(
-            shares(64, false, false, 7),
+            s,
             Shares {
                 stash: 0,
                 timers: 0
@@ -401,34 +408,35 @@ mod tests {
     }
 
     #[test]
-    fn busy_sources_split_the_room_and_the_remainder_rotates() {
+    fn busy_sources_split_the_room_and_the_remainder_goes_in_turn() {
         // Room 64, three busy sources: 21 each, one more for whoever's turn it is.
-        let s = shares(64, true, true, 0);
-        assert_eq!((s.stash, s.timers), (22, 21));
-        let s = shares(64, true, true, 1);
-        assert_eq!((s.stash, s.timers), (21, 22));
-        let s = shares(64, true, true, 2);
-        assert_eq!((s.stash, s.timers), (21, 21), "the port's turn");
-        // Room 1: one source per poll, in turn.
-        let turns: Vec<_> = (0..3).map(|t| shares(1, true, true, t)).collect();
-        assert_eq!(
-            turns,
-            [
-                Shares {
-                    stash: 1,
-                    timers: 0
-                },
-                Shares {
-                    stash: 0,
-                    timers: 1
-                },
-                Shares {
-                    stash: 0,
-                    timers: 0
-                }
-            ]
-        );
+        let (s, next) = shares(64, true, true, 0);
+        assert_eq!((s.stash, s.timers, next), (22, 21, 1));
+        let (s, next) = shares(64, true, true, 1);
+        assert_eq!((s.stash, s.timers, next), (21, 22, 2));
+        let (s, next) = shares(64, true, true, 2);
+        assert_eq!((s.stash, s.timers, next), (21, 21, 0), "the port's turn");
         // Timers and the port, room 2: one each.
-        assert_eq!(shares(2, false, true, 5).timers, 1);
+        assert_eq!(shares(2, false, true, 0).0.timers, 1);
+    }
+
+    #[test]
+    fn with_room_for_one_every_busy_source_is_served_within_three_polls() {
+        // Whatever comes and goes, a source busy at every poll waits at most two polls.
+        for pattern in 0..64u32 {
+            let mut turn = 0;
+            let mut waited = [0; 3];
+            for poll in 0..30 {
+                let stash_busy = (pattern >> (poll % 6)) & 1 == 1 || poll % 2 == 0;
+                let (s, next) = shares(1, stash_busy, true, turn);
+                turn = next;
+                let served = [s.stash == 1, s.timers == 1, s.stash + s.timers == 0];
+                for src in 1..3 {
+                    // timers (always busy) and the port (always counted)
+                    waited[src] = if served[src] { 0 } else { waited[src] + 1 };
+                    assert!(waited[src] <= 2, "pattern {pattern}: source {src} starved");
+                }
+            }
+        }
     }
 }

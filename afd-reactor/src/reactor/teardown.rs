@@ -51,13 +51,16 @@ impl<K: Kernel> Reactor<K> {
             report.dequeue_errors += 1;
             last_error = Some(e);
         };
+        // Whether this call has emptied the queue once (of wakes and foreign packets too).
+        let mut queue_drained = false;
         if !self.cancelled_all {
             self.cancelled_all = true;
             // 1. What is already queued (e.g. LOCAL_CLOSE of sockets the user closed) first, so
             //    no cancel is issued for a poll that has already ended. A failure here stops
-            //    nothing: step 2 cancels regardless.
-            if let Err(e) = self.drain_into_stash() {
-                note(e, &mut report);
+            //    nothing: step 2 cancels regardless, and step 3 empties the queue.
+            match self.drain_into_stash() {
+                Ok(()) => queue_drained = true,
+                Err(e) => note(e, &mut report),
             }
             // 2. Cancel the polls still pending; every registration becomes a zombie or is freed.
             //    Newest slot first, with a zero-timeout drain after every CANCEL_BATCH cancels,
@@ -94,13 +97,21 @@ impl<K: Kernel> Reactor<K> {
         //    take whatever is already queued (that costs no waiting). A failed dequeue is retried
         //    until the bound (after a short pause: the kernel is refusing, not waiting).
         let bound = start.checked_add(self.config.teardown_timeout);
-        while self.stats.in_flight > 0 {
-            let wait = bound.map(|b| b.saturating_duration_since(Instant::now()));
+        while self.stats.in_flight > 0 || !queue_drained {
+            let wait = if self.stats.in_flight > 0 {
+                bound.map(|b| b.saturating_duration_since(Instant::now()))
+            } else {
+                Some(Duration::ZERO) // only what is queued: nothing to wait for
+            };
             self.stats.nt.dequeue += 1;
             match self.kernel.dequeue(&mut self.entries, wait) {
                 Ok(n) => {
-                    for i in 0..n.min(self.entries.len()) {
+                    let n = n.min(self.entries.len());
+                    for i in 0..n {
                         let _ = self.dispatch(self.entries[i]);
+                    }
+                    if n < self.entries.len() && self.stats.in_flight == 0 {
+                        queue_drained = true;
                     }
                     if n == 0 && wait.is_some_and(|w| w.is_zero()) {
                         break;
@@ -108,9 +119,10 @@ impl<K: Kernel> Reactor<K> {
                 }
                 Err(e) => {
                     note(e, &mut report);
-                    match wait {
-                        Some(w) if w.is_zero() => break,
-                        Some(w) => std::thread::sleep(w.min(Duration::from_millis(1))),
+                    let left = bound.map(|b| b.saturating_duration_since(Instant::now()));
+                    match left {
+                        Some(left) if left.is_zero() => break,
+                        Some(left) => std::thread::sleep(left.min(Duration::from_millis(1))),
                         None => std::thread::sleep(Duration::from_millis(1)),
                     }
                 }
