@@ -112,6 +112,15 @@ impl<const HELPER: bool> Harness for NtHarness<HELPER> {
         self.foreign.push(port);
     }
 
+    fn cancel_io(&mut self, s: &TcpStream) {
+        use std::os::windows::io::AsRawSocket;
+        use windows_sys::Win32::System::IO::CancelIoEx;
+        // SAFETY: the socket is open (borrowed for the call); a null OVERLAPPED cancels every
+        // request issued on its file object.
+        let ok = unsafe { CancelIoEx(s.as_raw_socket() as _, std::ptr::null()) };
+        assert!(ok != 0, "CancelIoEx: {}", io::Error::last_os_error());
+    }
+
     fn reuses_handles_at_once(&self) -> bool {
         false // Wine usually does (lowest free slot), but nothing promises it
     }

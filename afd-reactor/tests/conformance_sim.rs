@@ -60,6 +60,10 @@ impl Harness for SimHarness {
         self.reactor.kernel().bind_to_foreign_port(s.0).unwrap();
     }
 
+    fn cancel_io(&mut self, s: &SimSocket) {
+        self.reactor.kernel().cancel_io(s.0);
+    }
+
     fn quiet(&self) -> Duration {
         // The simulation completes polls synchronously: nothing arrives late.
         Duration::from_millis(5)

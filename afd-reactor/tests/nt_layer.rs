@@ -145,6 +145,68 @@ fn socket_direct_poll_completes_with_the_socket_key_and_apc_context() {
     );
 }
 
+/// `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS` on an associated socket: a poll ready at submit returns
+/// `STATUS_SUCCESS` with its result already written, and queues no packet (DESIGN-NOTES §2.8);
+/// one that waits still completes through the port. Under Wine 8 this holds too (server/async.c
+/// skips the completion for an async that was not pending).
+#[test]
+fn skip_on_success_a_poll_ready_at_submit_queues_no_packet() {
+    let (a, mut b) = tcp_pair();
+    let port = CompletionPort::new().unwrap();
+    port.associate(socket_as_handle(a.as_socket()), KEY)
+        .unwrap();
+    nt::skip_completion_port_on_success(socket_as_handle(a.as_socket())).unwrap();
+    let mut buf = PollBuf::new(a.as_socket(), PollEvents::SEND);
+    assert_eq!(
+        buf.submit(socket_as_handle(a.as_socket()), 1),
+        NtStatus::SUCCESS
+    );
+    assert_eq!(
+        buf.get().iosb.status(),
+        NtStatus::SUCCESS,
+        "written before return"
+    );
+    assert_eq!(buf.reported(), PollEvents::SEND);
+    expect_nothing(&port, Duration::from_millis(100));
+    // Pending polls still complete through the port.
+    let mut buf = PollBuf::new(a.as_socket(), PollEvents::RECEIVE);
+    assert_eq!(
+        buf.submit(socket_as_handle(a.as_socket()), 2),
+        NtStatus::PENDING
+    );
+    b.write_all(b"ping").unwrap();
+    let e = dequeue_one(&port, LONG);
+    assert_eq!((e.key, e.apc_context), (KEY, 2));
+}
+
+/// The same on a helper handle put in the mode.
+#[test]
+fn skip_on_success_on_a_helper_handle() {
+    let (a, _b) = tcp_pair();
+    let port = CompletionPort::new().unwrap();
+    let helper = AfdHelper::open(&port, HELPER_KEY).unwrap();
+    helper.skip_completion_port_on_success().unwrap();
+    let mut buf = PollBuf::new(a.as_socket(), PollEvents::SEND);
+    assert_eq!(buf.submit(helper.as_handle(), 1), NtStatus::SUCCESS);
+    assert_eq!(buf.reported(), PollEvents::SEND);
+    expect_nothing(&port, Duration::from_millis(100));
+}
+
+/// Without the mode, a poll ready at submit still queues its packet (what the reactor assumes for
+/// a handle it could not put in the mode).
+#[test]
+fn without_skip_on_success_a_poll_ready_at_submit_still_queues_its_packet() {
+    let (a, _b) = tcp_pair();
+    let port = CompletionPort::new().unwrap();
+    port.associate(socket_as_handle(a.as_socket()), KEY)
+        .unwrap();
+    let mut buf = PollBuf::new(a.as_socket(), PollEvents::SEND);
+    let st = buf.submit(socket_as_handle(a.as_socket()), 3);
+    assert!(st == NtStatus::PENDING || st == NtStatus::SUCCESS, "{st:?}");
+    let e = dequeue_one(&port, LONG);
+    assert_eq!((e.key, e.apc_context), (KEY, 3));
+}
+
 #[test]
 fn socket_direct_poll_waits_for_data_then_reports_receive() {
     let (a, mut b) = tcp_pair();

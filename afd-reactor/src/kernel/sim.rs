@@ -264,7 +264,7 @@ pub struct SimStats {
     pub dequeue_errors: u64,
     /// Spurious completions (the `spurious` fault and [`SimKernel::complete_all_spuriously`]).
     pub spurious_completions: u64,
-    /// Associations of a socket that a layered provider owns (a handle of [`Kind::Layered`]
+    /// Associations of a socket that a layered provider owns (a layered handle
     /// stands above it): each one breaks the provider's own I/O, whose completions then reach
     /// this port.
     pub provider_bases_associated: u64,
@@ -335,7 +335,7 @@ impl Port {
 }
 
 /// Posts wake packets to a [`SimKernel`]'s port from any thread (`NtSetIoCompletion` under
-/// [`WAKE_KEY`](crate::kernel::WAKE_KEY)).
+/// [`WAKE_KEY`]).
 #[derive(Debug, Clone)]
 pub struct SimPoster {
     port: Arc<Port>,

@@ -47,7 +47,7 @@ const COUNTER_BITS: u32 = 63 - INDEX_BITS;
 /// Something that can be registered: a socket.
 ///
 /// Implemented (on Windows) for every `T: AsSocket` — `TcpStream`, `TcpListener`, `UdpSocket`,
-/// socket2's `Socket`, … — and, with the `test-rig` feature, for [`SimSocket`], the socket of the
+/// socket2's `Socket`, … — and, with the `test-rig` feature, for `SimSocket`, the socket of the
 /// simulated kernel.
 ///
 /// The reactor asks for the handle value once per call, and remembers it between calls:
@@ -252,7 +252,7 @@ impl std::error::Error for Teardown {}
 /// The single-threaded reactor (WRL-001).
 ///
 /// Generic over the [`Kernel`]: `NtKernel` on Windows (`Reactor::new`), or the
-/// [simulated kernel](crate::kernel::sim) anywhere (feature `test-rig`). `Send` (if the kernel
+/// simulated kernel (`kernel::sim`) anywhere (feature `test-rig`). `Send` (if the kernel
 /// is) but not `Sync`: one thread drives it; [`Waker`]s reach it from others.
 ///
 /// # Examples

@@ -27,6 +27,8 @@ pub trait Harness: Sized {
     fn close(&mut self, s: Self::Sock);
     /// Bind `s` to another completion port first, as another runtime would.
     fn bind_elsewhere(&mut self, s: &Self::Sock);
+    /// Cancel every I/O request issued on `s`, as the user's `CancelIoEx(s, NULL)` does.
+    fn cancel_io(&mut self, s: &Self::Sock);
     /// How long to wait for something that should arrive (generous under Wine).
     fn patience(&self) -> Duration {
         Duration::from_secs(5)
@@ -728,6 +730,94 @@ pub fn empty_interest_is_a_paused_registration<H: Harness>() {
     assert!(wait_for(&mut h, A).is_readable());
 }
 
+// --- issue 10: outside cancels, polls ready at submit, helper groups ---------------------------
+
+/// The user cancels the I/O on a registered socket (`CancelIoEx`, often just before closing it).
+/// A socket-direct poll is cancelled with it: the reactor reports an error event and does not
+/// re-arm on the handle until `reregister`. A helper poll was issued on the reactor's own handle
+/// and is not touched.
+pub fn an_outside_cancel_disarms_with_an_error_event<H: Harness>() {
+    let mut h = H::new();
+    let s = h.socket();
+    h.reactor().register(&s, A, Interest::READABLE).unwrap();
+    assert_no_event_for(&mut h, A); // pending
+    h.cancel_io(&s);
+    if h.helper_only() {
+        assert_no_event_for(&mut h, A);
+        assert_eq!(h.reactor().stats().in_flight, 1);
+    } else {
+        let e = wait_for(&mut h, A);
+        assert!(e.is_error() && !e.is_readable(), "{e:?}");
+        let submits = h.reactor().stats().nt.submit;
+        h.make_readable(&s);
+        assert_no_event_for(&mut h, A);
+        let st = h.reactor().stats();
+        assert_eq!(
+            st.nt.submit, submits,
+            "re-armed after an outside cancel: {st:?}"
+        );
+        assert_eq!(
+            (st.in_flight, st.interrupted, st.registered),
+            (0, 1, 1),
+            "{st:?}"
+        );
+        h.reactor().reregister(&s, A, Interest::READABLE).unwrap();
+    }
+    h.make_readable(&s);
+    assert!(wait_for(&mut h, A).is_readable());
+}
+
+/// A poll that is ready as it is submitted completes there and then: the socket (or helper) is
+/// in skip-on-success mode, so no packet is queued for it, yet the event is delivered.
+pub fn a_poll_ready_at_submit_costs_no_packet<H: Harness>() {
+    let mut h = H::new();
+    let s = h.socket(); // writable at once
+    h.reactor().register(&s, A, Interest::WRITABLE).unwrap();
+    let st = h.reactor().stats();
+    assert_eq!((st.completed_at_submit, st.in_flight), (1, 0), "{st:?}");
+    let e = wait_for(&mut h, A);
+    assert!(e.is_writable(), "{e:?}");
+    assert_eq!(h.reactor().stats().packets, 0, "a packet was queued anyway");
+}
+
+/// Seventy helper-path sockets (more than two helper handles' worth): every one reports, and
+/// teardown drains them all.
+pub fn helper_path_sockets_spread_over_several_handles<H: Harness>() {
+    let mut h = H::new();
+    let n = if cfg!(miri) { 40 } else { 70 };
+    let sockets: Vec<_> = (0..n)
+        .map(|_| {
+            let s = h.socket();
+            h.bind_elsewhere(&s);
+            s
+        })
+        .collect();
+    for (i, s) in sockets.iter().enumerate() {
+        h.reactor()
+            .register(s, Token(1000 + i), Interest::READABLE)
+            .unwrap();
+    }
+    for s in &sockets {
+        h.make_readable(s);
+    }
+    let mut seen = std::collections::HashSet::new();
+    let patience = h.patience();
+    let start = Instant::now();
+    let mut events = Events::with_capacity(64);
+    while seen.len() < n && start.elapsed() < patience {
+        h.reactor()
+            .poll(&mut events, Some(Duration::from_millis(100)))
+            .unwrap();
+        seen.extend(events.iter().map(|e| e.token()));
+    }
+    assert_eq!(seen.len(), n, "not every helper-path socket reported");
+    for s in &sockets {
+        h.drain(s);
+    }
+    let report = h.reactor().shutdown().unwrap();
+    assert_eq!(report.leaked, 0, "{report}");
+}
+
 // --- wake storm (WRL-001 §3) ------------------------------------------------------------------
 
 pub fn wake_storm_loses_nothing_and_queues_one_packet<H: Harness>() {
@@ -924,6 +1014,9 @@ macro_rules! afd_reactor_conformance {
             bad_input_is_refused_without_leaking,
             empty_interest_is_a_paused_registration,
             wake_storm_loses_nothing_and_queues_one_packet,
+            an_outside_cancel_disarms_with_an_error_event,
+            a_poll_ready_at_submit_costs_no_packet,
+            helper_path_sockets_spread_over_several_handles,
             handle_reuse_churn_never_delivers_a_dead_incarnation,
         );
     };
