@@ -543,3 +543,46 @@ fn item16_a_timer_id_of_one_reactor_cancels_nothing_on_another() {
     assert!(seen.iter().any(|e| e.is_timer()), "{seen:?}");
     assert!(one.cancel_timer(id));
 }
+
+/// Wakers handed to other threads, woken once there and dropped at once: every wake arrives, even
+/// though the waker's last handle is gone by the time its packet is dequeued, and every waker is
+/// freed afterwards.
+#[test]
+fn item15_a_waker_dropped_right_after_waking_still_delivers_its_wake() {
+    let mut r = reactor(22);
+    let n = if cfg!(miri) { 20 } else { 2_000 };
+    let (tx, rx) = std::sync::mpsc::channel::<afd_reactor::Waker>();
+    let worker = std::thread::spawn(move || {
+        for waker in rx {
+            waker.wake().unwrap();
+            drop(waker);
+        }
+    });
+    let mut pending: std::collections::HashSet<Token> = Default::default();
+    let mut events = Events::with_capacity(16);
+    for i in 0..n {
+        let token = Token(100_000 + i);
+        tx.send(r.waker(token).unwrap()).unwrap();
+        pending.insert(token);
+        if i % 7 == 0 {
+            r.poll(&mut events, Some(Duration::ZERO)).unwrap();
+            for e in &events {
+                assert!(e.is_wake());
+                pending.remove(&e.token());
+            }
+        }
+    }
+    drop(tx);
+    worker.join().unwrap();
+    let start = std::time::Instant::now();
+    while !pending.is_empty() && start.elapsed() < Duration::from_secs(10) {
+        r.poll(&mut events, Some(Duration::from_millis(10)))
+            .unwrap();
+        for e in &events {
+            pending.remove(&e.token());
+        }
+    }
+    assert!(pending.is_empty(), "{} wakes lost", pending.len());
+    r.poll(&mut events, Some(Duration::ZERO)).unwrap();
+    assert_eq!(r.stats().wakers, 0, "{:?}", r.stats());
+}

@@ -308,13 +308,23 @@ impl Run {
         let timeout = Some(Duration::ZERO);
         let port_busy = self.reactor.kernel().queued_packets() > 0;
         let packets_before = self.reactor.stats().packets;
+        let dequeue_errors_before = self.reactor.kernel().stats().dequeue_errors;
         match self.reactor.poll(&mut self.events, timeout) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => return, // dequeue_error fault
+            Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => {
+                // The dequeue_error fault; the call may have taken packets before it failed.
+                if self.reactor.stats().packets != packets_before {
+                    self.model.port_waited = 0;
+                }
+                return;
+            }
             Err(e) => self.fail(&format!("poll failed: {e}")),
         }
-        // Invariant 6: the port is not starved.
-        if port_busy && self.reactor.stats().packets == packets_before {
+        // Invariant 6: the port is not starved. (A poll whose dequeue failed returns what it had
+        // collected: it proves nothing either way.)
+        let dequeue_failed = self.reactor.kernel().stats().dequeue_errors != dequeue_errors_before;
+        if dequeue_failed {
+        } else if port_busy && self.reactor.stats().packets == packets_before {
             self.model.port_waited += 1;
             if self.model.port_waited > 4 {
                 self.fail("packets waited in the port for 5 polls");
@@ -324,7 +334,11 @@ impl Run {
         }
         let seen: Vec<_> = self.events.iter().copied().collect();
         if self.trace {
-            eprintln!("  poll -> {seen:?}");
+            eprintln!(
+                "  poll -> {seen:?} (port waited {}, dequeue failed {dequeue_failed}, queued {:?})",
+                self.model.port_waited,
+                self.reactor.kernel().queued_entries()
+            );
         }
         let mut tokens = HashSet::new();
         for e in &seen {
