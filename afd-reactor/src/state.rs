@@ -207,6 +207,20 @@ impl Machine {
         }
     }
 
+    /// An event with `delivered` (AFD events, already within the interest) reached the user. The
+    /// mode's bookkeeping is redone here — a no-op right after [`Machine::on_completion`] — so a
+    /// registration that `reregister` re-armed while its event was kept for a later poll is
+    /// disarmed again (oneshot) or stops asking for what it reported (edge) once that event is
+    /// delivered.
+    pub fn on_delivered(&mut self, delivered: PollEvents) {
+        match self.mode {
+            Mode::Level => {}
+            Mode::Oneshot => self.armed = false,
+            Mode::Edge => self.reported |= delivered.intersection(self.interest),
+        }
+        self.reported |= delivered.intersection(PollEvents::CONNECT_FAIL);
+    }
+
     /// The user changed interest (and possibly mode). Re-arms edge and oneshot conditions.
     pub fn on_reregister(&mut self, interest: PollEvents, mode: Mode) {
         self.interest = interest;
@@ -376,6 +390,35 @@ mod tests {
         assert_eq!(m.update(), Update::Submit(ALWAYS));
         m.on_reregister(R | S, Mode::Edge);
         assert_eq!(m.update(), Update::Submit(R | S | ALWAYS), "re-established");
+    }
+
+    #[test]
+    fn delivering_a_kept_event_after_a_reregister_disarms_again() {
+        let mut m = armed(R, Mode::Oneshot);
+        assert_eq!(m.on_completion(NtStatus::SUCCESS, R), Completed::Deliver(R));
+        m.on_reregister(R | S, Mode::Oneshot); // before the kept event was delivered
+        m.on_delivered(R);
+        assert_eq!(
+            m.update(),
+            Update::Nothing,
+            "oneshot: disarmed by its delivered event"
+        );
+        let mut m = armed(R | S, Mode::Edge);
+        assert_eq!(m.on_completion(NtStatus::SUCCESS, S), Completed::Deliver(S));
+        m.on_reregister(R | S, Mode::Edge);
+        m.on_delivered(S);
+        assert_eq!(
+            m.update(),
+            Update::Submit(R | ALWAYS),
+            "edge: SEND was reported"
+        );
+        let mut m = Machine::new(R, Mode::Level);
+        m.on_delivered(R);
+        assert_eq!(
+            m.update(),
+            Update::Submit(R | ALWAYS),
+            "level: nothing changes"
+        );
     }
 
     #[test]

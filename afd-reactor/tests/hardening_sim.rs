@@ -307,6 +307,17 @@ fn item07_every_later_shutdown_reports_the_truth() {
     assert_eq!(r.stats().in_flight, 0);
 }
 
+#[test]
+fn item07_an_unbounded_teardown_with_nothing_in_flight_ends_even_if_dequeues_keep_failing() {
+    let mut r = reactor(23);
+    r.set_teardown_timeout(Duration::MAX);
+    r.waker(W).unwrap().wake().unwrap(); // a packet in the queue, no poll in flight
+    r.kernel().fail_dequeues(u32::MAX);
+    let report = r.shutdown().expect("nothing of ours in flight");
+    assert_eq!(report.leaked, 0);
+    assert!(report.dequeue_errors >= 1, "{report}");
+}
+
 // --- 8. a cancel nobody asked for -----------------------------------------------------------------
 
 #[test]
@@ -428,10 +439,20 @@ fn item12_a_failed_post_does_not_lose_the_wakes_that_joined_it() {
     while r.kernel().posts_waiting() == 0 {
         std::thread::yield_now();
     }
-    // Joins the wake being posted, and is told it succeeded.
-    waker.wake().expect("coalesced into the post in progress");
-    r.kernel().hold_posts(false);
+    // A second wake while the first is being posted (it joins that post).
+    let second = std::thread::spawn({
+        let waker = waker.clone();
+        move || waker.wake()
+    });
+    while r.stats().wakes < 2 {
+        std::thread::yield_now();
+    }
+    r.kernel().hold_posts(false); // the first post fails
     assert!(first.join().unwrap().is_err(), "the post failed");
+    second
+        .join()
+        .unwrap()
+        .expect("the joined wake is told it succeeded");
     let mut seen = Vec::new();
     for _ in 0..3 {
         seen.extend(poll(&mut r, 8, Some(Duration::ZERO)));

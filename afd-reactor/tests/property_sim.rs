@@ -25,12 +25,16 @@
 //!    ApcContext of a poll in flight, under its key or the helper's) cannot be injected, and
 //!    every packet that is injected is discarded as foreign.
 //! 8. **A `Source` is read once per call**, and teardown tells the truth after failed dequeues.
+//! 9. **Oneshot means once**: a oneshot registration reports at most once between
+//!    (re)registrations; and a waker reports no more wakes than it was given, even after wakers
+//!    are dropped and their slots reused, and is freed once its last handle is dropped.
 //!
 //! The generator makes: sockets (plain, layered over a base, with the user's own
 //! skip-on-success flag, bound to another port), registrations in every mode, interest changes,
 //! deregistrations (also through a `Source` whose value changes between calls), closes (in and
 //! out of the contract), readiness changes, cancels from outside, wakes (some with a failing
-//! post), foreign and forged packets, one-shot and 1 ms periodic timers, and zero-timeout polls
+//! post) of the main waker and of extra wakers made and dropped at random, foreign and forged
+//! packets, one-shot and 1 ms periodic timers, and zero-timeout polls
 //! with an `Events` of capacity 1 to 8; teardown meets failing dequeues.
 
 use afd_reactor::afd::PollEvents;
@@ -57,6 +61,8 @@ impl Source for Flipper {
 
 /// Timer tokens start here (socket tokens count up from 0, the waker is `usize::MAX`).
 const TIMER_TOKENS: usize = 1 << 40;
+/// Tokens of the extra wakers (made, woken and dropped at random) start here.
+const WAKER_TOKENS: usize = 1 << 41;
 
 #[derive(Debug, Clone, Copy)]
 struct Reg {
@@ -107,6 +113,15 @@ struct Model {
     next_timer: usize,
     /// Consecutive polls that left packets in the port untouched.
     port_waited: u32,
+    /// Extra wakers still held, and per token: wake calls, wake events, and whether a wake is
+    /// owed (a call not yet followed by an event).
+    extra_wakers: Vec<(Token, Waker)>,
+    next_waker: usize,
+    wake_calls: HashMap<Token, u64>,
+    wake_events: HashMap<Token, u64>,
+    wakes_owed: HashSet<Token>,
+    /// Oneshot registrations that reported since their last (re)registration.
+    oneshot_fired: HashSet<Token>,
     counts: Counts,
 }
 
@@ -121,6 +136,7 @@ struct Counts {
     failed_posts: u64,
     timers_fired: u64,
     teardown_dequeue_errors: u64,
+    wakers_dropped: u64,
 }
 
 #[derive(Default, Debug)]
@@ -255,9 +271,13 @@ impl Run {
             self.fail("the pool refused a release (a double release was attempted)");
         }
         let wake_packets = wake_packets + foreign; // neither counts as a poll in flight
-        if wake_packets - foreign > 1 {
+        let mut per_waker: HashMap<usize, usize> = HashMap::new();
+        for e in queued.iter().filter(|e| e.key == WAKE_KEY) {
+            *per_waker.entry(e.apc_context).or_default() += 1;
+        }
+        if let Some((id, n)) = per_waker.iter().find(|(_, n)| **n > 1) {
             self.fail(&format!(
-                "{wake_packets} wake packets queued (coalescing broken)"
+                "{n} wake packets of waker {id:#x} queued (coalescing broken)"
             ));
         }
         let held = k.pending_polls() + queued.len() - wake_packets;
@@ -372,6 +392,25 @@ impl Run {
                 self.model.counts.timers_fired += 1;
                 continue;
             }
+            if (WAKER_TOKENS..2 * WAKER_TOKENS).contains(&t.0) {
+                if !e.is_wake() {
+                    self.fail(&format!("an extra waker's token without a wake: {e:?}"));
+                }
+                let events = {
+                    let n = self.model.wake_events.entry(t).or_default();
+                    *n += 1;
+                    *n
+                };
+                let calls = self.model.wake_calls.get(&t).copied().unwrap_or(0);
+                if events > calls {
+                    self.fail(&format!(
+                        "{events} wake events for {t:?} after {calls} wake calls: a wake \
+                         delivered for a waker nobody woke"
+                    ));
+                }
+                self.model.wakes_owed.remove(&t);
+                continue;
+            }
             if t == WAKE {
                 if !e.is_wake() {
                     self.fail(&format!("waker token without a wake: {e:?}"));
@@ -390,6 +429,11 @@ impl Run {
                 }
                 self.fail(&format!("event for a token never registered: {e:?}"));
             };
+            if reg.mode == Mode::Oneshot && !self.model.oneshot_fired.insert(t) {
+                self.fail(&format!(
+                    "oneshot {t:?} reported again without a reregister: {e:?}"
+                ));
+            }
             if (e.is_readable() && !reg.interest.is_readable())
                 || (e.is_writable() && !reg.interest.is_writable())
             {
@@ -404,6 +448,7 @@ impl Run {
                 let _ = self
                     .reactor
                     .reregister(&SimSocket(reg.raw), t, reg.interest);
+                self.model.oneshot_fired.remove(&t);
             }
         }
         self.check_accounting();
@@ -500,6 +545,7 @@ impl Run {
                 self.reactor
                     .reregister_with_mode(&SimSocket(reg.raw), t, interest, mode)
                     .unwrap_or_else(|e| self.fail(&format!("reregister: {e}")));
+                self.model.oneshot_fired.remove(&t);
                 self.model.live.insert(
                     t,
                     Reg {
@@ -626,6 +672,31 @@ impl Run {
                     self.model.due_timers.insert(token);
                 }
             }
+            109 => {
+                if self.model.extra_wakers.len() < 4 && self.rng.chance(500) {
+                    let token = Token(WAKER_TOKENS + self.model.next_waker);
+                    self.model.next_waker += 1;
+                    let waker = self.reactor.waker(token).unwrap();
+                    self.model.extra_wakers.push((token, waker));
+                } else if let Some(i) = pick(
+                    &mut self.rng,
+                    &(0..self.model.extra_wakers.len()).collect::<Vec<_>>(),
+                ) {
+                    let (token, waker) = &self.model.extra_wakers[i];
+                    // Ok or a failed post (owed): either way a wake event is due.
+                    let _ = waker.wake();
+                    *self.model.wake_calls.entry(*token).or_default() += 1;
+                    self.model.wakes_owed.insert(*token);
+                }
+            }
+            110 => {
+                if !self.model.extra_wakers.is_empty() {
+                    let i = self.rng.below(self.model.extra_wakers.len() as u64) as usize;
+                    // Its wake, if one is owed, must still arrive.
+                    self.model.extra_wakers.swap_remove(i);
+                    self.model.counts.wakers_dropped += 1;
+                }
+            }
             _ => self.poll(),
         }
     }
@@ -656,6 +727,7 @@ impl Run {
             self.reactor
                 .reregister(&flipper, t, interest)
                 .unwrap_or_else(|e| self.fail(&format!("reregister through a flipper: {e}")));
+            self.model.oneshot_fired.remove(&t);
             self.model.live.insert(t, Reg { interest, ..reg });
         }
         if flipper.calls.get() != 1 {
@@ -765,6 +837,7 @@ impl Run {
             self.reactor
                 .reregister(&SimSocket(reg.raw), t, reg.interest)
                 .unwrap_or_else(|e| self.fail(&format!("final reregister: {e}")));
+            self.model.oneshot_fired.remove(&t);
         }
         let mut owed: HashSet<Token> = live
             .iter()
@@ -780,7 +853,7 @@ impl Run {
         // return at the first event, so allow a few rounds per registration and queued packet.
         let rounds = 8 + 4 * (live.len() + self.reactor.kernel().queued_packets());
         for _ in 0..rounds {
-            if owed.is_empty() && !self.model.wake_outstanding {
+            if owed.is_empty() && !self.model.wake_outstanding && self.model.wakes_owed.is_empty() {
                 break;
             }
             self.poll();
@@ -803,8 +876,20 @@ impl Run {
             }
             self.fail(&format!("readiness never delivered for {owed:?}"));
         }
-        if self.model.wake_outstanding {
-            self.fail("a wake was lost");
+        if self.model.wake_outstanding || !self.model.wakes_owed.is_empty() {
+            self.fail(&format!(
+                "a wake was lost (main: {}, extra: {:?})",
+                self.model.wake_outstanding, self.model.wakes_owed
+            ));
+        }
+        // Every extra waker whose last handle is gone has been freed.
+        self.model.extra_wakers.clear();
+        let _ = self.reactor.poll(&mut self.events, Some(Duration::ZERO));
+        if self.reactor.stats().wakers != 1 {
+            self.fail(&format!(
+                "{} wakers left, 1 held",
+                self.reactor.stats().wakers
+            ));
         }
         // Invariant 3: teardown drains everything.
         if self.model.violations > 0 {
@@ -946,6 +1031,7 @@ fn random_schedules_keep_every_invariant() {
         c.failed_posts += d.failed_posts;
         c.timers_fired += d.timers_fired;
         c.teardown_dequeue_errors += d.teardown_dequeue_errors;
+        c.wakers_dropped += d.wakers_dropped;
         let (a, b) = (&mut all.sim, t.sim);
         a.reorders += b.reorders;
         a.cancel_races += b.cancel_races;
@@ -993,7 +1079,8 @@ fn random_schedules_keep_every_invariant() {
     println!(
         "faults added for issue 10: Source flips {}, forgeries refused {}, layered sockets {}, \
          user skip flags {}, no-skip handles {}, external cancels {}, failed posts {}, timers \
-         fired {}, teardown dequeue errors {}; most polls on one helper {}",
+         fired {}, teardown dequeue errors {}, extra wakers dropped {}; most polls on one helper \
+         {}",
         c.flips,
         c.forgeries_refused,
         c.layered,
@@ -1003,6 +1090,7 @@ fn random_schedules_keep_every_invariant() {
         c.failed_posts,
         c.timers_fired,
         c.teardown_dequeue_errors,
+        c.wakers_dropped,
         s.max_helper_polls
     );
     assert_eq!(all.schedules, seeds.len() as u64);
@@ -1018,6 +1106,7 @@ fn random_schedules_keep_every_invariant() {
             c.failed_posts,
             c.timers_fired,
             c.teardown_dequeue_errors,
+            c.wakers_dropped,
             s.completed_at_submit,
         ];
         assert!(

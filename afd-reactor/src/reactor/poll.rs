@@ -35,8 +35,8 @@ pub(super) enum Stashed {
     /// Registration `generation` was disarmed: the kernel refused its poll, or the poll was
     /// cancelled from outside.
     Error { generation: u64 },
-    /// The waker in this slot was woken.
-    Wake { slot: u32 },
+    /// Waker `id` (slot and generation: its packets' ApcContext) was woken.
+    Wake { id: usize },
 }
 
 /// The share of the room each source may take first in this poll.
@@ -117,9 +117,9 @@ impl<K: Kernel> Reactor<K> {
         let mut late_rounds = 0;
         loop {
             self.wakers.sweep();
-            for slot in self.wakers.take_owed() {
+            for id in self.wakers.take_owed() {
                 // A wake whose post failed: delivered like any other kept event.
-                self.stash_item(Stashed::Wake { slot });
+                self.stash_item(Stashed::Wake { id });
             }
             self.flush_updates();
             let now = Instant::now();
@@ -185,8 +185,8 @@ impl<K: Kernel> Reactor<K> {
             let Some(item) = self.stash.pop_front() else {
                 return;
             };
-            if let Stashed::Wake { slot } = item {
-                self.wakers.set_stashed(slot, false);
+            if let Stashed::Wake { id } = item {
+                self.wakers.set_stashed(id, false);
             }
             self.emit(events, item);
             taken += 1;
@@ -216,7 +216,7 @@ impl<K: Kernel> Reactor<K> {
                     return; // ended meanwhile: nothing to report
                 };
                 let meta = self.pool.meta_mut(index).expect("live slot");
-                let event = match item {
+                let (event, delivered) = match item {
                     Stashed::Ready { afd, .. } => {
                         // With the interest as it is now (it may have narrowed since).
                         let wanted = meta.interest.afd_events() | PollEvents::CONNECT_FAIL;
@@ -226,29 +226,31 @@ impl<K: Kernel> Reactor<K> {
                             self.queue_update(index);
                             return;
                         }
-                        Event::from_afd(meta.token, afd, meta.interest)
+                        (Event::from_afd(meta.token, afd, meta.interest), afd)
                     }
-                    _ => Event::error(meta.token),
+                    _ => (Event::error(meta.token), PollEvents::NONE),
                 };
-                if meta.reported_in == stamp && events.merge_at(meta.reported_at as usize, event) {
-                    meta.held = false;
-                    self.queue_update(index);
-                    return;
-                }
-                if events.room() == 0 {
+                let merged =
+                    meta.reported_in == stamp && events.merge_at(meta.reported_at as usize, event);
+                if !merged && events.room() == 0 {
                     meta.held = true; // re-armed once delivered
                     self.stash.push_back(item);
                     return;
                 }
-                meta.reported_in = stamp;
-                meta.reported_at = events.len() as u32;
+                // Delivered now: the mode's bookkeeping applies (again, if a reregister re-armed
+                // the registration while this event was kept).
+                meta.machine.on_delivered(delivered);
                 meta.held = false;
-                events.push(event);
-                self.stats.events += 1;
+                if !merged {
+                    meta.reported_in = stamp;
+                    meta.reported_at = events.len() as u32;
+                    events.push(event);
+                    self.stats.events += 1;
+                }
                 self.queue_update(index);
             }
-            Stashed::Wake { slot } => {
-                let Some((token, reported_in, reported_at)) = self.wakers.report(slot) else {
+            Stashed::Wake { id } => {
+                let Some((token, reported_in, reported_at)) = self.wakers.report(id) else {
                     return;
                 };
                 let event = Event::wake(token);
@@ -275,8 +277,8 @@ impl<K: Kernel> Reactor<K> {
                     self.pool.meta_mut(index).expect("live slot").held = true;
                 }
             }
-            Stashed::Wake { slot } => {
-                if !self.wakers.set_stashed(slot, true) {
+            Stashed::Wake { id } => {
+                if !self.wakers.set_stashed(id, true) {
                     return; // already waiting in the stash
                 }
             }
@@ -332,8 +334,8 @@ impl<K: Kernel> Reactor<K> {
     pub(super) fn dispatch(&mut self, entry: CompletionEntry) -> Option<Stashed> {
         self.stats.packets += 1;
         if entry.key == WAKE_KEY {
-            let slot = self.wakers.on_packet(entry.apc_context)?;
-            return Some(Stashed::Wake { slot });
+            let id = self.wakers.on_packet(entry.apc_context)?;
+            return Some(Stashed::Wake { id });
         }
         if entry.apc_context & POLL_TAG == 0 {
             // Not ours: the user's overlapped I/O on a socket we associated (their OVERLAPPED

@@ -119,6 +119,11 @@ impl<K: Kernel> Reactor<K> {
                 }
                 Err(e) => {
                     note(e, &mut report);
+                    if self.stats.in_flight == 0 {
+                        // Only wakes or foreign packets are left in the queue: no memory of
+                        // ours is at stake, so a failing kernel does not hold teardown there.
+                        break;
+                    }
                     let left = bound.map(|b| b.saturating_duration_since(Instant::now()));
                     match left {
                         Some(left) if left.is_zero() => break,

@@ -10,12 +10,15 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// A wake packet is queued, or a post is in progress (further wakes are absorbed by it).
+/// A wake packet is queued (set just before it is posted): further wakes are absorbed by it.
 const QUEUED: u8 = 1;
 /// The reactor is gone: wakes fail and post nothing.
 const CLOSED: u8 = 2;
 /// A post failed: a wake is owed, and the loop delivers it without a packet.
 const OWED: u8 = 4;
+/// A thread is posting: other wakes wait for the outcome before they return (a wake returns
+/// `Ok` only once a packet is known to be queued).
+const POSTING: u8 = 8;
 
 /// What every waker of one reactor shares with it, beyond its own state.
 #[derive(Debug, Default)]
@@ -29,10 +32,11 @@ pub(crate) struct Registry {
 pub(crate) struct WakerShared {
     poster: Box<dyn Post>,
     registry: Arc<Registry>,
-    /// `QUEUED | CLOSED | OWED` bits. Every wake and every packet is a read-modify-write of this
-    /// one location, so a wake absorbed by a queued packet is ordered before the reactor's
-    /// clearing of `QUEUED`: what the waking thread wrote before `wake` is visible once that
-    /// packet's event is returned, and a wake that comes after the clearing posts a new packet.
+    /// `QUEUED | CLOSED | OWED | POSTING` bits. Every wake that returns `Ok` and every packet is a
+    /// read-modify-write of this one location, so a wake absorbed by a queued packet is ordered
+    /// before the reactor's clearing of `QUEUED`: what the waking thread wrote before `wake` is
+    /// visible once that packet's event is returned, and a wake that comes after the clearing
+    /// posts a new packet.
     state: AtomicU8,
     /// Live [`Waker`] handles. The reactor releases the slot only at 0, and only the reactor's
     /// thread can make a handle from 0 (by `Reactor::waker`), so 0 seen there stays 0.
@@ -56,10 +60,11 @@ impl WakerShared {
 /// coalesced: however many threads call [`Waker::wake`], at most one wake packet is queued until
 /// the reactor dequeues it; the poll that dequeues it returns an event with
 /// [`Event::is_wake`](crate::Event::is_wake) and this waker's token. A wake is never lost: after
-/// `wake` returns `Ok`, some poll returns a wake event — the one in progress, or the next. (If
-/// the kernel refuses the post, the `wake` that made it returns the error; the wake is then
-/// owed, and the reactor delivers it the next time its loop runs, for every caller whose wake
-/// joined the failed one.)
+/// `wake` returns `Ok`, a wake packet is queued, and some poll returns a wake event — the one in
+/// progress, or the next. (A wake made while another thread is posting waits for that post; if
+/// the kernel refuses it, the waiting wake posts itself. The `wake` whose post was refused
+/// returns the error, and its wake is owed: the reactor delivers it the next time its loop
+/// runs.)
 ///
 /// The reactor keeps a waker while any handle to it lives, and frees it once the last one is
 /// dropped; asking [`Reactor::waker`](crate::Reactor::waker) for the same token while a handle
@@ -100,34 +105,59 @@ impl Waker {
     /// # Errors
     /// [`io::ErrorKind::NotConnected`] if the reactor has shut down; the kernel's error if the
     /// packet could not be posted (out of quota). The wake is not lost then: it is owed, and the
-    /// reactor delivers it (to this call and to every wake that joined it) the next time its loop
-    /// runs; the next `wake` tries to post again.
+    /// reactor delivers it the next time its loop runs (a poll already waiting is not ended by
+    /// it); the next `wake` tries to post again.
     pub fn wake(&self) -> io::Result<()> {
         let s = &self.shared;
         s.calls.fetch_add(1, Ordering::Relaxed);
-        let before = s.state.fetch_or(QUEUED, Ordering::AcqRel);
-        if before & CLOSED != 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "afd-reactor: the reactor of this waker has shut down",
-            ));
-        }
-        if before & QUEUED != 0 {
-            return Ok(()); // coalesced into the packet already queued (or being posted)
-        }
-        if let Err(e) = s.poster.post_wake(s.id) {
-            // Wakes that joined this one were told Ok: leave the wake owed (never dropped), and
-            // let the next wake post again.
-            let _ = s
+        let mut cur = s.state.load(Ordering::Acquire);
+        loop {
+            if cur & CLOSED != 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "afd-reactor: the reactor of this waker has shut down",
+                ));
+            }
+            if cur & POSTING != 0 {
+                // Another thread is posting: its outcome decides whether this wake is covered.
+                std::thread::yield_now();
+                cur = s.state.load(Ordering::Acquire);
+                continue;
+            }
+            let next = if cur & QUEUED != 0 {
+                cur // coalesced into the packet queued: a read-modify-write that changes nothing
+            } else {
+                cur | QUEUED | POSTING
+            };
+            match s
                 .state
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
-                    Some((v & !QUEUED) | OWED)
-                });
-            s.registry.owed.store(true, Ordering::Release);
-            return Err(e);
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) if next == cur => return Ok(()),
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
         }
-        s.posts.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        // `QUEUED` is set before the post: the reactor may dequeue the packet (and clear it)
+        // before this thread gets here again.
+        match s.poster.post_wake(s.id) {
+            Ok(()) => {
+                s.state.fetch_and(!POSTING, Ordering::AcqRel);
+                s.posts.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                // No packet: wakes waiting on this post try again themselves; this one is owed,
+                // and the loop delivers it the next time it runs.
+                let _ = s
+                    .state
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                        Some((v & !(QUEUED | POSTING)) | OWED)
+                    });
+                s.registry.owed.store(true, Ordering::Release);
+                Err(e)
+            }
+        }
     }
 }
 
@@ -237,16 +267,16 @@ impl WakerTable {
         (shared.id == id).then_some(shared)
     }
 
-    /// The reactor dequeued a wake packet with ApcContext `id`: the waker's slot, if the waker
-    /// still lives and the reactor is running; the next wake posts again.
-    pub fn on_packet(&self, id: usize) -> Option<u32> {
+    /// The reactor dequeued a wake packet with ApcContext `id`: the waker's id again, if the
+    /// waker still lives and the reactor is running; the next wake posts again.
+    pub fn on_packet(&self, id: usize) -> Option<usize> {
         let shared = self.live(id)?;
         let before = shared.state.fetch_and(!QUEUED, Ordering::AcqRel);
-        (before & CLOSED == 0).then(|| shared.slot())
+        (before & CLOSED == 0).then_some(id)
     }
 
-    /// Slots with a wake owed after a failed post (clearing it), if any post failed.
-    pub fn take_owed(&self) -> Vec<u32> {
+    /// Ids of wakers with a wake owed after a failed post (clearing it), if any post failed.
+    pub fn take_owed(&self) -> Vec<usize> {
         if !self.registry.owed.swap(false, Ordering::AcqRel) {
             return Vec::new();
         }
@@ -254,7 +284,7 @@ impl WakerTable {
             .iter()
             .filter_map(|slot| slot.shared.as_ref())
             .filter(|s| s.state.fetch_and(!OWED, Ordering::AcqRel) & (OWED | CLOSED) == OWED)
-            .map(|s| s.slot())
+            .map(|s| s.id)
             .collect()
     }
 
@@ -278,7 +308,8 @@ impl WakerTable {
             if shared.handles.load(Ordering::Acquire) != 0 {
                 continue; // a new handle was made since (Reactor::waker)
             }
-            if shared.state.load(Ordering::Acquire) & (QUEUED | OWED) != 0 {
+            let busy = shared.state.load(Ordering::Acquire) & (QUEUED | OWED | POSTING) != 0;
+            if busy || entry.stashed {
                 if !self.deferred.contains(&slot) {
                     self.deferred.push(slot); // its wake is still to be delivered
                 }
@@ -294,18 +325,19 @@ impl WakerTable {
         }
     }
 
-    /// The token of the waker in `slot` and its per-poll report stamp.
-    pub fn report(&mut self, slot: u32) -> Option<(Token, &mut u32, &mut u32)> {
-        let entry = self.slots.get_mut(slot as usize)?;
-        let token = entry.shared.as_ref()?.token;
-        Some((token, &mut entry.reported_in, &mut entry.reported_at))
+    /// The token of waker `id` and its per-poll report stamp, if it still lives.
+    pub fn report(&mut self, id: usize) -> Option<(Token, &mut u32, &mut u32)> {
+        let entry = self.slots.get_mut(id as u32 as usize)?;
+        let shared = entry.shared.as_ref().filter(|s| s.id == id)?;
+        Some((shared.token, &mut entry.reported_in, &mut entry.reported_at))
     }
 
-    /// Mark whether a wake event of the waker in `slot` waits in the stash; false if that was
-    /// already so.
-    pub fn set_stashed(&mut self, slot: u32, stashed: bool) -> bool {
+    /// Mark whether a wake event of waker `id` waits in the stash (a waker is not released while
+    /// one does); false if that was already so, or the waker is gone.
+    pub fn set_stashed(&mut self, id: usize, stashed: bool) -> bool {
         self.slots
-            .get_mut(slot as usize)
+            .get_mut(id as u32 as usize)
+            .filter(|s| s.shared.as_ref().is_some_and(|w| w.id == id))
             .is_some_and(|s| std::mem::replace(&mut s.stashed, stashed) != stashed)
     }
 
