@@ -2,8 +2,9 @@
 # The README's test command: set up the machine, then run every check and every test.
 #   1. scripts/setup.sh (idempotent)
 #   2. cargo fmt --check; clippy -D warnings for Linux and for x86_64-pc-windows-gnu
-#   3. native tests: unit tests, the conformance suite on the simulated kernel, the property test
-#      (10,000 seeded schedules with fault injection; AFD_SCHEDULES=N for more)
+#   3. native tests: unit tests, the conformance suite on the simulated kernel, the hardening and
+#      review-finding tests, the property test (10,000 seeded schedules with fault injection;
+#      AFD_SCHEDULES=N for more)
 #   4. Miri on the simulated-kernel tests (skip with AFD_SKIP_MIRI=1)
 #   5. the Windows tests under Wine: NT layer, conformance suite on the real NT kernel (socket-direct
 #      and helper paths), and the simulated suites again as Windows code
@@ -28,6 +29,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "clippy ($win)"
 cargo clippy --workspace --all-targets --target "$win" -- -D warnings
 
+step "clippy: the library as a user builds it (no test-rig feature), Linux and $win"
+cargo clippy -p afd-reactor --lib -- -D warnings
+cargo clippy -p afd-reactor --lib --target "$win" -- -D warnings
+
 step "native tests (Linux)"
 cargo test --workspace
 
@@ -37,7 +42,8 @@ cargo test -q -p afd-reactor --test property_sim -- --nocapture 2>&1 | grep -E '
 if [ "${AFD_SKIP_MIRI:-0}" != 1 ]; then
     step "Miri (strict provenance): simulated kernel, state machine, reactor on the sim"
     MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance}" \
-        cargo +nightly miri test -q -p afd-reactor --lib --test conformance_sim --test property_sim
+        cargo +nightly miri test -q -p afd-reactor --lib --test conformance_sim --test property_sim \
+            --test hardening_sim --test review_findings
 fi
 
 step "Windows tests under Wine ($(wine --version 2>/dev/null || echo wine))"
