@@ -17,8 +17,18 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Tests run in parallel threads of one process, and Wine hands a new handle the lowest free
 /// value: a socket closed by one test is the next socket another test opens. Opening sockets
-/// (and the reactor's own handles) takes this shared; the closed-socket probe takes it
-/// exclusively, from the close until it has tried to register the value.
+/// takes this shared; the closed-socket probes take it exclusively, from the close until they
+/// have tried to register the value.
+///
+/// It does not cover every handle: a reactor opens its `\Device\Afd` helper lazily, on its
+/// first helper-path registration, and libtest and Wine open handles of their own (threads,
+/// events). So a closed value can still be taken by another test's object during the window.
+/// Registering a value this reactor never saw is harmless then (winsock's proof that it is a
+/// socket refuses it first), but a value it knows goes straight to a helper poll: that probe
+/// registers the value only once an object of its own holds it. (Under Wine 8, an
+/// `IOCTL_AFD_POLL` naming another reactor's helper handle makes wineserver abort on an
+/// assertion, `set_fd_events: poll_users[user] == fd`, which leaves every process of the
+/// prefix hung.)
 static OPENING_SOCKETS: RwLock<()> = RwLock::new(());
 
 // A test that panicked while holding the lock poisoned nothing it guards: ignore poisoning.
@@ -195,48 +205,68 @@ mod through_helper {
 /// and the proof that its base is a socket) is closed and reused by a handle that is not a socket:
 /// registering it is still refused as "not a socket", and nothing stays registered. The helper
 /// poll is what refuses it; the proof is made then, to word the error.
+///
+/// The value is registered only once one of this test's own events holds it. If something else
+/// got it between the close and the events (another test's reactor opening its `\Device\Afd`
+/// helper, libtest starting a thread...), the value names an object this test does not own, and
+/// registering it would make the reactor poll that object (under Wine, another reactor's helper
+/// handle aborts wineserver): the round is dropped and tried again with a new socket.
 fn a_known_value_reused_by_a_non_socket_is_refused<const HELPER: bool>() {
     use afd_reactor::{Interest, SimSocket, Token};
     use std::os::windows::io::AsRawHandle;
+    const ROUNDS: usize = 20;
     let mut h = NtHarness::<HELPER>::new();
-    let s = h.socket();
-    h.reactor()
-        .register(&s, Token(1), Interest::READABLE)
-        .unwrap();
-    h.reactor().deregister(&s).unwrap();
-    let value = s.raw_socket();
-    let guard = no_new_sockets();
-    h.close(s);
-    // Wine hands out the lowest free value: one of these two events most likely gets it. Whether
-    // or not, the value is now closed or names something that is not a socket.
-    let events = [event_object(), event_object()];
-    let reused = events.iter().any(|e| e.as_raw_handle() as u64 == value);
-    eprintln!("value {value:#x} reused by an event: {reused}");
-    let before = h.reactor().stats();
-    let e = match h
-        .reactor()
-        .register(&SimSocket(value), Token(2), Interest::READABLE)
-    {
-        Ok(()) => panic!("{value:#x} (reused by an event: {reused}) was registered"),
-        Err(e) => e,
-    };
-    drop(guard);
-    assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
-    assert!(e.to_string().contains("not a socket"), "{e}");
-    let st = h.reactor().stats();
-    assert_eq!(st.registered, 0, "{st:?}");
-    assert_eq!(
-        st.in_flight, before.in_flight,
-        "only the deregistered poll is out"
-    );
-    assert_eq!(
-        st.nt.associate, before.nt.associate,
-        "no association attempted"
-    );
-    if reused {
+    for round in 1..=ROUNDS {
+        let s = h.socket();
+        {
+            // The first registration may open this reactor's helper handle (through_helper):
+            // not while another test's probe is between its close and its registration.
+            let _opening = may_open_sockets();
+            h.reactor()
+                .register(&s, Token(1), Interest::READABLE)
+                .unwrap();
+        }
+        h.reactor().deregister(&s).unwrap();
+        let value = s.raw_socket();
+        let guard = no_new_sockets();
+        h.close(s);
+        // Wine hands out the lowest free value, Windows the last freed one (the peer's, then
+        // this one): one of these two events most likely gets it.
+        let events = [event_object(), event_object()];
+        let reused = events.iter().any(|e| e.as_raw_handle() as u64 == value);
+        eprintln!("round {round}: value {value:#x} reused by an event: {reused}");
+        if !reused {
+            // Not ours to lend: it may be closed, or another thread's object now.
+            drop(guard);
+            drop(events);
+            continue;
+        }
+        let before = h.reactor().stats();
+        let e = match h
+            .reactor()
+            .register(&SimSocket(value), Token(2), Interest::READABLE)
+        {
+            Ok(()) => panic!("{value:#x} (reused by an event) was registered"),
+            Err(e) => e,
+        };
+        drop(guard);
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains("not a socket"), "{e}");
+        let st = h.reactor().stats();
+        assert_eq!(st.registered, 0, "{st:?}");
+        assert_eq!(
+            st.in_flight, before.in_flight,
+            "only the deregistered poll is out"
+        );
+        assert_eq!(
+            st.nt.associate, before.nt.associate,
+            "no association attempted"
+        );
         // An open non-socket passes Wine's SIO_BASE_HANDLE: the helper poll refused it.
         assert_eq!(st.submit_failures, before.submit_failures + 1, "{st:?}");
+        return;
     }
+    panic!("in {ROUNDS} rounds, no closed socket value was reused by this test's events");
 }
 
 #[test]

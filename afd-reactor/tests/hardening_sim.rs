@@ -67,13 +67,14 @@ fn queued_polls(r: &Reactor<SimKernel>) -> usize {
 
 // --- 1. a Source trusted twice ------------------------------------------------------------------
 
-/// A user's `Source` that names another socket on every call (a safe trait can do this).
+/// A `Source` that names another socket on every call (any safe `AsSocket` impl can do this).
 struct Flipper {
     values: [u64; 2],
     calls: Cell<usize>,
 }
 
-impl Source for Flipper {
+// SAFETY: both values name sockets of the test's simulated kernel.
+unsafe impl Source for Flipper {
     fn raw_socket(&self) -> u64 {
         let n = self.calls.get();
         self.calls.set(n + 1);

@@ -51,7 +51,8 @@ struct Flipper {
     calls: Cell<usize>,
 }
 
-impl Source for Flipper {
+// SAFETY: both values name sockets of the test's simulated kernel.
+unsafe impl Source for Flipper {
     fn raw_socket(&self) -> u64 {
         let n = self.calls.get();
         self.calls.set(n + 1);

@@ -53,13 +53,24 @@ const COUNTER_BITS: u32 = 63 - INDEX_BITS;
 /// The reactor asks for the handle value once per call, and remembers it between calls:
 /// deregister a socket before closing it. A socket closed while registered is cleaned up when its
 /// poll reports `LOCAL_CLOSE` (no event is delivered); see [`Reactor::register`].
-pub trait Source {
+///
+/// # Safety
+/// `raw_socket` must return the handle value of a socket the implementer owns or borrows for the
+/// duration of the call (Rust's I/O safety), since the reactor acts on that handle: it associates
+/// it with its completion port for good, puts it in skip-on-success mode, and polls and cancels
+/// on it. A value that names someone else's object would bind *their* I/O to the reactor's port
+/// (and under Wine 8, an `\Device\Afd` handle named in a poll aborts wineserver). Implement
+/// `AsSocket` instead of this trait: every `AsSocket` type is a `Source`, safely. (The value may
+/// differ from one call to the next; the reactor reads it once per call.)
+pub unsafe trait Source {
     /// The socket's handle value.
     fn raw_socket(&self) -> RawSock;
 }
 
+// SAFETY: `AsSocket` hands out a `BorrowedSocket`, which I/O safety guarantees is an open socket
+// for as long as the borrow (this call) lasts.
 #[cfg(windows)]
-impl<T: std::os::windows::io::AsSocket + ?Sized> Source for T {
+unsafe impl<T: std::os::windows::io::AsSocket + ?Sized> Source for T {
     fn raw_socket(&self) -> RawSock {
         use std::os::windows::io::AsRawSocket;
         self.as_socket().as_raw_socket()
@@ -82,8 +93,10 @@ impl<T: std::os::windows::io::AsSocket + ?Sized> Source for T {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SimSocket(pub RawSock);
 
+// SAFETY: a test-rig type. On the simulated kernel the value names a simulated socket; a test that
+// gives one to the NT kernel (to probe bad input) takes on the duty `Source` describes.
 #[cfg(feature = "test-rig")]
-impl Source for SimSocket {
+unsafe impl Source for SimSocket {
     fn raw_socket(&self) -> RawSock {
         self.0
     }
