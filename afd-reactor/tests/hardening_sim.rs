@@ -5,11 +5,16 @@
 //! Item numbers refer to the issue. The NT-only items (the hang of item 10, and the real-kernel
 //! halves of items 4 and 8) are tested under Wine in `nt_layer.rs` and the conformance suite.
 
+mod sim_util;
+
 use afd_reactor::afd::PollEvents;
 use afd_reactor::kernel::HELPER_KEY;
 use afd_reactor::kernel::sim::SimKernel;
-use afd_reactor::{Config, Event, Events, Interest, Mode, Reactor, SimSocket, Source, Token};
-use std::cell::Cell;
+use afd_reactor::{Config, Events, Interest, Mode, Reactor, SimSocket, Token};
+use sim_util::{
+    Flipper, a_held_failing_post_and_a_wake_joining_it, assert_reported_readable, poll, reactor,
+    socket,
+};
 use std::io;
 use std::time::Duration;
 
@@ -18,23 +23,6 @@ const B: Token = Token(2);
 const C: Token = Token(3);
 const W: Token = Token(90);
 const T: Token = Token(70);
-
-fn reactor(seed: u64) -> Reactor<SimKernel> {
-    Reactor::with_kernel(SimKernel::new(seed))
-}
-
-/// A connected socket of the simulated kernel: writable, nothing to read.
-fn socket(r: &Reactor<SimKernel>) -> SimSocket {
-    let s = SimSocket(r.kernel().open_socket());
-    r.kernel().set_readiness(s.0, PollEvents::SEND);
-    s
-}
-
-fn poll(r: &mut Reactor<SimKernel>, capacity: usize, timeout: Option<Duration>) -> Vec<Event> {
-    let mut events = Events::with_capacity(capacity);
-    r.poll(&mut events, timeout).expect("poll");
-    events.iter().copied().collect()
-}
 
 /// The reactor's count of polls in flight is exactly what the kernel holds (pending, or
 /// completed with its packet still queued): no block was given back early.
@@ -67,21 +55,6 @@ fn queued_polls(r: &Reactor<SimKernel>) -> usize {
 
 // --- 1. a Source trusted twice ------------------------------------------------------------------
 
-/// A `Source` that names another socket on every call (any safe `AsSocket` impl can do this).
-struct Flipper {
-    values: [u64; 2],
-    calls: Cell<usize>,
-}
-
-// SAFETY: both values name sockets of the test's simulated kernel.
-unsafe impl Source for Flipper {
-    fn raw_socket(&self) -> u64 {
-        let n = self.calls.get();
-        self.calls.set(n + 1);
-        self.values[n % 2]
-    }
-}
-
 #[test]
 fn item01_a_source_whose_value_changes_cannot_free_a_slot_twice() {
     let mut r = reactor(1);
@@ -97,10 +70,7 @@ fn item01_a_source_whose_value_changes_cannot_free_a_slot_twice() {
     );
     // `a` is disarmed (oneshot): no poll in flight, so deregistering it frees its slot at once.
     r.register(&b, B, Interest::READABLE).unwrap();
-    let flipper = Flipper {
-        values: [a.0, b.0],
-        calls: Cell::new(0),
-    };
+    let flipper = Flipper::new([a.0, b.0]);
     let _ = r.deregister(&flipper);
     let _ = r.deregister(&a);
     let _ = r.deregister(&b);
@@ -127,10 +97,7 @@ fn item01_reregister_reads_the_source_once() {
         .unwrap();
     r.register_with_mode(&b, B, Interest::READABLE, Mode::Edge)
         .unwrap();
-    let flipper = Flipper {
-        values: [a.0, b.0],
-        calls: Cell::new(0),
-    };
+    let flipper = Flipper::new([a.0, b.0]);
     // Whichever socket it names, the one it changes is the one it names once.
     r.reregister(&flipper, C, Interest::READABLE).unwrap();
     assert_eq!(flipper.calls.get(), 1, "raw_socket asked more than once");
@@ -157,12 +124,7 @@ fn item02_a_packet_forged_with_a_live_key_and_context_completes_nothing() {
     assert_eq!((st.registered, st.in_flight), (1, 1), "{st:?}");
     assert!(r.kernel().holds_block(block), "the kernel still holds it");
     assert_in_flight_matches_the_kernel(&r);
-    r.kernel().add_readiness(s.0, PollEvents::RECEIVE);
-    assert!(
-        poll(&mut r, 8, Some(Duration::ZERO))
-            .iter()
-            .any(|e| e.token() == A && e.is_readable())
-    );
+    assert_reported_readable(&mut r, s, A);
 }
 
 // --- 3. our completions told from the user's overlapped I/O by a tag ------------------------------
@@ -344,12 +306,7 @@ fn item08_an_external_cancel_disarms_and_reports_instead_of_rearming() {
         "reported once"
     );
     r.reregister(&s, A, Interest::READABLE).unwrap();
-    r.kernel().add_readiness(s.0, PollEvents::RECEIVE);
-    assert!(
-        poll(&mut r, 8, Some(Duration::ZERO))
-            .iter()
-            .any(|e| e.token() == A && e.is_readable())
-    );
+    assert_reported_readable(&mut r, s, A);
 }
 
 // --- 9. the same token twice in one poll -----------------------------------------------------------
@@ -431,23 +388,7 @@ fn item11_every_source_progresses_in_every_poll_with_room() {
 fn item12_a_failed_post_does_not_lose_the_wakes_that_joined_it() {
     let mut r = reactor(14);
     let waker = r.waker(W).unwrap();
-    r.kernel().hold_posts(true);
-    r.kernel().fail_posts(1);
-    let first = std::thread::spawn({
-        let waker = waker.clone();
-        move || waker.wake()
-    });
-    while r.kernel().posts_waiting() == 0 {
-        std::thread::yield_now();
-    }
-    // A second wake while the first is being posted (it joins that post).
-    let second = std::thread::spawn({
-        let waker = waker.clone();
-        move || waker.wake()
-    });
-    while r.stats().wakes < 2 {
-        std::thread::yield_now();
-    }
+    let (first, second) = a_held_failing_post_and_a_wake_joining_it(&r, &waker);
     r.kernel().hold_posts(false); // the first post fails
     assert!(first.join().unwrap().is_err(), "the post failed");
     second

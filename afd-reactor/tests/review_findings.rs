@@ -1,25 +1,17 @@
 //! Findings of a third, adversarial review of the issue 10 changes: one test per defect, written
 //! first (each failed on the code it reviewed), on the simulated kernel.
 
+mod sim_util;
+
 use afd_reactor::afd::PollEvents;
-use afd_reactor::kernel::sim::SimKernel;
-use afd_reactor::{Event, Events, Interest, Mode, Reactor, SimSocket, Token};
+use afd_reactor::{Events, Interest, Mode, SimSocket, Token};
+use sim_util::{a_held_failing_post_and_a_wake_joining_it, poll, reactor};
 use std::io;
 use std::time::Duration;
 
 const A: Token = Token(1);
 const W: Token = Token(90);
 const W2: Token = Token(91);
-
-fn reactor(seed: u64) -> Reactor<SimKernel> {
-    Reactor::with_kernel(SimKernel::new(seed))
-}
-
-fn poll(r: &mut Reactor<SimKernel>, capacity: usize, timeout: Option<Duration>) -> Vec<Event> {
-    let mut events = Events::with_capacity(capacity);
-    r.poll(&mut events, timeout).expect("poll");
-    events.iter().copied().collect()
-}
 
 /// A wake kept in the stash names its waker by table slot only. The sweep releases a dropped
 /// waker whose wake waits in the stash (it checks only QUEUED/OWED), and the slot goes to the
@@ -67,22 +59,7 @@ fn f01_a_stashed_wake_of_a_released_waker_is_delivered_to_the_slots_next_waker()
 fn f02_a_joined_wake_returns_ok_only_once_a_packet_is_queued() {
     let mut r = reactor(2);
     let waker = r.waker(W).unwrap();
-    r.kernel().hold_posts(true);
-    r.kernel().fail_posts(1);
-    let first = std::thread::spawn({
-        let waker = waker.clone();
-        move || waker.wake()
-    });
-    while r.kernel().posts_waiting() == 0 {
-        std::thread::yield_now();
-    }
-    let second = std::thread::spawn({
-        let waker = waker.clone();
-        move || waker.wake()
-    });
-    while r.stats().wakes < 2 {
-        std::thread::yield_now();
-    }
+    let (first, second) = a_held_failing_post_and_a_wake_joining_it(&r, &waker);
     let start = std::time::Instant::now();
     while !second.is_finished() && start.elapsed() < Duration::from_millis(200) {
         std::thread::yield_now();
