@@ -26,9 +26,9 @@ use crate::state::{Completed, Deregistered, Life, Machine, Mode, Update};
 use bound::Bound;
 use helpers::HelperGroups;
 use poll::Stashed;
-use pool::{INDEX_BITS, Pool};
+use pool::{INDEX_BITS, Pool, SOCKET_DIRECT};
 use sockmap::SockMap;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::time::{Duration, Instant};
@@ -299,6 +299,9 @@ pub struct Reactor<K: Kernel> {
     hinted: usize,
     /// Registrations per helper handle.
     helpers: HelperGroups,
+    /// The base socket of each registration (by slot) whose socket is a layered provider's
+    /// handle; every other registration polls the value it was registered with.
+    bases: HashMap<u32, RawSock>,
     /// Slots whose poll needs a submit or cancel before the next dequeue: `(index, generation)`.
     updates: Vec<(u32, u64)>,
     entries: Vec<CompletionEntry>,
@@ -373,6 +376,7 @@ impl<K: Kernel> Reactor<K> {
             bound: Bound::default(),
             hinted: 0,
             helpers: HelperGroups::default(),
+            bases: HashMap::new(),
             updates: Vec::new(),
             entries: vec![CompletionEntry::zeroed(); config.batch],
             stash: VecDeque::new(),
@@ -578,7 +582,7 @@ impl<K: Kernel> Reactor<K> {
             if direct && old_binding_known {
                 // A fresh association means a fresh socket object: the registered one was closed
                 // and its handle value reused. End the old incarnation.
-                self.socket_gone(old, base);
+                self.socket_gone(old);
             } else {
                 // Most likely the same socket twice (or one whose binding was never learned, see
                 // `Meta::binding_known`); but its close may be queued: look first.
@@ -595,18 +599,20 @@ impl<K: Kernel> Reactor<K> {
                 }
             }
         }
-        let via = if direct {
-            PollVia::Socket
+        let helper = if direct {
+            SOCKET_DIRECT
         } else {
-            PollVia::Helper(self.helpers.acquire())
+            self.helpers.acquire()
         };
+        if base != raw {
+            self.bases.insert(index, base);
+        }
         let meta = self.pool.meta_mut(index).expect("allocated");
         meta.generation = generation;
         meta.socket = raw;
-        meta.base = base;
         meta.token = token;
         meta.interest = interest;
-        meta.via = via;
+        meta.helper = helper;
         meta.binding_known = binding_known;
         meta.machine = Machine::new(interest.afd_events(), mode);
         let first = match self.submit(index) {
@@ -779,8 +785,9 @@ impl<K: Kernel> Reactor<K> {
     /// that is vacant or whose poll is in flight: that is a bug in this file, caught here before
     /// it could hand one block to two registrations.
     fn release(&mut self, index: u32) {
-        let via = self.pool.meta(index).map(|m| m.via);
+        let via = self.pool.meta(index).map(|m| m.via());
         if self.pool.release(index) {
+            self.bases.remove(&index);
             if let Some(PollVia::Helper(n)) = via {
                 self.helpers.release(n);
             }
@@ -858,7 +865,8 @@ impl<K: Kernel> Reactor<K> {
         let Update::Submit(mask) = meta.machine.update() else {
             return Ok(None);
         };
-        let (via, base, generation) = (meta.via, meta.base, meta.generation);
+        let (via, generation) = (meta.via(), meta.generation);
+        let base = self.base_of(index);
         let block = self.pool.block(index).expect("live slot");
         // SAFETY: the machine is idle, so the kernel does not hold the block; writing it through
         // the raw pointer creates no reference that could alias a kernel write.
@@ -942,7 +950,8 @@ impl<K: Kernel> Reactor<K> {
 
     fn cancel(&mut self, index: u32) {
         let meta = self.pool.meta(index).expect("live slot");
-        let (via, base) = (meta.via, meta.base);
+        let via = meta.via();
+        let base = self.base_of(index);
         let block = self.pool.block(index).expect("live slot");
         self.stats.nt.cancel += 1;
         let _status = self.kernel.cancel(via, base, block);
@@ -955,18 +964,24 @@ impl<K: Kernel> Reactor<K> {
             .on_cancel_issued();
     }
 
-    /// The registration's socket is gone: its handle value now names the new socket being
-    /// registered, whose base socket is `new_base`. End it like a deregistration, except that a
-    /// poll still out is cancelled through `new_base` — a handle the caller of `register` has just
-    /// lent us (never through the old values, which may name anything now): if the old poll was
-    /// re-armed on the new socket this finds it; otherwise it finds nothing, and the old socket's
-    /// LOCAL_CLOSE ends the poll.
-    fn socket_gone(&mut self, index: u32, new_base: RawSock) {
-        let meta = self.pool.meta_mut(index).expect("live slot");
-        let socket = meta.socket;
-        if meta.via == PollVia::Socket {
-            meta.base = new_base;
+    /// The socket (or layered provider's base) registration `index` polls.
+    fn base_of(&self, index: u32) -> RawSock {
+        match self.bases.get(&index) {
+            Some(&base) => base,
+            None => self.pool.meta(index).expect("live slot").socket,
         }
+    }
+
+    /// The registration's socket is gone: its handle value now names the new socket being
+    /// registered (with no provider above it: that is what made its association succeed). End it
+    /// like a deregistration, except that a socket-direct poll still out is cancelled through
+    /// that value — now a handle the caller of `register` has just lent us (never through a value
+    /// that may name anything): if the old poll was re-armed on the new socket this finds it;
+    /// otherwise it finds nothing, and the old socket's LOCAL_CLOSE ends the poll. A helper poll
+    /// is cancelled on the reactor's own helper handle.
+    fn socket_gone(&mut self, index: u32) {
+        // A socket-direct registration has no separate base: its cancel goes to `socket`.
+        let socket = self.pool.meta(index).expect("live slot").socket;
         self.unmap(socket, index);
         self.end_registration(index);
         self.stats.closed_cleanups += 1;

@@ -7,8 +7,10 @@
 //! queue length is unknown), the remainder going first to whichever source's turn it is (the turn
 //! rotates every poll); room a source does not use goes to the others. So with room for at least
 //! one event per busy source, every source makes progress in every poll, and with less, none
-//! waits more than three polls. No registration and no waker is reported twice in one poll (a
-//! second report is merged into the first), and no timer fires twice in one poll.
+//! waits more than three polls. No registration is reported twice in one poll (an event kept for
+//! a later poll holds the registration's re-arm until it is delivered, so a registration never
+//! has two events outstanding), a waker's wakes in one poll are merged into one event, and no
+//! timer fires twice in one poll.
 //!
 //! # Work that needs no waiting
 //! A call returns without events only once nothing is left that needs no waiting: a resubmit
@@ -230,23 +232,18 @@ impl<K: Kernel> Reactor<K> {
                     }
                     _ => (Event::error(meta.token), PollEvents::NONE),
                 };
-                let merged =
-                    meta.reported_in == stamp && events.merge_at(meta.reported_at as usize, event);
-                if !merged && events.room() == 0 {
+                if events.room() == 0 {
                     meta.held = true; // re-armed once delivered
                     self.stash.push_back(item);
                     return;
                 }
                 // Delivered now: the mode's bookkeeping applies (again, if a reregister re-armed
-                // the registration while this event was kept).
+                // the registration while this event was kept). No second event of this
+                // registration can come in this poll: its re-arm happens at the next flush.
                 meta.machine.on_delivered(delivered);
                 meta.held = false;
-                if !merged {
-                    meta.reported_in = stamp;
-                    meta.reported_at = events.len() as u32;
-                    events.push(event);
-                    self.stats.events += 1;
-                }
+                events.push(event);
+                self.stats.events += 1;
                 self.queue_update(index);
             }
             Stashed::Wake { id } => {
@@ -356,7 +353,7 @@ impl<K: Kernel> Reactor<K> {
         // The tag and the generation prove this is the one packet of this slot's poll in flight:
         // the kernel is done with the block.
         let meta = self.pool.meta(index).expect("live slot");
-        let expected_key = match meta.via {
+        let expected_key = match meta.via() {
             PollVia::Socket => self.pool.block(index).expect("live slot").as_ptr() as usize,
             PollVia::Helper(_) => HELPER_KEY,
         };

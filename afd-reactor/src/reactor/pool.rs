@@ -32,13 +32,14 @@ pub(crate) const MAX_SLOTS: usize = 1 << INDEX_BITS;
 pub(crate) struct Meta {
     /// `(counter << INDEX_BITS) | index`; 0 while the slot is vacant.
     pub generation: u64,
-    /// The socket value the user registered (the key of the registration map).
+    /// The socket value the user registered (the key of the registration map). Polls name it and
+    /// are issued on it — unless a layered provider stands above it: then they name its base
+    /// socket, kept in the reactor's `bases` (rare, and the slot stays small without it).
     pub socket: RawSock,
-    /// The base socket, which polls name and are issued on.
-    pub base: RawSock,
     pub token: Token,
     pub interest: Interest,
-    pub via: PollVia,
+    /// The helper handle its polls are issued on, or [`SOCKET_DIRECT`].
+    pub helper: u32,
     /// True if registering called associate, so the socket's binding is known: with this port
     /// (`via` is `Socket`) or with another (`Helper`). False when the call was skipped because the
     /// value was associated before (the `bound` hint): then the socket may be unassociated, and a
@@ -50,14 +51,23 @@ pub(crate) struct Meta {
     /// not. A slot that is not allocated is on the free list (or was never handed out).
     pub allocated: bool,
     /// An event of this registration waits in the stash: its re-arm waits until that event is
-    /// delivered, so an always-ready socket cannot pile events into the stash.
+    /// delivered. So a registration never has two events outstanding (none is reported twice in
+    /// one poll), and an always-ready socket cannot pile events into the stash.
     pub held: bool,
-    /// The poll (the reactor's poll counter, truncated) in which this registration last put an
-    /// event in the user's `Events`, and at which position: a second one in the same poll is
-    /// merged into it.
-    pub reported_in: u32,
-    pub reported_at: u32,
     pub machine: Machine,
+}
+
+/// `Meta::helper` of a registration polled on its own socket.
+pub(crate) const SOCKET_DIRECT: u32 = u32::MAX;
+
+impl Meta {
+    /// Where its polls are issued.
+    pub fn via(&self) -> PollVia {
+        match self.helper {
+            SOCKET_DIRECT => PollVia::Socket,
+            n => PollVia::Helper(n),
+        }
+    }
 }
 
 impl Meta {
@@ -65,16 +75,13 @@ impl Meta {
         Self {
             generation: 0,
             socket: 0,
-            base: 0,
             token: Token(0),
             interest: Interest::NONE,
-            via: PollVia::Socket,
+            helper: SOCKET_DIRECT,
             binding_known: true,
             queued: false,
             allocated: false,
             held: false,
-            reported_in: 0,
-            reported_at: 0,
             machine: Machine::new(PollEvents::NONE, Mode::Level),
         }
     }
@@ -241,6 +248,16 @@ mod tests {
         assert!(!pool.release(b), "the kernel holds its block");
         let (c, d) = (pool.alloc().unwrap(), pool.alloc().unwrap());
         assert!(c != b && d != b && c != d, "one slot handed out twice");
+    }
+
+    #[test]
+    fn a_slot_stays_within_the_heap_budget() {
+        // 128 heap bytes per registered socket in all, with the registration map's share.
+        assert!(
+            size_of::<Slot>() <= 104,
+            "a slot takes {} bytes",
+            size_of::<Slot>()
+        );
     }
 
     #[test]
