@@ -149,11 +149,19 @@ impl Waker {
             Err(e) => {
                 // No packet: wakes waiting on this post try again themselves; this one is owed,
                 // and the loop delivers it the next time it runs.
-                let _ = s
-                    .state
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
-                        Some((v & !(QUEUED | POSTING)) | OWED)
-                    });
+                let mut v = s.state.load(Ordering::Acquire);
+                loop {
+                    let owed = (v & !(QUEUED | POSTING)) | OWED;
+                    match s.state.compare_exchange_weak(
+                        v,
+                        owed,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => break,
+                        Err(now) => v = now,
+                    }
+                }
                 s.registry.owed.store(true, Ordering::Release);
                 Err(e)
             }
