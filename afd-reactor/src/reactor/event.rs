@@ -174,13 +174,6 @@ impl Event {
         Self { token, flags, afd }
     }
 
-    /// Fold `other` (for the same token) into this event: its conditions are added.
-    pub(crate) fn merge(&mut self, other: Event) {
-        debug_assert_eq!(self.token, other.token);
-        self.flags |= other.flags;
-        self.afd |= other.afd;
-    }
-
     pub(crate) const fn error(token: Token) -> Self {
         Self {
             token,
@@ -333,17 +326,6 @@ impl Events {
     pub(crate) fn push(&mut self, event: Event) {
         debug_assert!(self.room() > 0);
         self.list.push(event);
-    }
-
-    /// Fold `event` into the event at `at` if that one has the same token; false otherwise.
-    pub(crate) fn merge_at(&mut self, at: usize, event: Event) -> bool {
-        match self.list.get_mut(at) {
-            Some(e) if e.token == event.token => {
-                e.merge(event);
-                true
-            }
-            _ => false,
-        }
     }
 }
 

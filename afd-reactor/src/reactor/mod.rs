@@ -311,7 +311,7 @@ pub struct Reactor<K: Kernel> {
     timers: timer::Timers,
     wakers: WakerTable,
     generation_counter: u64,
-    /// Polls made so far: stamps "reported in this poll".
+    /// Polls made so far: stamps a waker's "reported in this poll".
     poll_count: u64,
     /// Which of stash (0), timers (1) and port (2) goes first in the next poll.
     turn: usize,

@@ -9,7 +9,7 @@
 //! one event per busy source, every source makes progress in every poll, and with less, none
 //! waits more than three polls. No registration is reported twice in one poll (an event kept for
 //! a later poll holds the registration's re-arm until it is delivered, so a registration never
-//! has two events outstanding), a waker's wakes in one poll are merged into one event, and no
+//! has two events outstanding), a waker's wakes in one poll make one event, and no
 //! timer fires twice in one poll.
 //!
 //! # Work that needs no waiting
@@ -180,7 +180,7 @@ impl<K: Kernel> Reactor<K> {
         }
     }
 
-    /// Deliver stashed events, at most `quota` of them (merged and dropped ones count).
+    /// Deliver stashed events, at most `quota` of them (dropped ones count).
     fn take_stash(&mut self, events: &mut Events, quota: usize) {
         let mut taken = 0;
         while taken < quota && events.room() > 0 {
@@ -207,11 +207,10 @@ impl<K: Kernel> Reactor<K> {
         }
     }
 
-    /// Put `item` in the user's `events` (merged into this poll's event for the same registration
-    /// or waker, if there is one), or stash it if there is no room. Dropped if its registration
-    /// has ended or its waker is gone. A registration is re-armed once its event is delivered.
+    /// Put `item` in the user's `events`, or stash it if there is no room. Dropped if its
+    /// registration has ended, its waker is gone, or that waker already has an event in this
+    /// poll. A registration is re-armed once its event is delivered.
     fn emit(&mut self, events: &mut Events, item: Stashed) {
-        let stamp = self.poll_count as u32;
         match item {
             Stashed::Ready { generation, .. } | Stashed::Error { generation } => {
                 let Some(index) = self.live_index(generation) else {
@@ -247,20 +246,18 @@ impl<K: Kernel> Reactor<K> {
                 self.queue_update(index);
             }
             Stashed::Wake { id } => {
-                let Some((token, reported_in, reported_at)) = self.wakers.report(id) else {
+                let Some((token, reported_in)) = self.wakers.report(id) else {
                     return;
                 };
-                let event = Event::wake(token);
-                if *reported_in == stamp && events.merge_at(*reported_at as usize, event) {
-                    return;
+                if *reported_in == self.poll_count {
+                    return; // already in this poll's events: one wake event covers both
                 }
                 if events.room() == 0 {
                     self.stash_item(item);
                     return;
                 }
-                *reported_in = stamp;
-                *reported_at = events.len() as u32;
-                events.push(event);
+                *reported_in = self.poll_count;
+                events.push(Event::wake(token));
             }
         }
     }

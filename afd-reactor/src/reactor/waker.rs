@@ -202,10 +202,9 @@ struct Slot {
     shared: Option<Arc<WakerShared>>,
     /// Bumped on each release, so a packet of a released waker is recognised.
     generation: u32,
-    /// The poll (truncated counter) in which this waker last put an event in the user's
-    /// `Events`, and at which position: wakes are reported once per poll.
-    reported_in: u32,
-    reported_at: u32,
+    /// The poll (the reactor's poll counter) in which this waker last put an event in the user's
+    /// `Events`: wakes are reported once per poll.
+    reported_in: u64,
     /// A wake event of this waker waits in the reactor's stash.
     stashed: bool,
 }
@@ -247,7 +246,6 @@ impl WakerTable {
                 shared: None,
                 generation: 0,
                 reported_in: 0,
-                reported_at: 0,
                 stashed: false,
             });
             (self.slots.len() - 1) as u32
@@ -334,10 +332,10 @@ impl WakerTable {
     }
 
     /// The token of waker `id` and its per-poll report stamp, if it still lives.
-    pub fn report(&mut self, id: usize) -> Option<(Token, &mut u32, &mut u32)> {
+    pub fn report(&mut self, id: usize) -> Option<(Token, &mut u64)> {
         let entry = self.slots.get_mut(id as u32 as usize)?;
         let shared = entry.shared.as_ref().filter(|s| s.id == id)?;
-        Some((shared.token, &mut entry.reported_in, &mut entry.reported_at))
+        Some((shared.token, &mut entry.reported_in))
     }
 
     /// Mark whether a wake event of waker `id` waits in the stash (a waker is not released while
