@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Cargo runner for x86_64-pc-windows-gnu: runs a Windows executable under Wine.
+# AFD_WINE chooses the Wine: 8 (the default, the host's) or 10 (the Debian 13 chroot); see
+# scripts/wine.sh, through which every Wine program here is started.
 # Quiet by default (WINEDEBUG=-all) unless the caller set WINEDEBUG; keeps one wineserver alive
 # between test binaries so each one does not pay for a server start.
 #
@@ -13,11 +15,19 @@ set -euo pipefail
 export WINEPREFIX="${WINEPREFIX:-$HOME/.wine}"
 export WINEDEBUG="${WINEDEBUG:--all}"
 export WINEDLLOVERRIDES="${WINEDLLOVERRIDES:-mscoree,mshtml=}"
-if [ ! -f "$WINEPREFIX/drive_c/windows/system32/bcryptprimitives.dll" ]; then
-    echo "wine-runner: the ProcessPrng shim is not installed in $WINEPREFIX; run scripts/setup.sh" >&2
-    exit 1
-fi
-wineserver -p30 2>/dev/null || true
+w="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/wine.sh"
+case "${AFD_WINE:-8}" in
+    8)
+        # Wine 8 lacks ProcessPrng, which Rust's std calls; Wine 10 has it.
+        if [ ! -f "$WINEPREFIX/drive_c/windows/system32/bcryptprimitives.dll" ]; then
+            echo "wine-runner: the ProcessPrng shim is not installed in $WINEPREFIX; run scripts/setup.sh" >&2
+            exit 1
+        fi
+        prefix_seen="$WINEPREFIX"
+        ;;
+    *) prefix_seen="/afd-prefixes$WINEPREFIX" ;; # the prefix's path inside the chroot (wine.sh)
+esac
+"$w" wineserver -p30 2>/dev/null || true
 
 exe="${1:?usage: wine-runner.sh <program.exe> [args...]}"
 limit="${AFD_TEST_TIMEOUT:-600}"
@@ -30,7 +40,7 @@ esac
 is_test=false
 case "$(basename "$(dirname "$exe")")" in deps) is_test=true ;; esac
 if ! $is_test || [ "$limit" -eq 0 ]; then
-    exec wine "$@"
+    exec "$w" wine "$@"
 fi
 
 # --- a test binary, under a time limit ---------------------------------------------------------
@@ -63,14 +73,15 @@ kill_run() {
 }
 # With the prefix's wineserver stopped, end the Wine processes still in the prefix: after a
 # wineserver crash its clients never exit by themselves (threads blocked in futexes, services
-# waiting for a server that is gone). Only Wine loader processes with this exact WINEPREFIX.
+# waiting for a server that is gone). Only Wine loader processes with this exact WINEPREFIX (as the
+# chosen Wine sees it).
 sweep_prefix() {
     local p exe env
     for p in $(ps -e -o pid= || true); do
         exe=$(readlink "/proc/$p/exe" 2>/dev/null) || continue
         case "${exe##*/}" in wine | wine64 | wine-preloader | wine64-preloader) ;; *) continue ;; esac
         env=$(tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null) || continue
-        [[ $'\n'"$env"$'\n' == *$'\n'"WINEPREFIX=$WINEPREFIX"$'\n'* ]] || continue
+        [[ $'\n'"$env"$'\n' == *$'\n'"WINEPREFIX=$prefix_seen"$'\n'* ]] || continue
         kill -s KILL "$p" 2>/dev/null || true
     done
 }
@@ -95,7 +106,7 @@ trap on_signal INT TERM HUP
 # keep the relay open. stderr and stdin are passed through untouched.
 out="$tmp/stdout"
 : >"$out"
-setsid -w wine "$@" <&0 >"$out" &
+setsid -w "$w" wine "$@" <&0 >"$out" &
 pid=$!
 tail -n +1 -s 0.1 -f --pid="$pid" "$out" &
 relay=$!
@@ -122,7 +133,7 @@ relay=""
 name=$(basename "$exe")
 say "$name did not finish within $limit s (AFD_TEST_TIMEOUT)"
 # A crashed or wedged wineserver would stop `--list` too: list with a fresh one.
-wineserver -k 2>/dev/null || true
+"$w" wineserver -k 2>/dev/null || true
 
 # The same filters as the run, without the options that change the output format.
 list_args=()
@@ -141,7 +152,7 @@ for a in "${@:2}"; do
     esac
 done
 all="$tmp/all"
-if timeout 120 wine "$exe" "${list_args[@]}" --list </dev/null 2>/dev/null |
+if timeout 120 "$w" wine "$exe" "${list_args[@]}" --list </dev/null 2>/dev/null |
     tr -d '\r' | sed -n 's/: \(test\|bench\|benchmark\)$//p' | sort -u >"$all"; then
     :
 fi
@@ -173,6 +184,6 @@ else
 fi
 grep -a 'has been running for over' "$out" | tr -d '\r' | sed 's/^/wine-runner: libtest: /' >&2 || true
 say "stopping the wineserver of $WINEPREFIX"
-wineserver -k 2>/dev/null || true
+"$w" wineserver -k 2>/dev/null || true
 sweep_prefix
 exit 124
