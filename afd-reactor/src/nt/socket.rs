@@ -7,8 +7,7 @@ use std::ptr;
 use std::sync::Once;
 use windows_sys::Win32::Networking::WinSock::{
     INVALID_SOCKET, SIO_BASE_HANDLE, SIO_BSP_HANDLE_POLL, SIO_BSP_HANDLE_SELECT, SO_TYPE, SOCKET,
-    SOCKET_ERROR, SOL_SOCKET, WSADATA, WSAENOTSOCK, WSAGetLastError, WSAIoctl, WSAStartup,
-    getsockopt,
+    SOCKET_ERROR, SOL_SOCKET, WSADATA, WSAGetLastError, WSAIoctl, WSAStartup, getsockopt,
 };
 
 /// How many provider layers [`base_socket`] walks through before giving up.
@@ -31,11 +30,13 @@ fn last_wsa_error() -> io::Error {
     io::Error::from_raw_os_error(unsafe { WSAGetLastError() })
 }
 
-/// Check that `socket` names a socket: `getsockopt(SO_TYPE)` fails with WSAENOTSOCK otherwise.
+/// The socket's type (`getsockopt(SO_TYPE)`): the one question every socket answers and nothing
+/// else does, whatever the Windows (or Wine) version.
 ///
-/// Needed because Wine 8's `SIO_BASE_HANDLE` hands back *any* handle unchanged (a file, a pipe,
-/// a completion port) where Windows fails with WSAENOTSOCK.
-fn check_is_socket(socket: RawSocket) -> io::Result<()> {
+/// It decides "is this a socket?" here, by what is true of the handle rather than by an error
+/// code: Wine 8's `SIO_BASE_HANDLE` hands back *any* handle unchanged (a file, a pipe, a completion
+/// port), Windows fails it with WSAENOTSOCK, and Wine 10 with WSAEOPNOTSUPP for a pipe or a port.
+fn socket_type(socket: RawSocket) -> io::Result<i32> {
     let mut ty = 0i32;
     let mut len = size_of::<i32>() as i32;
     // SAFETY: `ty` and `len` are valid for writes for this synchronous call and `len` gives the
@@ -50,9 +51,9 @@ fn check_is_socket(socket: RawSocket) -> io::Result<()> {
         )
     };
     if ret == SOCKET_ERROR {
-        return Err(not_a_socket(last_wsa_error()));
+        return Err(last_wsa_error());
     }
-    Ok(())
+    Ok(ty)
 }
 
 fn ioctl_handle(socket: RawSocket, code: u32) -> io::Result<RawSocket> {
@@ -85,12 +86,9 @@ fn ioctl_handle(socket: RawSocket, code: u32) -> io::Result<RawSocket> {
     Ok(out as RawSocket)
 }
 
+/// The error for a handle that is not a socket, keeping what the failing call said as its source.
 fn not_a_socket(err: io::Error) -> io::Error {
-    if err.raw_os_error() == Some(WSAENOTSOCK) {
-        io::Error::new(io::ErrorKind::InvalidInput, NotASocket(err))
-    } else {
-        err
-    }
+    io::Error::new(io::ErrorKind::InvalidInput, NotASocket(err))
 }
 
 /// Resolve the base (AFD) socket under any Layered Service Providers.
@@ -98,12 +96,15 @@ fn not_a_socket(err: io::Error) -> io::Error {
 /// Asks `SIO_BASE_HANDLE` first; an LSP may refuse it, and then the handle `select`/`poll` would
 /// use (`SIO_BSP_HANDLE_POLL`, then `SIO_BSP_HANDLE_SELECT`) is taken, and the walk repeats from
 /// there until the handle stops changing. The result is then checked to be a socket
-/// (`getsockopt(SO_TYPE)`), because Wine's `SIO_BASE_HANDLE` does not check.
+/// (`getsockopt(SO_TYPE)`), because Wine 8's `SIO_BASE_HANDLE` does not check.
 ///
 /// # Errors
 /// A handle that is not a socket (a file, a pipe, an event, a closed socket) gives an error of kind
-/// [`io::ErrorKind::InvalidInput`] that [`is_not_a_socket`] recognises; other winsock failures are
-/// returned as they come; more than 16 layers give [`io::ErrorKind::InvalidData`].
+/// [`io::ErrorKind::InvalidInput`] that [`is_not_a_socket`] recognises, with the failing call's
+/// error as its source. Whether the handle is a socket is decided by asking it
+/// (`getsockopt(SO_TYPE)`), never by the error code a failing call returned: those differ between
+/// Windows and Wine versions (WSAENOTSOCK, WSAEOPNOTSUPP, ...). A socket whose providers fail the
+/// walk gives their error as it comes; more than 16 layers give [`io::ErrorKind::InvalidData`].
 ///
 /// # Examples
 /// ```no_run
@@ -118,7 +119,10 @@ fn not_a_socket(err: io::Error) -> io::Error {
 #[doc(alias = "SIO_BASE_HANDLE")]
 pub fn base_socket(socket: BorrowedSocket<'_>) -> io::Result<RawSocket> {
     let base = base_socket_unverified(socket)?;
-    check_is_socket(base).map(|()| base)
+    match socket_type(base) {
+        Ok(_) => Ok(base),
+        Err(e) => Err(not_a_socket(e)),
+    }
 }
 
 /// [`base_socket`] without the final `getsockopt(SO_TYPE)`: one winsock call (two wineserver
@@ -127,19 +131,29 @@ pub fn base_socket(socket: BorrowedSocket<'_>) -> io::Result<RawSocket> {
 /// through the helper handle does: each handle it names must be a socket).
 ///
 /// # Errors
-/// As [`base_socket`], except that under Wine a non-socket that is open is not refused.
+/// As [`base_socket`], except that under Wine 8 a non-socket that is open is not refused.
 pub fn base_socket_unverified(socket: BorrowedSocket<'_>) -> io::Result<RawSocket> {
     init_winsock();
-    let mut current = socket.as_raw_socket();
+    let raw = socket.as_raw_socket();
+    walk_layers(raw).map_err(|e| {
+        // Only on failure, so the cost is the error path's: is the handle a socket at all?
+        if e.kind() == io::ErrorKind::InvalidData || socket_type(raw).is_ok() {
+            e
+        } else {
+            not_a_socket(e)
+        }
+    })
+}
+
+/// The walk of [`base_socket_unverified`], with the error of the last call that failed.
+fn walk_layers(socket: RawSocket) -> io::Result<RawSocket> {
+    let mut current = socket;
     for _ in 0..MAX_LAYERS {
-        match ioctl_handle(current, SIO_BASE_HANDLE) {
-            Ok(base) => return Ok(base),
-            Err(e) if e.raw_os_error() == Some(WSAENOTSOCK) => return Err(not_a_socket(e)),
-            Err(_) => {}
+        if let Ok(base) = ioctl_handle(current, SIO_BASE_HANDLE) {
+            return Ok(base);
         }
         let next = ioctl_handle(current, SIO_BSP_HANDLE_POLL)
-            .or_else(|_| ioctl_handle(current, SIO_BSP_HANDLE_SELECT))
-            .map_err(not_a_socket)?;
+            .or_else(|_| ioctl_handle(current, SIO_BSP_HANDLE_SELECT))?;
         if next == current {
             return Ok(current);
         }

@@ -124,6 +124,29 @@ impl Env {
         Ok(f)
     }
 
+    /// Only the teardown of `sockets` pending polls (after registering them), without waiting
+    /// for the kernel where the system would wait (afd-reactor's `abandon`): the like-for-like
+    /// figure beside the peers, whose drops never wait.
+    pub fn teardown_no_wait(&self, system: System) -> io::Result<Figures> {
+        let args = vec![
+            "--sockets".to_string(),
+            self.sockets.to_string(),
+            "--teardown-only".into(),
+            "--no-wait".into(),
+        ];
+        let mut server = self.start(system, "micro", &args)?;
+        let r = expect(&mut server, "teardown", Duration::from_secs(600))?;
+        server.wait(Duration::from_secs(120))?;
+        let mut f = Figures::new();
+        if let Some(v) = r.num("total_ms") {
+            f.insert("teardown_ms".into(), v);
+        }
+        if let Some(v) = r.num("waited") {
+            f.insert("teardown_waited".into(), v);
+        }
+        Ok(f)
+    }
+
     /// The peerless workloads; with a tracer, also their wineserver requests.
     pub fn micro(&self, system: System, tracer: Option<&Tracer>) -> io::Result<Figures> {
         let mut args = vec![
@@ -161,7 +184,11 @@ impl Env {
                         }
                     };
                     match w {
-                        "wake" => put("wake_p50_us", "p50_us"),
+                        "wake" => {
+                            put("wake_p10_us", "p10_us");
+                            put("wake_p50_us", "p50_us");
+                            put("wake_p90_us", "p90_us");
+                        }
                         "storm" => {
                             put("storm_wakes", "wakes");
                             put("storm_wake_events", "wake_events");
@@ -172,6 +199,7 @@ impl Env {
                         "teardown" => {
                             put("teardown_poller_ms", "poller_ms");
                             put("teardown_ms", "total_ms");
+                            put("teardown_waited", "waited");
                         }
                         _ => {}
                     }

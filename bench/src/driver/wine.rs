@@ -86,16 +86,18 @@ pub fn parse_trace(line: &str) -> Option<(u32, &str)> {
 
 /// A wineserver of our own, tracing every request.
 pub struct Tracer {
+    root: PathBuf,
     server: Child,
     counts: Arc<Mutex<Tally>>,
     lines: Arc<Mutex<(u64, Instant)>>,
 }
 
 impl Tracer {
-    /// Stops any running wineserver of the prefix and starts a tracing one in its place.
-    pub fn start() -> io::Result<Tracer> {
-        kill_wineserver();
-        let mut server = Command::new("wineserver")
+    /// Stops any running wineserver of the prefix and starts a tracing one in its place (of the
+    /// Wine `AFD_WINE` chooses, through `scripts/wine.sh`).
+    pub fn start(root: &Path) -> io::Result<Tracer> {
+        kill_wineserver(root);
+        let mut server = wine_tool(root, "wineserver")
             .args(["-f", "-d1", "-p"])
             .env("WINEDEBUG", "-all")
             .stdin(Stdio::null())
@@ -134,6 +136,7 @@ impl Tracer {
         // Give it a moment to create its socket before the first client looks for it.
         std::thread::sleep(Duration::from_millis(300));
         Ok(Tracer {
+            root: root.to_path_buf(),
             server,
             counts,
             lines,
@@ -156,19 +159,42 @@ impl Tracer {
 
 impl Drop for Tracer {
     fn drop(&mut self) {
-        kill_wineserver();
+        kill_wineserver(&self.root);
         let _ = self.server.kill();
         let _ = self.server.wait();
     }
 }
 
+/// One of Wine's programs (`wine`, `wineserver`), of the Wine `AFD_WINE` chooses: run through
+/// `scripts/wine.sh`, which starts Wine 10 in its chroot.
+pub fn wine_tool(root: &Path, program: &str) -> Command {
+    let mut c = Command::new(root.join("scripts/wine.sh"));
+    c.arg(program);
+    c
+}
+
+/// What `wine --version` says of the Wine `AFD_WINE` chooses ("wine-10.0 (Debian 10.0~repack-6)").
+pub fn wine_version(root: &Path) -> io::Result<String> {
+    let out = wine_tool(root, "wine")
+        .arg("--version")
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "scripts/wine.sh wine --version failed ({})",
+            out.status
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 /// Stops the prefix's wineserver, if one runs (and waits until it is gone).
-pub fn kill_wineserver() {
-    let _ = Command::new("wineserver")
+pub fn kill_wineserver(root: &Path) {
+    let _ = wine_tool(root, "wineserver")
         .arg("-k")
         .stderr(Stdio::null())
         .status();
-    let _ = Command::new("wineserver")
+    let _ = wine_tool(root, "wineserver")
         .arg("-w")
         .stderr(Stdio::null())
         .status();

@@ -89,6 +89,15 @@ impl Sys for Afd {
         let w = self.reactor.waker(Token(WAKE))?;
         Ok(Some(Arc::new(move || w.wake())))
     }
+    const DROP_WAITS: bool = true;
+    fn teardown(self, wait: bool) -> bool {
+        if wait {
+            drop(self);
+        } else {
+            self.reactor.abandon();
+        }
+        wait
+    }
     fn counters(&self) -> String {
         let s = self.reactor.stats();
         format!(

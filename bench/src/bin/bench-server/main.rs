@@ -4,7 +4,10 @@
 //! bench-server echo  --system S [--addr 127.0.0.1:0] [--sessions 1]
 //! bench-server micro --system S [--sockets 10000] [--churn-ops 5000] [--wakes 2000]
 //!                               [--storm-wakes 10000] [--idle] [--idle-secs 1]
+//!                               [--teardown-only] [--no-wait]
 //! ```
+//! `--teardown-only` registers the sockets and tears the poller down, nothing else; `--no-wait`
+//! tears afd-reactor down without waiting for the kernel (`abandon`), as the peers' drops do.
 //! S is one of afd, afd-helper, mio, polling, wepoll. Output is one record per line (see
 //! `bench::Record`): `ready addr=… tid=…`, `tid id=…`, `mark name=…` (the server then waits for
 //! a line on stdin, so the driver can count wineserver requests at that point), `result …`.
@@ -158,11 +161,18 @@ mod server {
                 wakes: 2_000,
                 storm_wakes: 10_000,
                 idle_secs: 1.0,
+                teardown_only: false,
+                teardown_wait: true,
             },
         };
         while let Some(flag) = it.next() {
-            if flag == "--idle" {
-                a.idle = true;
+            match flag.as_str() {
+                "--idle" => a.idle = true,
+                "--teardown-only" => a.sizes.teardown_only = true,
+                "--no-wait" => a.sizes.teardown_wait = false,
+                _ => {}
+            }
+            if matches!(flag.as_str(), "--idle" | "--teardown-only" | "--no-wait") {
                 continue;
             }
             let v = it
@@ -235,8 +245,10 @@ mod server {
             "micro" => {
                 thread_id();
                 let s = &a.sizes;
-                micro::wake(make()?, s.wakes)?;
-                micro::storm(make()?, s.storm_wakes)?;
+                if !s.teardown_only {
+                    micro::wake(make()?, s.wakes)?;
+                    micro::storm(make()?, s.storm_wakes)?;
+                }
                 micro::registered_set(make()?, s, a.idle)?;
                 Ok(())
             }

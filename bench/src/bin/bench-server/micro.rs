@@ -20,6 +20,10 @@ pub struct Sizes {
     pub storm_wakes: usize,
     /// Seconds of the short idle phase (the long one is three times as long).
     pub idle_secs: f64,
+    /// Only the heap and teardown phases of [`registered_set`] (no churn, no idle).
+    pub teardown_only: bool,
+    /// Whether the teardown waits for the kernel (see `Sys::teardown`).
+    pub teardown_wait: bool,
 }
 
 /// One zero-timeout wait (the systems submit pending polls there); any event is an error here,
@@ -62,6 +66,10 @@ pub fn registered_set<S: Sys>(mut sys: S, sizes: &Sizes, idle: bool) -> io::Resu
         "workload=heap sockets={n} bytes={bytes} bytes_per_socket={:.1} register_secs={setup:.3}",
         bytes as f64 / n as f64
     ));
+
+    if sizes.teardown_only {
+        return teardown(sys, socks, extra, sizes.teardown_wait);
+    }
 
     // Churn. Associating a socket with a port happens once in its life: warm the extras up.
     for (i, u) in extra.iter_mut().enumerate() {
@@ -112,15 +120,21 @@ pub fn registered_set<S: Sys>(mut sys: S, sizes: &Sizes, idle: bool) -> io::Resu
         record(&format!("workload=idle registered={n} short_secs={secs}"));
     }
 
-    // Teardown with every poll pending: the poller first, then the sockets.
+    teardown(sys, socks, extra, sizes.teardown_wait)
+}
+
+/// Teardown with every poll pending: the poller first, then the sockets.
+fn teardown<S: Sys>(sys: S, socks: Vec<S::Udp>, extra: Vec<S::Udp>, wait: bool) -> io::Result<()> {
+    let n = socks.len();
     let t0 = Instant::now();
-    drop(sys);
+    let waited = sys.teardown(wait);
     let t1 = Instant::now();
     drop(socks);
     drop(extra);
     let t2 = Instant::now();
     record(&format!(
-        "workload=teardown pending={n} poller_ms={:.3} total_ms={:.3}",
+        "workload=teardown pending={n} waited={} poller_ms={:.3} total_ms={:.3}",
+        u8::from(waited),
         (t1 - t0).as_secs_f64() * 1e3,
         (t2 - t0).as_secs_f64() * 1e3
     ));
@@ -163,8 +177,10 @@ pub fn wake<S: Sys>(mut sys: S, n: usize) -> io::Result<()> {
     lat.sort_unstable();
     let pct = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize] as f64 / 1e3;
     record(&format!(
-        "workload=wake supported=1 n={n} p50_us={:.1} p99_us={:.1}",
+        "workload=wake supported=1 n={n} p10_us={:.1} p50_us={:.1} p90_us={:.1} p99_us={:.1}",
+        pct(0.1),
         pct(0.5),
+        pct(0.9),
         pct(0.99)
     ));
     Ok(())

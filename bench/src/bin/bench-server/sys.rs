@@ -73,6 +73,19 @@ pub trait Sys: Sized {
     fn counters(&self) -> String {
         String::new()
     }
+    /// Whether dropping the system waits until the kernel has given back every pending poll's
+    /// memory (afd-reactor cancels them and waits for each packet). The peers do not: mio
+    /// collects what is already queued and leaves the rest to reference counts, polling leaves
+    /// pending packets to reference counts, wepoll frees its socket states at once.
+    const DROP_WAITS: bool = false;
+    /// Tears the system down with every poll pending. `wait: false` asks a system whose drop
+    /// waits ([`Self::DROP_WAITS`]) not to (afd-reactor: `abandon`, which leaks the pending
+    /// polls' memory on purpose, as the peers' drops leave it); returns whether it waited.
+    fn teardown(self, wait: bool) -> bool {
+        let _ = wait;
+        drop(self);
+        Self::DROP_WAITS
+    }
 }
 
 /// A fresh non-blocking UDP socket on 127.0.0.1.
