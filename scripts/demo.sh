@@ -8,8 +8,22 @@
 #
 # Options (environment): CONNECTIONS (default 1000), SECS (default 10), SIZE (bytes, default 64),
 # PORT (default 7007), HELPER=1 (poll through the \Device\Afd helper instead of on each socket).
+# The Wine: --wine 8|10 (or AFD_WINE; default 8, the host's; 10 is the Debian 13 chroot
+# scripts/setup.sh builds).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --wine) export AFD_WINE="${2:-}"; shift 2 || shift ;;
+        --wine=*) export AFD_WINE="${1#--wine=}"; shift ;;
+        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "[demo] unknown argument '$1' (options: --wine 8|10; the rest are environment variables, see --help)" >&2; exit 2 ;;
+    esac
+done
+case "${AFD_WINE:-8}" in
+    8 | 10) ;;
+    *) echo "[demo] --wine (or AFD_WINE) must be 8 or 10, not '$AFD_WINE'" >&2; exit 2 ;;
+esac
 connections=${CONNECTIONS:-1000}
 secs=${SECS:-10}
 size=${SIZE:-64}
@@ -25,7 +39,9 @@ work=$(mktemp -d)
 trap 'kill "$server_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 server_args=(--addr "127.0.0.1:$port" --exit-when-idle --max-secs $((secs + 120)))
 [ "${HELPER:-0}" = 1 ] && server_args+=(--helper)
-echo "[demo] starting the echo server under Wine on 127.0.0.1:$port"
+AFD_WINE_VERSION=$(scripts/wine.sh wine --version)
+export AFD_WINE_VERSION
+echo "[demo] starting the echo server under $AFD_WINE_VERSION on 127.0.0.1:$port"
 scripts/wine-runner.sh "target/$win/release/examples/echo_server.exe" "${server_args[@]}" \
     >"$work/server.out" 2>"$work/server.err" &
 server_pid=$!
@@ -54,7 +70,7 @@ if [ "$load_status" -ne 0 ] || [ "$server_status" -ne 0 ]; then
 fi
 
 python3 - "$work/load.json" "$work/server.out" <<'PY'
-import json, sys
+import json, os, sys
 load = json.load(open(sys.argv[1]))
 stats, teardown = None, ""
 for line in open(sys.argv[2]):
@@ -67,7 +83,7 @@ if stats is None:
 echoes = max(load["echoes"], 1)
 events = max(stats["events"], 1)
 print()
-print("=== afd-reactor echo demo (server under Wine, load from native Linux) ===")
+print(f"=== afd-reactor echo demo (server under {os.environ.get('AFD_WINE_VERSION', 'Wine')}, load from native Linux) ===")
 print(f"connections      {load['connected']} of {load['connections']}")
 print(f"echoes           {load['echoes']} in {load['duration_secs']:.1f} s = {load['echoes_per_sec']:.0f} echoes/s")
 print(f"round trip       p50 {load['rtt_p50_us']} us, p99 {load['rtt_p99_us']} us, max {load['rtt_max_us']} us")

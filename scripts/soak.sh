@@ -14,7 +14,8 @@
 # Options (environment): CONNECTIONS (default 10000), SECS (default 60), SEED (default 1),
 # PORT (default 7300), RATE (peer actions per second over all connections, default 500),
 # WINDOW (connections being set up, or drained, at once; default 64), INFLIGHT (connections
-# with echoes outstanding at once, default 32).
+# with echoes outstanding at once, default 32). The Wine: --wine 8|10 (or AFD_WINE; default 8,
+# the host's; 10 is the Debian 13 chroot scripts/setup.sh builds).
 #
 # The peer ramps up first (no random action until all CONNECTIONS echo, or SECS/2), soaks until
 # SECS, then drains: it half-closes every connection, WINDOW at a time, and reads each to EOF
@@ -41,6 +42,18 @@
 # native peer process.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --wine) export AFD_WINE="${2:-}"; shift 2 || shift ;;
+        --wine=*) export AFD_WINE="${1#--wine=}"; shift ;;
+        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "[soak] unknown argument '$1' (options: --wine 8|10; the rest are environment variables, see --help)" >&2; exit 2 ;;
+    esac
+done
+case "${AFD_WINE:-8}" in
+    8 | 10) ;;
+    *) echo "[soak] --wine (or AFD_WINE) must be 8 or 10, not '$AFD_WINE'" >&2; exit 2 ;;
+esac
 connections=${CONNECTIONS:-10000}
 secs=${SECS:-60}
 seed=${SEED:-1}
@@ -72,7 +85,9 @@ warmup=$((secs / 10 > 2 ? secs / 10 : 2))
 server_secs=$((secs + 150))
 server_args=(--addr "127.0.0.1:$port" --secs "$server_secs" --seed "$seed" --expect "$connections"
     --warmup "$warmup" --ramp-by $((secs / 2 + 10)) --exit-when-idle)
-echo "[soak] starting the soak server under Wine on 127.0.0.1:$port"
+AFD_WINE_VERSION=$(scripts/wine.sh wine --version)
+export AFD_WINE_VERSION
+echo "[soak] starting the soak server under $AFD_WINE_VERSION on 127.0.0.1:$port"
 # `exec` all the way down (bash -c, wine-runner.sh, wine): the Wine process keeps this pid, which
 # the server needs to read its own RSS from Z:\proc\<pid>\status (Z:\proc\self is wineserver's).
 bash -c 'exec scripts/wine-runner.sh "$@" --rss-pid "$$"' soak-server \
@@ -103,7 +118,7 @@ server_pid=""
 sleep 0.2 # let the tee behind the server's stderr finish
 
 python3 - "$work" "$secs" "$peer_status" "$server_status" <<'PY'
-import json, sys
+import json, os, sys
 work, secs, peer_status, server_status = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 
 def summary(path, prefix):
@@ -134,7 +149,7 @@ for prefix, obj in (("soak-summary", server), ("soakpeer-summary", peer)):
     if obj is not None:
         print(prefix, json.dumps(obj, separators=(",", ":")))
 print()
-print("=== afd-reactor soak (server under Wine, peer native Linux) ===")
+print(f"=== afd-reactor soak (server under {os.environ.get('AFD_WINE_VERSION', 'Wine')}, peer native Linux) ===")
 if server:
     s = server
     fails = {k[5:]: v for k, v in s.items() if k.startswith("fail_") and v}
