@@ -9,10 +9,10 @@
 #   AFD_WINE=10 scripts/wine.sh wineserver -k
 #
 # Wine 10 runs in a mount namespace of its own (unshare --mount, propagation private): /proc,
-# /dev, /sys, the repository, the working directory and every directory an argument names are
-# bind-mounted into the chroot at their own paths, for this run only. No mount is ever made in the
-# host's namespace, so none can be left behind: the namespace, with its mounts, ends with the last
-# process in it (the program, or the wineserver it started, which exits on its own once idle).
+# /dev, /sys and the host's directories (below) are bind-mounted into the chroot at their own
+# paths, for this run only. No mount is ever made in the host's namespace, so none can be left
+# behind: the namespace, with its mounts, ends with the last process in it (the program, or the
+# wineserver it started, which exits on its own once idle).
 # Everything is `exec`ed, so the program keeps this script's pid (scripts/soak.sh relies on it),
 # and the loopback network is the host's (the native load generators reach a server under
 # Wine 10).
@@ -24,6 +24,10 @@ set -euo pipefail
 say() { printf 'wine.sh: %s\n' "$*" >&2; }
 [ $# -ge 1 ] || { say "usage: scripts/wine.sh <wine|wineserver|wineboot|...> [args...]"; exit 2; }
 export WINEPREFIX="${WINEPREFIX:-$HOME/.wine}"
+case "$WINEPREFIX" in
+    /*) ;;
+    *) WINEPREFIX="$(pwd)/$WINEPREFIX" ;; # Wine wants it absolute; so does its Wine 10 twin
+esac
 
 case "${AFD_WINE:-8}" in
     8) exec "$@" ;;
@@ -43,35 +47,25 @@ if [ "$(id -u)" -ne 0 ]; then
     say "Wine 10 runs in a chroot, which needs root (unshare --mount, chroot)"
     exit 1
 fi
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 prefix="/afd-prefixes${WINEPREFIX}"
 
-# Host directories the program needs to see, at the same paths: the repository, the working
-# directory, the cargo target directory, and the directory of every argument that is a path.
-binds=("$repo" "$(pwd -P)")
-[ -z "${CARGO_TARGET_DIR:-}" ] || [ ! -d "$CARGO_TARGET_DIR" ] || binds+=("$(cd "$CARGO_TARGET_DIR" && pwd -P)")
-for a in "$@"; do
-    case "$a" in -*) continue ;; esac
-    if [ -d "$a" ]; then
-        binds+=("$(cd "$a" && pwd -P)")
-    elif [ -e "$a" ]; then
-        binds+=("$(cd "$(dirname "$a")" && pwd -P)")
-    fi
-done
-# Drop the system directories of the chroot itself, duplicates and directories inside another.
-mapfile -t binds < <(printf '%s\n' "${binds[@]}" | sort -u)
-kept=()
-for d in "${binds[@]}"; do
+# Every run sees the same host directories, at their own paths: the wineserver a run starts
+# serves later runs too, and opens files for them in the view of the run that started it. So the
+# view does not depend on the run: every top-level host directory but the system ones (so /work,
+# /home, /root, /tmp, /mnt, /opt, ... over the chroot's own, empty in a minbase system), and
+# /var/tmp. The chroot's /usr, /etc, /var, /bin and /lib stay its own: a checkout under
+# /usr/local or /var (but /var/tmp) would not be seen.
+binds=()
+for d in /*; do
+    [ -d "$d" ] && [ ! -L "$d" ] || continue
     case "$d" in
-        / | /proc* | /dev* | /sys* | /usr | /usr/* | /etc | /etc/* | /bin | /sbin | /lib* | /var | \
-            /var/lib | /tmp | /root | /afd-prefixes*) continue ;;
+        # The chroot's own system, and what is mounted apart.
+        /usr | /etc | /var | /bin | /sbin | /lib | /lib32 | /lib64 | /libx32 | /boot | \
+            /proc | /dev | /sys | /run | /lost+found | /old_root | /afd-prefixes) continue ;;
     esac
-    inside=false
-    for k in "${kept[@]+"${kept[@]}"}"; do
-        case "$d/" in "$k"/*) inside=true ;; esac
-    done
-    $inside || kept+=("$d")
+    binds+=("$d")
 done
+[ ! -d /var/tmp ] || binds+=(/var/tmp)
 
 # In the new namespace: mount, chroot, make the prefix if it is missing, run the program.
 # shellcheck disable=SC2016  # expanded by the inner shell
@@ -84,7 +78,7 @@ mount --rbind /dev "$root/dev"
 mount --rbind /sys "$root/sys"
 i=0
 while [ "$i" -lt "$n" ]; do
-    mkdir -p "$root$1"
+    [ -d "$root$1" ] || mkdir "$root$1"
     mount --bind "$1" "$root$1"
     shift
     i=$((i + 1))
@@ -98,7 +92,7 @@ exec chroot "$root" /bin/sh -c '"'"'
     mkdir -p -m 700 "$XDG_RUNTIME_DIR"
     cwd=$2
     shift 2
-    if [ ! -f "$WINEPREFIX/system.reg" ]; then
+    if [ ! -f "$WINEPREFIX/system.reg" ] && [ "${1##*/}" != wineserver ]; then
         echo "wine.sh: creating the Wine 10 prefix $WINEPREFIX (first use, about 30 s)" >&2
         mkdir -p "$WINEPREFIX"
         WINEDEBUG=-all wineboot --init >/dev/null 2>&1 || true
@@ -110,4 +104,4 @@ exec chroot "$root" /bin/sh -c '"'"'
 '"'"' afd-wine10 "$prefix" "$cwd" "$@"
 '
 exec unshare --mount --propagation private -- /bin/sh -c "$inner" afd-wine10 \
-    "$chroot_dir" "$prefix" "$(pwd -P)" "${#kept[@]}" "${kept[@]+"${kept[@]}"}" "$@"
+    "$chroot_dir" "$prefix" "$(pwd)" "${#binds[@]}" "${binds[@]}" "$@"

@@ -91,6 +91,25 @@ fn not_a_socket(err: io::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, NotASocket(err))
 }
 
+/// What a failure while resolving the base socket means, once the handle itself has answered
+/// whether it is a socket (`handle_is_socket`). Pure, so each case is unit-tested.
+///
+/// - Too many layers, or a provider that named `INVALID_SOCKET` (`InvalidData`): as they are.
+/// - The handle is not a socket: `InvalidInput`, recognised by [`is_not_a_socket`], whatever code
+///   the failing call returned (WSAENOTSOCK, WSAEOPNOTSUPP, ...).
+/// - The handle is a socket, but its providers failed the walk or named a base that is not a
+///   socket: an error of kind `Other` (never `InvalidInput`, which means "not a socket" to a
+///   caller; std maps WSAEINVAL to `InvalidInput`), with the provider's error as its source.
+fn judge_failure(err: io::Error, handle_is_socket: bool) -> io::Error {
+    if err.kind() == io::ErrorKind::InvalidData {
+        err
+    } else if handle_is_socket {
+        io::Error::new(io::ErrorKind::Other, ProviderFailed(err))
+    } else {
+        not_a_socket(err)
+    }
+}
+
 /// Resolve the base (AFD) socket under any Layered Service Providers.
 ///
 /// Asks `SIO_BASE_HANDLE` first; an LSP may refuse it, and then the handle `select`/`poll` would
@@ -99,12 +118,15 @@ fn not_a_socket(err: io::Error) -> io::Error {
 /// (`getsockopt(SO_TYPE)`), because Wine 8's `SIO_BASE_HANDLE` does not check.
 ///
 /// # Errors
-/// A handle that is not a socket (a file, a pipe, an event, a closed socket) gives an error of kind
-/// [`io::ErrorKind::InvalidInput`] that [`is_not_a_socket`] recognises, with the failing call's
-/// error as its source. Whether the handle is a socket is decided by asking it
-/// (`getsockopt(SO_TYPE)`), never by the error code a failing call returned: those differ between
-/// Windows and Wine versions (WSAENOTSOCK, WSAEOPNOTSUPP, ...). A socket whose providers fail the
-/// walk gives their error as it comes; more than 16 layers give [`io::ErrorKind::InvalidData`].
+/// - A handle that is not a socket (a file, a pipe, an event, a closed socket):
+///   [`io::ErrorKind::InvalidInput`], recognised by [`is_not_a_socket`], with the failing call's
+///   error as its source. Whether the handle is a socket is decided by asking it
+///   (`getsockopt(SO_TYPE)`), never by the error code a failing call returned: those differ
+///   between Windows and Wine versions (WSAENOTSOCK, WSAEOPNOTSUPP, ...).
+/// - A socket whose layered providers fail the walk, or name a base that is not a socket:
+///   [`io::ErrorKind::Other`], with the provider's error as its source.
+/// - More than 16 layers, or a provider that names `INVALID_SOCKET`:
+///   [`io::ErrorKind::InvalidData`].
 ///
 /// # Examples
 /// ```no_run
@@ -118,10 +140,12 @@ fn not_a_socket(err: io::Error) -> io::Error {
 /// ```
 #[doc(alias = "SIO_BASE_HANDLE")]
 pub fn base_socket(socket: BorrowedSocket<'_>) -> io::Result<RawSocket> {
+    let raw = socket.as_raw_socket();
     let base = base_socket_unverified(socket)?;
     match socket_type(base) {
         Ok(_) => Ok(base),
-        Err(e) => Err(not_a_socket(e)),
+        // The base is not a socket: is the handle itself one (a provider's fault) or not?
+        Err(e) => Err(judge_failure(e, base != raw && socket_type(raw).is_ok())),
     }
 }
 
@@ -131,18 +155,14 @@ pub fn base_socket(socket: BorrowedSocket<'_>) -> io::Result<RawSocket> {
 /// through the helper handle does: each handle it names must be a socket).
 ///
 /// # Errors
-/// As [`base_socket`], except that under Wine 8 a non-socket that is open is not refused.
+/// As [`base_socket`], except that where Wine's `SIO_BASE_HANDLE` hands a handle back unchecked
+/// it is not refused: under Wine 8 any value (a file, a pipe, a port, even a closed value), under
+/// Wine 10 a file. The poll that follows refuses those.
 pub fn base_socket_unverified(socket: BorrowedSocket<'_>) -> io::Result<RawSocket> {
     init_winsock();
     let raw = socket.as_raw_socket();
-    walk_layers(raw).map_err(|e| {
-        // Only on failure, so the cost is the error path's: is the handle a socket at all?
-        if e.kind() == io::ErrorKind::InvalidData || socket_type(raw).is_ok() {
-            e
-        } else {
-            not_a_socket(e)
-        }
-    })
+    // Only on failure (so at the error path's cost): is the handle a socket at all?
+    walk_layers(raw).map_err(|e| judge_failure(e, socket_type(raw).is_ok()))
 }
 
 /// The walk of [`base_socket_unverified`], with the error of the last call that failed.
@@ -189,8 +209,81 @@ impl std::error::Error for NotASocket {
     }
 }
 
+/// The source of the error [`base_socket`] returns for a socket whose layered providers give no
+/// usable base handle.
+#[derive(Debug)]
+struct ProviderFailed(io::Error);
+
+impl std::fmt::Display for ProviderFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the socket's layered service providers gave no usable base handle ({})",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for ProviderFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
 /// True if `err` came from [`base_socket`] given a handle that is not a socket.
 pub fn is_not_a_socket(err: &io::Error) -> bool {
     err.get_ref()
         .is_some_and(|e| e.downcast_ref::<NotASocket>().is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+    use windows_sys::Win32::Networking::WinSock::{WSAEINVAL, WSAENOTSOCK, WSAEOPNOTSUPP};
+
+    fn os(code: i32) -> io::Error {
+        io::Error::from_raw_os_error(code)
+    }
+
+    #[test]
+    fn a_handle_that_is_not_a_socket_is_refused_whatever_the_code() {
+        for code in [
+            WSAENOTSOCK,
+            WSAEOPNOTSUPP,
+            WSAEINVAL,
+            6, /* ERROR_INVALID_HANDLE */
+        ] {
+            let e = judge_failure(os(code), false);
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{code}: {e}");
+            assert!(is_not_a_socket(&e), "{code}: {e}");
+            let source = e.source().and_then(|s| s.downcast_ref::<io::Error>());
+            assert_eq!(source.and_then(io::Error::raw_os_error), Some(code));
+        }
+    }
+
+    #[test]
+    fn a_socket_whose_providers_fail_keeps_their_error_and_is_never_invalid_input() {
+        // std maps WSAEINVAL to InvalidInput, which to a caller means "not a socket".
+        for code in [WSAEINVAL, WSAEOPNOTSUPP, WSAENOTSOCK] {
+            let e = judge_failure(os(code), true);
+            assert_eq!(e.kind(), io::ErrorKind::Other, "{code}: {e}");
+            assert!(!is_not_a_socket(&e), "{code}: {e}");
+            assert!(e.to_string().contains("layered service providers"), "{e}");
+            let source = e.source().and_then(|s| s.downcast_ref::<io::Error>());
+            assert_eq!(source.and_then(io::Error::raw_os_error), Some(code));
+        }
+    }
+
+    #[test]
+    fn too_many_layers_is_reported_as_it_is() {
+        for is_socket in [true, false] {
+            let e = judge_failure(
+                io::Error::new(io::ErrorKind::InvalidData, "layers"),
+                is_socket,
+            );
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+            assert!(!is_not_a_socket(&e));
+        }
+    }
 }

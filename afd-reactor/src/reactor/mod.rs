@@ -501,7 +501,9 @@ impl<K: Kernel> Reactor<K> {
     /// refused outright by the kernel on a socket bound to a port.
     ///
     /// # Errors
-    /// - `InvalidInput`: not a socket (a file, pipe, event, or a closed handle);
+    /// - `InvalidInput`: not a socket (a file, pipe, event, or a closed handle), decided by asking
+    ///   the handle, the same on every Windows;
+    /// - `Other`: a socket whose layered service providers give no usable base handle;
     /// - `AlreadyExists`: this socket is already registered (use [`reregister`](Self::reregister));
     /// - `NotConnected`: the reactor has shut down;
     /// - the kernel's error if the first poll could not be submitted (nothing stays registered).
