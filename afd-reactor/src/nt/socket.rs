@@ -104,7 +104,7 @@ fn judge_failure(err: io::Error, handle_is_socket: bool) -> io::Error {
     if err.kind() == io::ErrorKind::InvalidData {
         err
     } else if handle_is_socket {
-        io::Error::new(io::ErrorKind::Other, ProviderFailed(err))
+        io::Error::other(ProviderFailed(err))
     } else {
         not_a_socket(err)
     }
