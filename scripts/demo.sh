@@ -12,18 +12,9 @@
 # scripts/setup.sh builds).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --wine) export AFD_WINE="${2:-}"; shift 2 || shift ;;
-        --wine=*) export AFD_WINE="${1#--wine=}"; shift ;;
-        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) echo "[demo] unknown argument '$1' (options: --wine 8|10; the rest are environment variables, see --help)" >&2; exit 2 ;;
-    esac
-done
-case "${AFD_WINE:-8}" in
-    8 | 10) ;;
-    *) echo "[demo] --wine (or AFD_WINE) must be 8 or 10, not '$AFD_WINE'" >&2; exit 2 ;;
-esac
+tag=demo script="$0"
+# shellcheck source=scripts/wine-flag.sh
+source scripts/wine-flag.sh
 connections=${CONNECTIONS:-1000}
 secs=${SECS:-10}
 size=${SIZE:-64}
