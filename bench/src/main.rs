@@ -9,7 +9,8 @@ mod driver;
 const USAGE: &str = "\
 usage: bench [options]
 
-Runs each system in turn (A B C ... A B C ..., several rounds) through:
+Runs each system in turn, in rounds that each start with the next system (A B C, B C A,
+C A B, ...), through:
   echo ping-pong over each connection count (native load generator, --in-flight messages
   outstanding at a time), wake latency (p10/p50/p90) and a 4-thread wake storm,
   register+deregister churn with --sockets registered, heap bytes per registration, and
@@ -186,6 +187,16 @@ mod linux {
         Ok(o)
     }
 
+    /// `systems` rotated left by `by` (modulo its length).
+    pub(crate) fn rotated(systems: &[System], by: usize) -> Vec<System> {
+        let mut v = systems.to_vec();
+        if !v.is_empty() {
+            let k = by % v.len();
+            v.rotate_left(k);
+        }
+        v
+    }
+
     /// The per-kind request counts among `f`'s figures named `prefix` + kind (rounded-away
     /// kinds, below 0.01 per event, left out).
     fn by_kind(f: &Figures, prefix: &str) -> BTreeMap<String, f64> {
@@ -270,8 +281,12 @@ mod linux {
         // Start from a fresh (untraced) wineserver.
         kill_wineserver(&env.root);
         for round in 1..=o.rounds {
+            // Each round starts with the next system (A B C, B C A, C A B, ...), so that no system
+            // always runs first, right after the previous round's teardowns.
+            let order = rotated(&o.systems, round - 1);
+            let micro_order = rotated(micro_systems, round - 1);
             for &n in &o.conns {
-                for &sys in &o.systems {
+                for &sys in &order {
                     let f = env.echo(sys, n, o.secs)?;
                     say(format!(
                         "round {round}/{}: echo {n} conns on {sys}: {:.0} echoes/s",
@@ -288,7 +303,7 @@ mod linux {
                     );
                 }
             }
-            for &sys in micro_systems {
+            for &sys in &micro_order {
                 let f = env.micro(sys, None)?;
                 say(format!(
                     "round {round}/{}: micro on {sys}: churn {:.0} ops/s, teardown {:.0} ms, heap {:.1} B/socket",
@@ -414,5 +429,23 @@ mod linux {
             o.out.display()
         ));
         Ok(())
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::linux::rotated;
+    use bench::System;
+
+    #[test]
+    fn each_round_starts_with_the_next_system() {
+        let all = [System::Afd, System::Mio, System::Polling];
+        assert_eq!(rotated(&all, 0), all);
+        assert_eq!(
+            rotated(&all, 1),
+            [System::Mio, System::Polling, System::Afd]
+        );
+        assert_eq!(rotated(&all, 4), rotated(&all, 1));
+        assert!(rotated(&[], 3).is_empty());
     }
 }
