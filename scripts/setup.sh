@@ -135,7 +135,7 @@ for path in ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.
 PY
 }
 if [ "${AFD_SKIP_WINE10:-0}" != 1 ]; then
-    wine10_root="${AFD_WINE10_ROOT:-$HOME/.cache/afd-reactor/wine10-trixie}"
+    wine10_root=$(bash "$root/scripts/wine.sh" --chroot)
     if [ -e "$wine10_root/.afd-wine10-ready" ]; then
         say "Wine 10 chroot present: $wine10_root"
     else
@@ -174,6 +174,6 @@ if [ "${AFD_SKIP_WINE10:-0}" != 1 ]; then
         rm -f "$partial.log"
     fi
     # The prefix (made on first use by wine.sh) and a check that Wine 10 starts.
-    say "Wine 10: $(AFD_WINE=10 AFD_WINE10_ROOT="$wine10_root" bash "$root/scripts/wine.sh" wine --version)"
+    say "Wine 10: $(AFD_WINE=10 bash "$root/scripts/wine.sh" wine --version)"
 fi
 say "ready"

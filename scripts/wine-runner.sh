@@ -16,17 +16,12 @@ export WINEPREFIX="${WINEPREFIX:-$HOME/.wine}"
 export WINEDEBUG="${WINEDEBUG:--all}"
 export WINEDLLOVERRIDES="${WINEDLLOVERRIDES:-mscoree,mshtml=}"
 w="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/wine.sh"
-case "${AFD_WINE:-8}" in
-    8)
-        # Wine 8 lacks ProcessPrng, which Rust's std calls; Wine 10 has it.
-        if [ ! -f "$WINEPREFIX/drive_c/windows/system32/bcryptprimitives.dll" ]; then
-            echo "wine-runner: the ProcessPrng shim is not installed in $WINEPREFIX; run scripts/setup.sh" >&2
-            exit 1
-        fi
-        prefix_seen="$WINEPREFIX"
-        ;;
-    *) prefix_seen="/afd-prefixes$WINEPREFIX" ;; # the prefix's path inside the chroot (wine.sh)
-esac
+# Wine 8 lacks ProcessPrng, which Rust's std calls; Wine 10 has it.
+if [ "${AFD_WINE:-8}" = 8 ] && [ ! -f "$WINEPREFIX/drive_c/windows/system32/bcryptprimitives.dll" ]; then
+    echo "wine-runner: the ProcessPrng shim is not installed in $WINEPREFIX; run scripts/setup.sh" >&2
+    exit 1
+fi
+prefix_seen=$("$w" --prefix) # the prefix as the chosen Wine sees it (in the chroot for Wine 10)
 "$w" wineserver -p30 2>/dev/null || true
 
 exe="${1:?usage: wine-runner.sh <program.exe> [args...]}"

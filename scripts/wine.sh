@@ -7,6 +7,8 @@
 #
 #   AFD_WINE=10 scripts/wine.sh wine target/x86_64-pc-windows-gnu/debug/foo.exe --help
 #   AFD_WINE=10 scripts/wine.sh wineserver -k
+#   scripts/wine.sh --chroot    prints the Wine 10 chroot's directory (for scripts/setup.sh)
+#   scripts/wine.sh --prefix    prints WINEPREFIX as the chosen Wine sees it
 #
 # Wine 10 runs in a mount namespace of its own (unshare --mount, propagation private): /proc,
 # /dev, /sys and the host's directories (below) are bind-mounted into the chroot at their own
@@ -30,15 +32,21 @@ case "$WINEPREFIX" in
 esac
 
 case "${AFD_WINE:-8}" in
-    8) exec "$@" ;;
-    10) ;;
+    8 | 10) ;;
     *)
         say "AFD_WINE must be 8 or 10, not '${AFD_WINE}'"
         exit 2
         ;;
 esac
-
 chroot_dir="${AFD_WINE10_ROOT:-$HOME/.cache/afd-reactor/wine10-trixie}"
+prefix="$WINEPREFIX"
+[ "${AFD_WINE:-8}" = 8 ] || prefix="/afd-prefixes$WINEPREFIX"
+case "$1" in
+    --chroot) echo "$chroot_dir" && exit 0 ;;
+    --prefix) echo "$prefix" && exit 0 ;;
+esac
+[ "${AFD_WINE:-8}" = 10 ] || exec "$@"
+
 if [ ! -x "$chroot_dir/usr/lib/wine/wine64" ] || [ ! -e "$chroot_dir/.afd-wine10-ready" ]; then
     say "no Wine 10 chroot in $chroot_dir: run bash scripts/setup.sh (it builds one)"
     exit 1
@@ -47,7 +55,6 @@ if [ "$(id -u)" -ne 0 ]; then
     say "Wine 10 runs in a chroot, which needs root (unshare --mount, chroot)"
     exit 1
 fi
-prefix="/afd-prefixes${WINEPREFIX}"
 
 # Every run sees the same host directories, at their own paths: the wineserver a run starts
 # serves later runs too, and opens files for them in the view of the run that started it. So the

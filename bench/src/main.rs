@@ -326,25 +326,18 @@ mod linux {
                 );
                 // Like for like: a teardown that does not wait for the kernel. The peers' own
                 // teardown is that already; afd's is timed again with `abandon`.
-                let no_wait = if f.get("teardown_waited") == Some(&1.0) {
-                    let g = env.teardown_no_wait(sys)?;
+                let mut no_wait = f.get("teardown_ms").copied();
+                if f.get("teardown_waited") == Some(&1.0) {
+                    r.waits_at_teardown.insert(sys);
+                    no_wait = env.teardown_no_wait(sys)?;
                     say(format!(
                         "round {round}/{}: teardown without waiting on {sys}: {:.0} ms",
                         o.rounds,
-                        g.get("teardown_ms").copied().unwrap_or(f64::NAN)
+                        no_wait.unwrap_or(f64::NAN)
                     ));
-                    g
-                } else {
-                    f.clone()
-                };
-                keep(
-                    &mut r,
-                    sys,
-                    &no_wait,
-                    &[("teardown_ms", "teardown_no_wait_ms".into())],
-                );
-                if f.get("teardown_waited") == Some(&1.0) {
-                    r.waits_at_teardown.insert(sys);
+                }
+                if let Some(ms) = no_wait {
+                    r.push("teardown_no_wait_ms", sys, ms);
                 }
                 // Exact, not timed: once.
                 // wepoll allocates with C's malloc, which the counting allocator cannot see.

@@ -99,19 +99,22 @@ pub fn assert_no_event_for<H: Harness>(h: &mut H, token: Token) {
     );
 }
 
-/// Poll until the reactor holds no zombie and nothing is in flight for dead states.
+/// Poll until the reactor holds no zombie and nothing is in flight for dead states; returns the
+/// events those polls delivered.
 #[track_caller]
-pub fn settle_zombies<H: Harness>(h: &mut H) {
+pub fn settle_zombies<H: Harness>(h: &mut H) -> Vec<Event> {
     let patience = h.patience();
     let start = Instant::now();
+    let mut seen = Vec::new();
     while h.reactor().stats().zombies > 0 {
         assert!(
             start.elapsed() < patience,
             "zombies never drained: {:?}",
             h.reactor().stats()
         );
-        let _ = collect(h, Duration::from_millis(10));
+        seen.extend(collect(h, Duration::from_millis(10)));
     }
+    seen
 }
 
 /// Closes `old` and opens a new socket; returns it and whether it got `old`'s handle value

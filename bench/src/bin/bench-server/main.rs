@@ -166,14 +166,21 @@ mod server {
             },
         };
         while let Some(flag) = it.next() {
+            // The switches, which take no value.
             match flag.as_str() {
-                "--idle" => a.idle = true,
-                "--teardown-only" => a.sizes.teardown_only = true,
-                "--no-wait" => a.sizes.teardown_wait = false,
+                "--idle" => {
+                    a.idle = true;
+                    continue;
+                }
+                "--teardown-only" => {
+                    a.sizes.teardown_only = true;
+                    continue;
+                }
+                "--no-wait" => {
+                    a.sizes.teardown_wait = false;
+                    continue;
+                }
                 _ => {}
-            }
-            if matches!(flag.as_str(), "--idle" | "--teardown-only" | "--no-wait") {
-                continue;
             }
             let v = it
                 .next()
