@@ -409,7 +409,7 @@ mod soak {
         listener.set_nonblocking(true)?;
         reactor.register(&listener, LISTENER, Interest::READABLE)?;
         println!("listening on {}", listener.local_addr()?);
-        reactor.add_timer(TICK, o.tick, Some(o.tick));
+        reactor.add_timer(TICK, o.tick, Some(o.tick))?;
         let (wakers, kept_wakers) = spawn_wakers(&mut reactor, o.wakers, o.seed)?;
 
         let mut s = Soak {
@@ -685,7 +685,7 @@ mod soak {
                 } else if r < 5 {
                     if conn.paused.is_none() && !conn.read_closed {
                         let pause = Duration::from_millis(self.rng.range(2, 50));
-                        conn.paused = Some(self.reactor.add_timer(Token(id), pause, None));
+                        conn.paused = Some(self.reactor.add_timer(Token(id), pause, None)?);
                         self.c.pauses += 1;
                         rearm(&mut self.reactor, id, conn, poll_no, true)?;
                     }

@@ -1,25 +1,207 @@
 //! # afd-reactor
 //!
-//! A single-threaded reactor event loop for Windows built directly on NT internals: per-socket
-//! `IOCTL_AFD_POLL` through ntdll, an I/O completion port, `NtSetIoCompletion` as the wake-up and
-//! `NtCancelIoFileEx` for deregistration — the design of the WRL-001 specification, with the
-//! corrections in the project's design notes.
+//! A readiness event loop for Windows sockets, in the style of mio's `Poll`: register sockets
+//! with a [`Token`] and an [`Interest`], call [`Reactor::poll`], and get back [`Event`]s that say
+//! which sockets can be read or written, which timers fired, and which [`Waker`]s were woken.
+//! It runs on one thread and talks to the Windows kernel directly (one `IOCTL_AFD_POLL` per
+//! socket, an I/O completion port as the event queue), with no helper threads.
 //!
-//! ## Layers
-//! - [`afd`]: AFD/NT/winsock definitions — plain data shared by every layer (all platforms).
-//! - `nt` (Windows only): safe wrappers over the NT calls; the crate's only FFI.
-//! - [`kernel`]: the kernel boundary — one narrow trait, with the real NT implementation
-//!   (`kernel::nt`, Windows) and the simulated one (`kernel::sim`, feature `test-rig`) beside it.
-//! - `state`: the per-socket state machine, pure logic.
-//! - [`Reactor`] and its vocabulary ([`Token`], [`Interest`], [`Event`], [`Events`], [`Waker`]):
-//!   the public API and the event loop.
+//! ## What it promises
+//! - **No stale event.** After [`deregister`](Reactor::deregister), no event ever arrives for
+//!   that registration, not even when Windows hands its handle value to a new socket. Every
+//!   request the reactor sends the kernel is tagged with the registration it belongs to, and
+//!   anything that comes back untagged or out of date is dropped.
+//! - **No memory freed while the kernel holds it.** A socket's poll buffer stays allocated until
+//!   the kernel says it is done with it, even after `deregister` (the registration is then a
+//!   *zombie*, counted in [`Stats`]). If the kernel never answers, the buffer is leaked, never
+//!   freed.
+//! - **Teardown drains.** [`shutdown`](Reactor::shutdown) (or dropping the reactor) cancels
+//!   every pending poll and waits for the kernel to hand each buffer back, within a bound
+//!   ([`Config::teardown_timeout`], 5 s), and reports what is left.
+//! - **Few kernel calls.** At most one poll submission per event per socket, dequeues in batches
+//!   of up to 256 packets, and one call for a `poll` that waits, however long it waits.
+//!   [`Stats::nt`] counts every call by kind.
+//! - **Safe to use.** No `unsafe` is needed to use it, and it is built so that nothing safe code
+//!   can do (closing a socket while it is registered, say) causes undefined behaviour.
 //!
-//! ## Features
-//! - `test-rig` (off by default): the crate's test rig — the simulated kernel
-//!   (`kernel::sim::SimKernel`, `SimSocket`), debugging hooks into the reactor
-//!   (`Reactor::debug_slots`), the state machine's types (`state`) and the raw NT layer (`nt`).
-//!   The crate's own tests and benches enable it; enable it in your dev-dependencies to test
-//!   your own code against the simulated kernel. A default build contains the reactor only.
+//! ## A complete program
+//! An echo server with a client on another thread; the client stops the server through a
+//! [`Waker`] when it is done.
+//! ```
+//! # #[cfg(windows)] mod program {
+//! use afd_reactor::{Events, Interest, NtReactor, Token};
+//! use std::collections::HashMap;
+//! use std::io::{self, Read, Write};
+//! use std::net::{TcpListener, TcpStream};
+//!
+//! const LISTENER: Token = Token(0);
+//! const STOP: Token = Token(1);
+//!
+//! fn main() -> io::Result<()> {
+//!     let mut reactor = NtReactor::new()?;
+//!     let listener = TcpListener::bind("127.0.0.1:0")?;
+//!     listener.set_nonblocking(true)?;
+//!     reactor.register(&listener, LISTENER, Interest::READABLE)?;
+//!
+//!     // A client on another thread: it sends a line, checks the echo, then stops the server.
+//!     let addr = listener.local_addr()?;
+//!     let stop = reactor.waker(STOP)?;
+//!     let client = std::thread::spawn(move || -> io::Result<()> {
+//!         let mut stream = TcpStream::connect(addr)?;
+//!         stream.write_all(b"hello\n")?;
+//!         let mut echo = [0; 6];
+//!         stream.read_exact(&mut echo)?;
+//!         assert_eq!(&echo, b"hello\n");
+//!         stop.wake()
+//!     });
+//!
+//!     let mut connections = HashMap::new();
+//!     let mut next_token = 2;
+//!     let mut events = Events::with_capacity(256);
+//!     'serve: loop {
+//!         reactor.poll(&mut events, None)?;
+//!         for event in &events {
+//!             match event.token() {
+//!                 STOP if event.is_wake() => break 'serve,
+//!                 LISTENER => loop {
+//!                     // Accept until WouldBlock: one event may stand for several connections.
+//!                     match listener.accept() {
+//!                         Ok((stream, _)) => {
+//!                             stream.set_nonblocking(true)?;
+//!                             let token = Token(next_token);
+//!                             next_token += 1;
+//!                             reactor.register(&stream, token, Interest::READABLE)?;
+//!                             connections.insert(token, stream);
+//!                         }
+//!                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+//!                         Err(e) => return Err(e),
+//!                     }
+//!                 },
+//!                 token => {
+//!                     let Some(stream) = connections.get_mut(&token) else { continue };
+//!                     if event.is_reset() || !echo(stream)? {
+//!                         // Closed by the peer: deregister first, then drop (close) it.
+//!                         reactor.deregister(stream)?;
+//!                         connections.remove(&token);
+//!                     }
+//!                 }
+//!             }
+//!         }
+//!     }
+//!     client.join().expect("client thread")?;
+//!     for stream in connections.values() {
+//!         reactor.deregister(stream)?;
+//!     }
+//!     reactor.deregister(&listener)?;
+//!     Ok(()) // dropping the reactor tears it down
+//! }
+//!
+//! /// Echoes what `stream` has to read; false once the peer has closed its side.
+//! fn echo(stream: &mut TcpStream) -> io::Result<bool> {
+//!     let mut buf = [0; 4096];
+//!     loop {
+//!         match stream.read(&mut buf) {
+//!             Ok(0) => return Ok(false),
+//!             // A real server keeps what does not fit in the socket's buffer (WouldBlock) and
+//!             // asks for WRITABLE: see "Backpressure" below.
+//!             Ok(n) => stream.write_all(&buf[..n])?,
+//!             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+//!             Err(e) => return Err(e),
+//!         }
+//!     }
+//! }
+//! # pub fn run() -> io::Result<()> { main() }
+//! # }
+//! # fn main() -> std::io::Result<()> {
+//! #     #[cfg(windows)]
+//! #     program::run()?;
+//! #     Ok(())
+//! # }
+//! ```
+//!
+//! ## Registering sockets
+//! Anything that implements `AsSocket` can be registered: std's `TcpListener`, `TcpStream` and
+//! `UdpSocket`, socket2's `Socket`, and so on (see [`Source`]). Put it in non-blocking mode first,
+//! and read or write until `WouldBlock`.
+//!
+//! Tokens are yours to choose and keep apart: sockets, timers and wakers share one token space,
+//! and the reactor does not check it. Every event still says where it comes from
+//! ([`Event::is_timer`], [`Event::is_wake`], neither for a socket).
+//!
+//! ### Modes
+//! | [`Mode`] | after an event | you call `reregister` |
+//! |---|---|---|
+//! | `Level` (default) | re-armed with the same interest: a condition that still holds is reported again by the next `poll` | only to change the interest |
+//! | `Oneshot` | disarmed | to hear anything more from the socket |
+//! | `Edge` | the conditions just reported are disarmed; the others stay armed | to hear again of a condition once reported (after reading or writing to `WouldBlock`) |
+//!
+//! **Coming from mio?** This crate's `Edge` is not mio's edge-triggered mode. In mio, once you
+//! have seen `WouldBlock`, new data brings a new event without any call. Here, a condition
+//! reported in `Edge` mode stays quiet until you `reregister`. A program ported from mio that
+//! reads to `WouldBlock` and never calls `reregister` never hears from that socket's readable
+//! side again. Use `Level` (the default) for mio-like code that does not reregister.
+//!
+//! ### Backpressure
+//! Change what you ask for with [`reregister`](Reactor::reregister). Narrowing the interest (even
+//! to [`Interest::NONE`], which pauses the registration) costs no kernel call; widening it
+//! takes effect within the same `poll`. A writer that has more to send than the socket takes asks
+//! for `READABLE | WRITABLE`, writes the rest when `is_writable`, and narrows back to `READABLE`
+//! when done. A paused registration still reports a failed connect, and anything else that
+//! still holds (a reset, a peer's close) is reported once it is widened again.
+//!
+//! ### What an event says
+//! [`Event`]'s documentation has the full table. In short: data or a connection to accept is
+//! `is_readable`; room to write or a finished connect is `is_writable`; the peer's FIN is
+//! `is_readable` and `is_read_closed`; a reset is `is_reset` (read- and write-closed); a failed
+//! connect is `is_error` (read- and write-closed; `take_error` says why). Rely on these flags,
+//! not on what a read returns: under Wine 8 a read after a reset returns `Ok(0)`.
+//!
+//! ## Closing sockets
+//! **Deregister a socket before you close (drop) it**, as with mio. If you don't:
+//! - Nothing unsafe happens, and no event of the old socket ever reaches a new socket registered
+//!   on the same handle value. Events the kernel had already queued may still arrive under the
+//!   old token in the next `poll`: look tokens up, don't assume they are live.
+//! - The registration is removed when the kernel reports the close (no event). Until then, a new
+//!   socket that got the same handle value may be refused by `register` with `AlreadyExists`:
+//!   call `deregister` with the new socket (it names the same value), then `register` again.
+//!
+//! Two more things to avoid on a registered socket:
+//! - `CancelIoEx` on it (often done just before a close) also cancels the reactor's poll: you get
+//!   one `is_error` event, and the registration stays quiet until you `reregister` it.
+//! - Overlapped I/O: its completions arrive on the reactor's port, which drops them (the reactor
+//!   takes only its own, tagged requests), so you would never see them.
+//!
+//! ## Timers and wakers
+//! - [`Reactor::add_timer`]: an event after a delay, then every period if one is given. Ticks
+//!   missed while your loop was busy are merged into one event; a period of zero is refused.
+//! - [`Reactor::waker`]: a [`Waker`] is `Send + Sync + Clone`; `wake` from any thread ends a
+//!   `poll` in progress (or the next one) with one event, however many wakes came in between.
+//!
+//! ## Looking inside: [`Reactor::stats`]
+//! After you `deregister` a socket whose poll was pending, `stats()` still shows a zombie and a
+//! poll in flight: the reactor has cancelled the poll and waits for the kernel's answer, which
+//! the next `poll` call collects. They are not leaks; `poll` (even with a zero timeout) or
+//! `shutdown` clears them. `stats().nt` counts kernel calls by kind.
+//!
+//! ## Platforms
+//! - **Windows** (64-bit; the Windows versions Rust's std supports): the real reactor,
+//!   [`NtReactor`] ([`Reactor::new`]). Developed and tested under Wine 8 and Wine 10, where
+//!   every test passes; see the repository's `docs/fidelity.md` for where Wine and Windows
+//!   differ.
+//! - **Other platforms**: the crate builds, but has no real kernel yet. The simulated kernel
+//!   (feature `test-rig`) runs everywhere.
+//!
+//! ## Testing your own code: feature `test-rig`
+//! Off by default. It adds the simulated kernel (`kernel::sim::SimKernel`, `SimSocket`): a
+//! deterministic, seeded model of the Windows kernel in which a test makes sockets ready, closes
+//! them and injects faults, on any OS. Enable it in your `[dev-dependencies]`. The examples in
+//! these docs that use it say so.
+//!
+//! ## How it is built
+//! The repository's `docs/design.md` explains the rules the reactor follows and why: the layers
+//! (public API and loop, the per-socket state machine, the [`kernel`] boundary with its real and
+//! simulated implementations, and the [`afd`] definitions), tagged requests, zombies, the helper
+//! handles for sockets another runtime owns, and teardown.
 #![deny(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -35,6 +217,8 @@ pub mod state;
 #[cfg(not(feature = "test-rig"))]
 mod state;
 
+#[cfg(windows)]
+pub use reactor::NtReactor;
 #[cfg(feature = "test-rig")]
 pub use reactor::SimSocket;
 pub use reactor::{
@@ -48,7 +232,7 @@ pub mod nt;
 #[allow(dead_code, unused_imports)]
 mod nt;
 
-// Compile-time thread-safety contract (DESIGN-NOTES §2.9): the waker crosses threads, the reactor
+// Compile-time thread-safety contract (docs/design.md §10): the waker crosses threads, the reactor
 // moves between threads (with a `Send` kernel) but is driven by one at a time.
 const _: fn() = || {
     fn send_sync<T: Send + Sync>() {}

@@ -338,7 +338,7 @@ fn item11_due_timers_do_not_starve_sockets_and_wakes() {
     let waker = r.waker(W).unwrap();
     waker.wake().unwrap();
     let period = Duration::from_millis(1);
-    r.add_timer(T, Duration::ZERO, Some(period));
+    r.add_timer(T, Duration::ZERO, Some(period)).unwrap();
     let mut seen = Vec::new();
     for _ in 0..6 {
         // A user slower than the timer's period, with room for one event per poll.
@@ -364,7 +364,7 @@ fn item11_every_source_progresses_in_every_poll_with_room() {
     // A refused register drains the ten queued completions into the stash.
     let e = r.register(&socks[0], A, Interest::READABLE).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
-    r.add_timer(T, Duration::ZERO, None); // overdue by the next poll
+    r.add_timer(T, Duration::ZERO, None).unwrap(); // overdue by the next poll
     let waker = r.waker(W).unwrap();
     waker.wake().unwrap(); // in the port, behind the stash
     let first = poll(&mut r, 3, Some(Duration::ZERO));
@@ -445,7 +445,8 @@ fn item14_a_periodic_timer_fires_at_most_once_per_poll() {
     let s = socket(&r);
     r.register(&s, A, Interest::WRITABLE).unwrap();
     r.kernel().set_dequeue_delay(Duration::from_millis(5)); // dispatch slower than the period
-    r.add_timer(T, Duration::ZERO, Some(Duration::from_millis(1)));
+    r.add_timer(T, Duration::ZERO, Some(Duration::from_millis(1)))
+        .unwrap();
     for _ in 0..3 {
         let seen = poll(&mut r, 16, Some(Duration::ZERO));
         assert!(
@@ -499,8 +500,8 @@ fn item16_events_counts_only_events_delivered() {
 fn item16_a_timer_id_of_one_reactor_cancels_nothing_on_another() {
     let mut one = reactor(20);
     let mut two = reactor(21);
-    let id = one.add_timer(T, Duration::from_secs(3600), None);
-    two.add_timer(T, Duration::from_millis(1), None);
+    let id = one.add_timer(T, Duration::from_secs(3600), None).unwrap();
+    two.add_timer(T, Duration::from_millis(1), None).unwrap();
     assert!(!two.cancel_timer(id), "cancelled another reactor's timer");
     let seen = poll(&mut two, 8, Some(Duration::from_secs(5)));
     assert!(seen.iter().any(|e| e.is_timer()), "{seen:?}");

@@ -653,10 +653,10 @@ impl Run {
                 self.model.next_timer += 1;
                 if self.rng.chance(200) && self.model.periodic.len() < 4 {
                     let period = Duration::from_millis(1);
-                    self.reactor.add_timer(token, period, Some(period));
+                    self.reactor.add_timer(token, period, Some(period)).unwrap();
                     self.model.periodic.insert(token);
                 } else {
-                    self.reactor.add_timer(token, Duration::ZERO, None);
+                    self.reactor.add_timer(token, Duration::ZERO, None).unwrap();
                     self.model.due_timers.insert(token);
                 }
             }

@@ -1,4 +1,4 @@
-//! The real kernel: [`Kernel`] over the [`crate::nt`] layer (Windows only).
+//! The real kernel: [`Kernel`] over the crate's NT layer (`nt`, Windows only).
 
 use super::{HELPER_KEY, Kernel, PollBlock, PollVia, Post, RawSock, Submitted, WAKE_KEY};
 use crate::afd::{CompletionEntry, NtStatus};

@@ -5,6 +5,11 @@ use std::fmt;
 
 /// Identifies a registration, timer or waker in the events it produces. Chosen by the user.
 ///
+/// Sockets, timers and wakers share one token space, and the reactor never checks a token for
+/// uniqueness: that is yours to keep, as with mio. Every event says where it comes from, though
+/// ([`Event::is_timer`], [`Event::is_wake`], or neither for a socket), and events from different
+/// sources are never merged: a timer and a waker on the same token give two events.
+///
 /// # Examples
 /// ```
 /// use afd_reactor::Token;
@@ -14,15 +19,24 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Token(pub usize);
 
-/// The readiness a registration asks for (WRL-001 §4). May be empty: the registration then stays
-/// but is paused (no readiness is reported until `reregister` widens it) — the way to apply
-/// backpressure to a socket whose only interest was readable.
+/// The readiness a registration asks for.
+///
+/// Whatever the interest, a failed connect is always reported (as an [`Event::is_error`] event),
+/// and a socket closed while registered is always noticed (its registration is removed, with no
+/// event). Everything else is reported only if asked for.
+///
+/// The interest may be empty ([`Interest::NONE`]): the registration then stays, but is *paused*.
+/// It reports nothing but a failed connect until [`reregister`](crate::Reactor::reregister) widens
+/// it again; a reset or a peer's close that happens meanwhile is reported then. That is the way
+/// to apply backpressure to a socket whose only interest was readable.
 ///
 /// # Examples
 /// ```
 /// use afd_reactor::Interest;
-/// let both = Interest::READABLE | Interest::WRITABLE;
+/// let mut both = Interest::READABLE;
+/// both |= Interest::WRITABLE;
 /// assert!(both.is_readable() && both.is_writable());
+/// assert_eq!(both, Interest::READABLE | Interest::WRITABLE);
 /// assert_eq!(both.remove(Interest::WRITABLE), Interest::READABLE);
 /// assert!(Interest::NONE.is_empty());
 /// ```
@@ -98,6 +112,12 @@ impl std::ops::BitOr for Interest {
     }
 }
 
+impl std::ops::BitOrAssign for Interest {
+    fn bitor_assign(&mut self, rhs: Self) {
+        *self = self.add(rhs);
+    }
+}
+
 impl fmt::Debug for Interest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names = [
@@ -127,18 +147,43 @@ const WAKE: u16 = 128;
 
 /// One readiness report: a socket's readiness, a timer firing, or a wake.
 ///
-/// # Event mapping (DESIGN-NOTES §3)
-/// | accessor | AFD events |
-/// |---|---|
-/// | `is_readable` | `RECEIVE`, `ACCEPT`, `DISCONNECT`, `ABORT`, `CONNECT_FAIL` (if readable was asked) |
-/// | `is_writable` | `SEND`, `ABORT`, `CONNECT_FAIL` (if writable was asked) |
-/// | `is_error` | `CONNECT_FAIL`, or a failed poll submission |
-/// | `is_read_closed` | `DISCONNECT`, `ABORT`, `CONNECT_FAIL` |
-/// | `is_write_closed` | `ABORT`, `CONNECT_FAIL` |
-/// | `is_priority` | `RECEIVE_EXPEDITED` |
+/// An event comes from exactly one source: a timer ([`is_timer`](Self::is_timer)), a
+/// [`Waker`](crate::Waker) ([`is_wake`](Self::is_wake)), or, when neither is set, a registered
+/// socket. In one [`poll`](crate::Reactor::poll), each registration and each waker appears at
+/// most once (a second report is merged into the first), and each timer at most once.
 ///
-/// `LOCAL_CLOSE` is never delivered: it means the user closed the socket; the registration is
-/// then removed silently.
+/// # What happened to the socket
+/// The flags come from what the kernel reports about the socket, never from the result of a
+/// read, so they say the same thing on every Windows and under Wine. (Under Wine 8, a read after
+/// a reset usually returns `Ok(0)`; Windows and Wine 10 fail it with `ConnectionReset`.)
+///
+/// | what happened | [`is_readable`] | [`is_writable`] | [`is_read_closed`] | [`is_write_closed`] | [`is_reset`] | [`is_error`] |
+/// |---|---|---|---|---|---|---|
+/// | data arrived, or a connection waits to be accepted | ✓ | | | | | |
+/// | room to write, or a connect succeeded | | ✓ | | | | |
+/// | the peer closed or shut down its sending side (FIN) | ✓ | | ✓ | | | |
+/// | the connection was reset or aborted (RST) | ✓ | ✓ | ✓ | ✓ | ✓ | |
+/// | a connect failed | ✓ | ✓ | ✓ | ✓ | | ✓ |
+/// | the reactor could not arm the socket, or your `CancelIoEx` cancelled its poll | | | | | | ✓ |
+///
+/// - [`is_readable`] and [`is_writable`] are set only for what the registration's [`Interest`]
+///   asked for. Which rows reach a registration depends on the interest too: readable hears of
+///   all of them; writable alone does not hear of a peer's FIN (only of a reset); a failed
+///   connect is reported whatever the interest, even to a paused registration
+///   ([`Interest::NONE`]).
+/// - A peer that closed its socket and one that only shut down its sending side look the same
+///   (both send a FIN): you learn which when a write fails, or a reset event follows.
+/// - After a failed connect, the socket's error says why: `socket.take_error()`.
+/// - After an error event of the last row, the registration stays but is disarmed: it reports
+///   nothing more until you [`reregister`](crate::Reactor::reregister) it (which retries).
+/// - A socket you close while it is registered produces no event: the registration is removed.
+///
+/// [`is_readable`]: Self::is_readable
+/// [`is_writable`]: Self::is_writable
+/// [`is_read_closed`]: Self::is_read_closed
+/// [`is_write_closed`]: Self::is_write_closed
+/// [`is_reset`]: Self::is_reset
+/// [`is_error`]: Self::is_error
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Event {
     token: Token,
@@ -213,20 +258,31 @@ impl Event {
         self.flags & WRITABLE != 0
     }
 
-    /// An error: a failed connect (check `take_error` on the socket), or the kernel refused to
-    /// arm the socket — it then stays disarmed until `reregister` (which retries).
+    /// An error: a failed connect (`take_error` on the socket says why), or the reactor could
+    /// not arm the socket (the kernel refused the poll, or your `CancelIoEx` cancelled it): the
+    /// registration then stays disarmed until `reregister` (which retries).
     pub const fn is_error(&self) -> bool {
         self.flags & ERROR != 0
     }
 
-    /// The peer will send no more (FIN or reset).
+    /// The peer will send no more: it closed or shut down its side (FIN), or the connection was
+    /// reset.
     pub const fn is_read_closed(&self) -> bool {
         self.flags & READ_CLOSED != 0
     }
 
-    /// Writing will fail (reset, or failed connect).
+    /// Writing will fail: the connection was reset, or the connect failed.
     pub const fn is_write_closed(&self) -> bool {
         self.flags & WRITE_CLOSED != 0
+    }
+
+    /// The connection was reset or aborted (the peer sent RST, or the local stack aborted it).
+    ///
+    /// Known from the kernel's report (AFD's `ABORT`), whatever a read would say: under Wine 8
+    /// a read after a reset usually returns `Ok(0)`, as if the peer had closed. Reported only if
+    /// the registration asked for readable or writable.
+    pub const fn is_reset(&self) -> bool {
+        self.afd.0 & PollEvents::ABORT.0 != 0
     }
 
     /// Out-of-band data is available.
@@ -255,6 +311,7 @@ impl fmt::Debug for Event {
             (self.is_error(), "error"),
             (self.is_read_closed(), "read_closed"),
             (self.is_write_closed(), "write_closed"),
+            (self.is_reset(), "reset"),
             (self.is_priority(), "priority"),
             (self.is_timer(), "timer"),
             (self.is_wake(), "wake"),
@@ -346,7 +403,7 @@ mod tests {
         let both = Interest::READABLE | Interest::WRITABLE;
         let e = Event::from_afd(Token(1), PollEvents::ABORT, both);
         assert!(e.is_readable() && e.is_writable());
-        assert!(e.is_read_closed() && e.is_write_closed());
+        assert!(e.is_read_closed() && e.is_write_closed() && e.is_reset());
         assert!(!e.is_error());
     }
 
@@ -355,13 +412,14 @@ mod tests {
         let e = Event::from_afd(Token(1), PollEvents::CONNECT_FAIL, Interest::WRITABLE);
         assert!(e.is_writable() && e.is_error() && e.is_write_closed());
         assert!(!e.is_readable(), "readable was not asked");
+        assert!(!e.is_reset(), "a failed connect is not a reset");
     }
 
     #[test]
     fn disconnect_is_readable_and_read_closed_only() {
         let e = Event::from_afd(Token(1), PollEvents::DISCONNECT, Interest::READABLE);
         assert!(e.is_readable() && e.is_read_closed());
-        assert!(!e.is_write_closed() && !e.is_writable());
+        assert!(!e.is_write_closed() && !e.is_writable() && !e.is_reset());
     }
 
     #[test]

@@ -262,13 +262,42 @@ impl fmt::Display for Teardown {
 
 impl std::error::Error for Teardown {}
 
-/// The single-threaded reactor (WRL-001).
+/// The single-threaded reactor: register sockets, then [`poll`](Self::poll) for their events,
+/// timers and wakes.
 ///
-/// Generic over the [`Kernel`]: `NtKernel` on Windows (`Reactor::new`), or the
-/// simulated kernel (`kernel::sim`) anywhere (feature `test-rig`). `Send` (if the kernel
-/// is) but not `Sync`: one thread drives it; [`Waker`]s reach it from others.
+/// On Windows, [`Reactor::new`] gives the reactor on the real kernel; its type is [`NtReactor`]
+/// (`Reactor<NtKernel>`). The kernel is a type parameter so that the same reactor can run on the
+/// simulated kernel in tests (feature `test-rig`, see [`kernel`](crate::kernel)).
+///
+/// `Send` but not `Sync`: one thread drives it at a time; [`Waker`]s reach it from others.
 ///
 /// # Examples
+/// A listener and a client on the real reactor (Windows):
+/// ```
+/// # #[cfg(windows)] fn main() -> std::io::Result<()> {
+/// use afd_reactor::{Events, Interest, NtReactor, Reactor, Token};
+/// use std::net::{TcpListener, TcpStream};
+/// use std::time::Duration;
+///
+/// let mut reactor: NtReactor = Reactor::new()?;
+/// let listener = TcpListener::bind("127.0.0.1:0")?;
+/// listener.set_nonblocking(true)?;
+/// reactor.register(&listener, Token(0), Interest::READABLE)?;
+///
+/// let _client = TcpStream::connect(listener.local_addr()?)?;
+/// let mut events = Events::with_capacity(64);
+/// reactor.poll(&mut events, Some(Duration::from_secs(5)))?;
+/// let event = events.iter().next().expect("the connection arrived");
+/// assert_eq!(event.token(), Token(0));
+/// assert!(event.is_readable());
+/// let (stream, _) = listener.accept()?;
+/// # drop(stream);
+/// reactor.deregister(&listener)?; // before the listener closes
+/// # Ok(()) }
+/// # #[cfg(not(windows))] fn main() {}
+/// ```
+///
+/// The same on the simulated kernel (feature `test-rig`), where a test makes a socket ready:
 /// ```
 /// use afd_reactor::afd::PollEvents;
 /// use afd_reactor::kernel::sim::SimKernel;
@@ -324,14 +353,37 @@ pub struct Reactor<K: Kernel> {
     refused_releases: u64,
 }
 
+/// The reactor on the real Windows kernel: what [`Reactor::new`] returns.
+#[cfg(windows)]
+pub type NtReactor = Reactor<crate::kernel::nt::NtKernel>;
+
 #[cfg(windows)]
 impl Reactor<crate::kernel::nt::NtKernel> {
-    /// A reactor on the real NT kernel with default settings.
+    /// A reactor on the real Windows kernel, with default settings ([`Config::default`]).
     ///
     /// # Errors
-    /// The completion port could not be created.
+    /// The completion port could not be created (out of resources).
     pub fn new() -> io::Result<Self> {
-        Ok(Self::with_kernel(crate::kernel::nt::NtKernel::new()?))
+        Self::from_config(Config::default())
+    }
+
+    /// A reactor on the real Windows kernel, with `config`.
+    ///
+    /// # Errors
+    /// The completion port could not be created (out of resources).
+    /// # Examples
+    /// ```no_run
+    /// # #[cfg(windows)] fn main() -> std::io::Result<()> {
+    /// use afd_reactor::{Config, Mode, NtReactor};
+    /// let reactor = NtReactor::from_config(Config::default().mode(Mode::Oneshot))?;
+    /// # Ok(()) }
+    /// # #[cfg(not(windows))] fn main() {}
+    /// ```
+    pub fn from_config(config: Config) -> io::Result<Self> {
+        Ok(Self::with_config(
+            crate::kernel::nt::NtKernel::new()?,
+            config,
+        ))
     }
 }
 
@@ -814,20 +866,34 @@ impl<K: Kernel> Reactor<K> {
     }
 
     /// Start a timer: an event with `token` and [`Event::is_timer`] after `delay`, then every
-    /// `period` if given. Deadlines are honoured to the NT timeout's 100 ns unit (the OS timer
-    /// granularity still applies). A delay too large to represent never fires.
+    /// `period` if one is given.
+    ///
+    /// - A periodic timer keeps to its grid: `delay`, `delay + period`, `delay + 2 × period`, …
+    ///   Ticks missed while the loop was busy elsewhere are merged into one event (a timer fires
+    ///   at most once per [`poll`](Self::poll)), and the next tick is the next one on the grid.
+    /// - Deadlines are kept to the NT timeout's unit, 100 ns (the OS timer's granularity still
+    ///   applies). A delay too large to represent (`Duration::MAX`) never fires.
+    /// - The token may be one a socket or a waker uses too: the event says it is a timer's.
+    ///
+    /// # Errors
+    /// - `InvalidInput`: a period of zero (it would fire in every poll); for a timer that fires
+    ///   once, give `None`;
+    /// - `NotConnected`: the reactor has shut down.
     /// # Examples
     /// ```
     /// use afd_reactor::kernel::sim::SimKernel;
     /// use afd_reactor::{Events, Reactor, Token};
     /// use std::time::Duration;
+    /// // On the simulated kernel (feature `test-rig`); on Windows, `Reactor::new()?` alike.
     /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
     /// let every = Some(Duration::from_millis(2));
-    /// let tick = reactor.add_timer(Token(5), Duration::from_millis(2), every);
+    /// let tick = reactor.add_timer(Token(5), Duration::from_millis(2), every)?;
     /// let mut events = Events::with_capacity(8);
     /// reactor.poll(&mut events, None)?; // returns when the timer fires
     /// assert!(events.iter().any(|e| e.is_timer() && e.token() == Token(5)));
     /// assert!(reactor.cancel_timer(tick));
+    /// let zero = reactor.add_timer(Token(6), Duration::ZERO, Some(Duration::ZERO));
+    /// assert_eq!(zero.unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn add_timer(
@@ -835,17 +901,23 @@ impl<K: Kernel> Reactor<K> {
         token: Token,
         delay: Duration,
         period: Option<Duration>,
-    ) -> TimerId {
+    ) -> io::Result<TimerId> {
+        self.check_running()?;
+        if period.is_some_and(|p| p.is_zero()) {
+            return Err(err(
+                io::ErrorKind::InvalidInput,
+                "afd-reactor: a timer's period must not be zero (use None for a one-shot timer)",
+            ));
+        }
         let now = Instant::now();
         // `Duration::MAX` (or anything past the clock's range) means "never": park it far away.
         let far = timer::far_future(now);
         let deadline = now.checked_add(delay).unwrap_or(far).min(far);
-        let period = period.filter(|p| !p.is_zero());
-        self.timers.add(token, deadline, period)
+        Ok(self.timers.add(token, deadline, period))
     }
 
-    /// Cancel a timer. Returns false if it already fired (one-shot), was cancelled, or belongs to
-    /// another reactor.
+    /// Cancel a timer. Returns false if it already fired (a one-shot timer), was cancelled
+    /// already, or belongs to another reactor.
     pub fn cancel_timer(&mut self, id: TimerId) -> bool {
         self.timers.cancel(id)
     }

@@ -593,11 +593,13 @@ pub fn waker_outliving_its_reactor_is_harmless<H: Harness>() {
 pub fn timers_fire_after_their_delay_and_repeat<H: Harness>() {
     let mut h = H::new();
     let start = Instant::now();
-    h.reactor().add_timer(
-        TIMER,
-        Duration::from_millis(30),
-        Some(Duration::from_millis(10)),
-    );
+    h.reactor()
+        .add_timer(
+            TIMER,
+            Duration::from_millis(30),
+            Some(Duration::from_millis(10)),
+        )
+        .unwrap();
     assert!(wait_for(&mut h, TIMER).is_timer());
     assert!(start.elapsed() >= Duration::from_millis(30), "fired early");
     assert!(wait_for(&mut h, TIMER).is_timer(), "repeats");
@@ -605,9 +607,14 @@ pub fn timers_fire_after_their_delay_and_repeat<H: Harness>() {
 
 pub fn cancelled_and_infinite_timers_never_fire<H: Harness>() {
     let mut h = H::new();
-    let id = h.reactor().add_timer(TIMER, Duration::from_millis(5), None);
+    let id = h
+        .reactor()
+        .add_timer(TIMER, Duration::from_millis(5), None)
+        .unwrap();
     assert!(h.reactor().cancel_timer(id));
-    h.reactor().add_timer(Token(51), Duration::MAX, None);
+    h.reactor()
+        .add_timer(Token(51), Duration::MAX, None)
+        .unwrap();
     let seen = collect(&mut h, Duration::from_millis(30));
     assert!(seen.is_empty(), "{seen:?}");
 }
