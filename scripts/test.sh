@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The README's test command: set up the machine, then run every check and every test.
 #   1. scripts/setup.sh (idempotent)
-#   2. cargo fmt --check; clippy -D warnings for Linux and for x86_64-pc-windows-gnu
+#   2. cargo fmt --check; clippy -D warnings for Linux and for x86_64-pc-windows-gnu; rustdoc for
+#      x86_64-pc-windows-gnu with -D warnings (the README and docs/ links are checked by
+#      afd-reactor/tests/docs.rs)
 #   3. native tests: unit tests, the conformance suite on the simulated kernel, the hardening and
 #      review-finding tests, the property test (10,000 seeded schedules with fault injection;
 #      AFD_SCHEDULES=N for more)
@@ -35,6 +37,10 @@ cargo clippy --workspace --all-targets --target "$win" -- -D warnings
 step "clippy: the library as a user builds it (no test-rig feature), Linux and $win"
 cargo clippy -p afd-reactor --lib -- -D warnings
 cargo clippy -p afd-reactor --lib --target "$win" -- -D warnings
+
+step "rustdoc for $win: no broken links, no warnings (as a user builds it, and with test-rig)"
+RUSTDOCFLAGS="-D warnings" cargo doc -q -p afd-reactor --no-deps --target "$win"
+RUSTDOCFLAGS="-D warnings" cargo doc -q -p afd-reactor --no-deps --all-features --target "$win"
 
 step "native tests (Linux)"
 cargo test --workspace

@@ -36,7 +36,8 @@ impl NtStatus {
     /// `STATUS_PENDING` (0x103): the request was queued and will complete later.
     pub const PENDING: Self = Self(0x103);
     /// `STATUS_HANDLES_CLOSED` (0x8000000A), a warning: Wine completes a poll with it when the
-    /// handle it was issued on is closed. Treat like [`NtStatus::CANCELLED`].
+    /// handle it was issued on is closed. The reactor treats it as "the socket was closed": the
+    /// registration is removed and never re-armed on that handle.
     pub const HANDLES_CLOSED: Self = Self(0x8000_000A_u32 as i32);
     /// `STATUS_INVALID_HANDLE` (0xC0000008).
     pub const INVALID_HANDLE: Self = Self(0xC000_0008_u32 as i32);

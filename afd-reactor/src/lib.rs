@@ -157,13 +157,18 @@
 //! not on what a read returns: under Wine 8 a read after a reset returns `Ok(0)`.
 //!
 //! ## Closing sockets
-//! **Deregister a socket before you close (drop) it**, as with mio. If you don't:
-//! - Nothing unsafe happens, and no event of the old socket ever reaches a new socket registered
-//!   on the same handle value. Events the kernel had already queued may still arrive under the
-//!   old token in the next `poll`: look tokens up, don't assume they are live.
-//! - The registration is removed when the kernel reports the close (no event). Until then, a new
-//!   socket that got the same handle value may be refused by `register` with `AlreadyExists`:
-//!   call `deregister` with the new socket (it names the same value), then `register` again.
+//! **Deregister a socket before you close (drop) it**, as with mio. If you don't, nothing unsafe
+//! happens, and the reactor removes the registration when the kernel reports the close (no event
+//! is delivered for it). Until then:
+//! - the old token may still get events: ones the kernel queued before the close and, if the
+//!   reactor re-armed on the handle value after Windows gave it to a new socket, that socket's
+//!   readiness. Look tokens up in your own map and ignore the ones you no longer know;
+//! - `register` of a new socket that got the same handle value may say `AlreadyExists`: call
+//!   `deregister` with the new socket (it names the same value), then `register` it again. From
+//!   then on, nothing of the old registration reaches the new one;
+//! - if the value now names a socket that another runtime in your process has bound to its own
+//!   completion port, a re-arm on it completes on that port, where that runtime does not expect
+//!   it. That is the one way a broken contract reaches outside the reactor.
 //!
 //! Two more things to avoid on a registered socket:
 //! - `CancelIoEx` on it (often done just before a close) also cancels the reactor's poll: you get

@@ -1,4 +1,4 @@
-//! The per-socket state machine (WRL-001 §2 and §4): pure logic, no NT calls.
+//! The per-socket state machine (docs/design.md §3 and §5): pure logic, no NT calls.
 //!
 //! A [`Machine`] tracks one registration: its life ([`Life::Active`] or [`Life::Zombie`]; *Dead*
 //! is the slot being freed), its poll ([`PollState::Idle`], [`PollState::Pending`] or
@@ -18,10 +18,10 @@ use crate::afd::{NtStatus, PollEvents};
 use crate::kernel::Submitted;
 
 /// Events every poll requests whatever the interest: a failed connect must wake the user, and a
-/// socket closed without deregistering must be noticed (DESIGN-NOTES §3).
+/// socket closed without deregistering must be noticed (docs/design.md §9).
 pub const ALWAYS: PollEvents = PollEvents(PollEvents::CONNECT_FAIL.0 | PollEvents::LOCAL_CLOSE.0);
 
-/// How readiness is reported (WRL-001 §4).
+/// How readiness is reported (docs/design.md §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Mode {
     /// Level-triggered: after each event the socket is re-armed with the current interest, so a

@@ -112,6 +112,41 @@ impl<const HELPER: bool> Harness for NtHarness<HELPER> {
             .unwrap();
     }
 
+    fn peer_close(&mut self, s: &TcpStream) {
+        drop(self.peers.remove(&s.raw_socket()));
+    }
+
+    fn peer_reset(&mut self, s: &TcpStream) {
+        let peer = self.peers.remove(&s.raw_socket()).unwrap();
+        // SO_LINGER {on, 0} makes the close send RST instead of FIN.
+        socket2::SockRef::from(&peer)
+            .set_linger(Some(std::time::Duration::ZERO))
+            .unwrap();
+        drop(peer);
+    }
+
+    fn failing_connect(&mut self) -> TcpStream {
+        use socket2::{Domain, Socket, Type};
+        let _opening = may_open_sockets();
+        // A port nobody listens on: bind a listener, note its address, close it.
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        match s.connect(&addr.into()) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            other => panic!("expected a connect in progress, got {other:?}"),
+        }
+        s.into()
+    }
+
+    fn patience(&self) -> std::time::Duration {
+        // Windows retries a refused SYN for about 2 s before a connect fails.
+        std::time::Duration::from_secs(10)
+    }
+
     fn close(&mut self, s: TcpStream) {
         let peer = self.peers.remove(&s.raw_socket());
         drop(s); // our side first: a pending poll ends with LOCAL_CLOSE

@@ -52,6 +52,21 @@ impl Harness for SimHarness {
             .add_readiness(s.0, PollEvents::DISCONNECT);
     }
 
+    fn peer_close(&mut self, s: &SimSocket) {
+        self.peer_shutdown(s); // the same FIN
+    }
+
+    fn peer_reset(&mut self, s: &SimSocket) {
+        self.reactor.kernel().add_readiness(s.0, PollEvents::ABORT);
+    }
+
+    fn failing_connect(&mut self) -> SimSocket {
+        let k = self.reactor.kernel();
+        let raw = k.open_socket();
+        k.set_readiness(raw, PollEvents::CONNECT_FAIL);
+        SimSocket(raw)
+    }
+
     fn close(&mut self, s: SimSocket) {
         self.reactor.kernel().close_socket(s.0);
     }

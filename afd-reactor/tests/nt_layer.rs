@@ -1,6 +1,6 @@
 //! The NT layer against the real NT calls (under Wine on our Linux machines).
 //!
-//! Each test asserts one behaviour from DESIGN-NOTES §1/§5. Where Wine 8 is known to differ from
+//! Each test asserts one behaviour from docs/design.md §13 and docs/fidelity.md. Where Wine 8 is known to differ from
 //! Windows, the assert says so.
 #![cfg(windows)]
 
@@ -148,7 +148,7 @@ fn socket_direct_poll_completes_with_the_socket_key_and_apc_context() {
 }
 
 /// `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS` on an associated socket: a poll ready at submit returns
-/// `STATUS_SUCCESS` with its result already written, and queues no packet (DESIGN-NOTES §2.8);
+/// `STATUS_SUCCESS` with its result already written, and queues no packet (docs/design.md §6);
 /// one that waits still completes through the port. Under Wine 8 this holds too (server/async.c
 /// skips the completion for an async that was not pending).
 #[test]
@@ -446,7 +446,7 @@ fn closing_a_socket_with_a_direct_poll_pending_completes_the_poll() {
     let e = dequeue_one(&port, LONG);
     assert_eq!((e.key, e.apc_context), (KEY, 12));
     // Windows: STATUS_SUCCESS with LOCAL_CLOSE. Wine 8 may instead end a poll whose own handle
-    // was closed with STATUS_HANDLES_CLOSED and an unwritten buffer (DESIGN-NOTES §5).
+    // was closed with STATUS_HANDLES_CLOSED and an unwritten buffer (docs/design.md §13, and docs/fidelity.md).
     eprintln!("direct poll on a closed socket ended with {:?}", e.status());
     match e.status() {
         NtStatus::SUCCESS => assert_eq!(buf.reported(), PollEvents::LOCAL_CLOSE),

@@ -36,7 +36,7 @@ use std::time::Duration;
 /// A socket handle value (Windows' `RawSocket`).
 pub type RawSock = u64;
 
-/// The completion key of wake packets (WRL-001 §3): odd and non-canonical, so no state address can
+/// The completion key of wake packets (docs/design.md §4): odd and non-canonical, so no state address can
 /// have it.
 pub const WAKE_KEY: usize = 0xDEAD_BEEF_DEAD_BEEF;
 
@@ -50,7 +50,7 @@ pub const POLL_TAG: usize = 1 << 63;
 
 /// The most polls the reactor puts on one helper handle: on Windows a cancel costs more the more
 /// requests the handle holds, so helper-path sockets are spread over a group of handles, as mio
-/// and wepoll do (DESIGN.md, "Helper handles").
+/// and wepoll do (docs/design.md §6).
 pub const HELPER_GROUP: usize = 32;
 
 /// Where a poll is issued.

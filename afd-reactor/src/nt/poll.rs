@@ -112,8 +112,7 @@ fn set_completion_modes(handle: BorrowedHandle<'_>, flags: u8) -> io::Result<()>
 /// A handle to the AFD driver (`\Device\Afd\…`), associated with a completion port, through which
 /// polls for *other* sockets can be issued.
 ///
-/// The fallback for sockets that are already bound to another completion port (WRL-001 §5,
-/// DESIGN-NOTES §2.7): since their own completions go elsewhere, their polls are issued here and
+/// The fallback for sockets that are already bound to another completion port (docs/design.md §6): since their own completions go elsewhere, their polls are issued here and
 /// identified by ApcContext alone. Closes on drop — on Windows that does **not** cancel polls in
 /// flight, so cancel and drain them first.
 ///

@@ -13,7 +13,7 @@ use windows_sys::Win32::System::IO::CreateIoCompletionPort;
 
 /// An NT I/O completion port. Closes on drop.
 ///
-/// WRL-001's event queue: every poll completion and every wake packet arrives here.
+/// The reactor's event queue: every poll completion and every wake packet arrives here.
 ///
 /// # Examples
 /// ```no_run

@@ -1,7 +1,7 @@
 //! Which helper handle each helper-path registration polls through.
 //!
 //! On Windows a cancel on a `\Device\Afd` handle costs more the more requests the handle holds
-//! (DESIGN-NOTES §3; mio, polling and wepoll cap their groups at 32 too), so the reactor spreads
+//! (docs/design.md §6; mio, polling and wepoll cap their groups at 32 too), so the reactor spreads
 //! helper-path registrations over a group of handles, at most [`HELPER_GROUP`] on each. A
 //! registration keeps its handle until its slot is released (a zombie's poll stays on it until its
 //! packet is dequeued), so the count bounds the polls a handle holds.

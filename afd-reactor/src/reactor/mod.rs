@@ -1,4 +1,4 @@
-//! The public API and the event loop (WRL-001 §1–§6).
+//! The public API and the event loop (docs/design.md §2–§7).
 //!
 //! - this file: the vocabulary, the registration calls and the per-registration bookkeeping;
 //! - `poll.rs`: the loop (sharing each poll's room between timers, the stash and the port);
@@ -187,7 +187,7 @@ impl NtCalls {
 pub struct Stats {
     /// Live registrations.
     pub registered: usize,
-    /// Deregistered states still waiting for their last packet (WRL-001 §2).
+    /// Deregistered states still waiting for their last packet (docs/design.md §3).
     pub zombies: usize,
     /// Polls the kernel holds now.
     pub in_flight: usize,
@@ -209,7 +209,7 @@ pub struct Stats {
     /// Packets for ended registrations, absorbed by their zombie and never delivered: once no
     /// zombie is left, exactly one per zombie created.
     pub late_packets: u64,
-    /// Tagged packets naming no poll in flight (a dead or previous incarnation, WRL-001 §1),
+    /// Tagged packets naming no poll in flight (a dead or previous incarnation, docs/design.md §2),
     /// discarded. The kernel contract makes this 0 on a truthful kernel.
     pub stale_discarded: u64,
     /// Packets that were not the reactor's (no tag: the user's own overlapped I/O on a
@@ -232,7 +232,7 @@ pub struct Stats {
     pub wakes: u64,
 }
 
-/// What teardown did (WRL-001 §6).
+/// What teardown did (docs/design.md §7).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Teardown {
     /// Polls cancelled.
@@ -518,7 +518,7 @@ impl<K: Kernel> Reactor<K> {
         Ok(())
     }
 
-    /// A new registration's generation: the tag, a counter, and the slot index (WRL-001 §1). It
+    /// A new registration's generation: the tag, a counter, and the slot index (docs/design.md §2). It
     /// travels as the poll's ApcContext.
     fn next_generation(&mut self, index: u32) -> u64 {
         // Unique per registration for 2^39 registrations of the same slot; never 0 (0 marks a
@@ -530,7 +530,7 @@ impl<K: Kernel> Reactor<K> {
         POLL_TAG as u64 | (self.generation_counter << INDEX_BITS) | u64::from(index)
     }
 
-    /// Register `socket` for `interest` under `token`, in the configured mode (WRL-001 §5).
+    /// Register `socket` for `interest` under `token`, in the configured mode (docs/design.md §6).
     ///
     /// Resolves the base socket, associates it with the completion port under its state's address
     /// (in skip-on-success mode: a poll that is ready at once then costs no packet) and submits
@@ -545,7 +545,7 @@ impl<K: Kernel> Reactor<K> {
     /// Deregister before closing the socket. If it is closed while registered anyway, its pending
     /// poll ends with `LOCAL_CLOSE` and the registration is removed without an event; registering
     /// a new socket that got the same handle value ends the old registration (socket-direct path)
-    /// — see the README's contract section for the helper path and the remaining window.
+    /// — see [Closing sockets](crate#closing-sockets) for the helper path and what remains.
     ///
     /// Once associated, the socket's own overlapped I/O completes on this reactor's port, which
     /// discards it (only the reactor's tagged polls are taken): use a registered socket with
@@ -701,7 +701,7 @@ impl<K: Kernel> Reactor<K> {
     /// Change the token, interest and/or mode of a registered socket. Also re-arms a oneshot
     /// registration and the reported conditions of an edge one. Costs no NT call if the pending
     /// poll already covers the new interest; otherwise the poll is cancelled, and resubmitted when
-    /// the cancellation packet arrives (never two polls at once, WRL-001 §4).
+    /// the cancellation packet arrives (never two polls at once, docs/design.md §5).
     ///
     /// # Errors
     /// `NotFound` if the socket is not registered.
@@ -761,7 +761,7 @@ impl<K: Kernel> Reactor<K> {
         self.queue_update(index);
     }
 
-    /// Deregister `socket` (WRL-001 §2). With a poll pending, the poll is cancelled and the state
+    /// Deregister `socket` (docs/design.md §3). With a poll pending, the poll is cancelled and the state
     /// lives on as a zombie until its packet is dequeued; no event is delivered for it afterwards.
     ///
     /// # Errors
@@ -804,7 +804,7 @@ impl<K: Kernel> Reactor<K> {
     }
 
     /// End registration `index` (already out of the registration map): free it now, or make it a
-    /// zombie whose pending poll is cancelled (WRL-001 §2). Returns true if a cancel was issued.
+    /// zombie whose pending poll is cancelled (docs/design.md §3). Returns true if a cancel was issued.
     fn end_registration(&mut self, index: u32) -> bool {
         let meta = self.pool.meta_mut(index).expect("registered");
         match meta.machine.on_deregister() {
@@ -853,7 +853,7 @@ impl<K: Kernel> Reactor<K> {
         }
     }
 
-    /// A [`Waker`] whose wakes arrive as events with `token` (WRL-001 §3). Asking again for the
+    /// A [`Waker`] whose wakes arrive as events with `token` (docs/design.md §4). Asking again for the
     /// same token while a handle to its waker lives returns the same waker; the reactor frees a
     /// waker once its last handle is dropped.
     ///

@@ -324,7 +324,7 @@ impl<K: Kernel> Reactor<K> {
     ///
     /// Only a packet with [`POLL_TAG`] in its ApcContext is taken for one of our polls (the kernel
     /// contract: nothing else carries it), and only if its generation names a poll in flight
-    /// (WRL-001 §1); anything else is counted and dropped before it touches any state.
+    /// (docs/design.md §2); anything else is counted and dropped before it touches any state.
     pub(super) fn dispatch(&mut self, entry: CompletionEntry) -> Option<Stashed> {
         self.stats.packets += 1;
         if entry.key == WAKE_KEY {

@@ -1,4 +1,4 @@
-//! Heap-pinned per-socket states (WRL-001 §1/§2).
+//! Heap-pinned per-socket states (docs/design.md §2, §3).
 //!
 //! States live in chunks of [`CHUNK`] slots that never move and are freed only when the reactor is
 //! torn down with nothing in flight. A slot's address is its socket's completion key, and stays

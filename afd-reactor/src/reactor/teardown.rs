@@ -1,4 +1,4 @@
-//! Teardown (WRL-001 §6): `shutdown`, `abandon`, and `Drop`.
+//! Teardown (docs/design.md §7): `shutdown`, `abandon`, and `Drop`.
 
 use super::{Reactor, Teardown};
 use crate::kernel::Kernel;
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 const CANCEL_BATCH: usize = 64;
 
 impl<K: Kernel> Reactor<K> {
-    /// Tear down (WRL-001 §6): drain what is queued, cancel every pending poll, and drain until no
+    /// Tear down (docs/design.md §7): drain what is queued, cancel every pending poll, and drain until no
     /// poll is in flight or the configured bound passes (`Duration::MAX`: no bound). A failed
     /// dequeue does not stop it: it cancels everything anyway and keeps draining until the bound.
     /// Afterwards `register`, `reregister`, `deregister`, `poll` and `waker` fail with
@@ -145,7 +145,7 @@ impl<K: Kernel> Reactor<K> {
     }
 
     /// Tear down without waiting: leak the buffers of every poll still in the kernel, on purpose,
-    /// and return how many (DESIGN-NOTES §2.4: the kernel writes them whenever each poll ends, so
+    /// and return how many (docs/design.md §7: the kernel writes them whenever each poll ends, so
     /// they are never freed). For hard shutdowns; prefer [`shutdown`](Self::shutdown).
     /// # Examples
     /// ```

@@ -1,4 +1,4 @@
-//! One-shot and repeating timers on the loop (beyond WRL-001).
+//! One-shot and repeating timers on the loop (docs/design.md §11).
 
 use crate::reactor::event::Token;
 use std::cmp::Reverse;

@@ -1,4 +1,4 @@
-//! The cross-thread wake-up (WRL-001 §3): `NtSetIoCompletion` under [`WAKE_KEY`], coalesced.
+//! The cross-thread wake-up (docs/design.md §4): `NtSetIoCompletion` under [`WAKE_KEY`], coalesced.
 //!
 //! [`WAKE_KEY`]: crate::kernel::WAKE_KEY
 
@@ -100,7 +100,7 @@ impl Waker {
         }
     }
 
-    /// Wake the reactor (WRL-001 §3).
+    /// Wake the reactor (docs/design.md §4).
     ///
     /// # Errors
     /// [`io::ErrorKind::NotConnected`] if the reactor has shut down; the kernel's error if the

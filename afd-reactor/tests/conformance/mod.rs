@@ -23,6 +23,12 @@ pub trait Harness: Sized {
     fn drain(&mut self, s: &Self::Sock);
     /// The peer shuts down its sending side (FIN).
     fn peer_shutdown(&mut self, s: &Self::Sock);
+    /// The peer closes its socket gracefully (FIN).
+    fn peer_close(&mut self, s: &Self::Sock);
+    /// The peer resets the connection (RST: closes with `SO_LINGER` {on, 0}).
+    fn peer_reset(&mut self, s: &Self::Sock);
+    /// A socket whose non-blocking connect is in progress and will fail (nobody listens).
+    fn failing_connect(&mut self) -> Self::Sock;
     /// Close `s` (closesocket) without telling the reactor.
     fn close(&mut self, s: Self::Sock);
     /// Bind `s` to another completion port first, as another runtime would.
@@ -136,7 +142,7 @@ const C: Token = Token(3);
 const WAKE: Token = Token(99);
 const TIMER: Token = Token(50);
 
-// --- events and modes (WRL-001 §4) -------------------------------------------------------------
+// --- events and modes (docs/design.md §5) -------------------------------------------------------------
 
 pub fn readable_event_is_delivered<H: Harness>() {
     let mut h = H::new();
@@ -292,7 +298,123 @@ pub fn peer_shutdown_is_read_closed<H: Harness>() {
     );
 }
 
-// --- incarnations and zombies (WRL-001 §1, §2) -------------------------------------------------
+// --- what happened to the socket: the table in `Event`'s documentation ----------------------------
+
+pub fn peer_close_is_read_closed_and_not_a_reset<H: Harness>() {
+    let mut h = H::new();
+    let s = h.socket();
+    h.reactor().register(&s, A, Interest::READABLE).unwrap();
+    h.peer_close(&s);
+    let e = wait_for(&mut h, A);
+    assert!(e.is_readable() && e.is_read_closed(), "{e:?}");
+    assert!(
+        !e.is_write_closed() && !e.is_reset() && !e.is_error(),
+        "{e:?}"
+    );
+}
+
+pub fn peer_reset_is_a_reset<H: Harness>() {
+    let mut h = H::new();
+    let s = h.socket();
+    h.reactor().register(&s, A, Interest::READABLE).unwrap();
+    h.peer_reset(&s);
+    let e = wait_for(&mut h, A);
+    assert!(e.is_reset() && e.is_readable(), "{e:?}");
+    assert!(e.is_read_closed() && e.is_write_closed(), "{e:?}");
+    assert!(!e.is_error() && !e.is_timer() && !e.is_wake(), "{e:?}");
+}
+
+pub fn failed_connect_is_an_error<H: Harness>() {
+    let mut h = H::new();
+    let s = h.failing_connect();
+    h.reactor().register(&s, A, Interest::WRITABLE).unwrap();
+    let e = wait_for(&mut h, A);
+    assert!(e.is_error() && e.is_writable(), "{e:?}");
+    assert!(e.is_read_closed() && e.is_write_closed(), "{e:?}");
+    assert!(!e.is_reset() && !e.is_readable(), "{e:?}");
+}
+
+pub fn a_paused_registration_still_hears_of_a_failed_connect<H: Harness>() {
+    let mut h = H::new();
+    let s = h.failing_connect();
+    h.reactor().register(&s, A, Interest::NONE).unwrap();
+    let e = wait_for(&mut h, A);
+    assert!(e.is_error(), "{e:?}");
+    assert!(
+        !e.is_readable() && !e.is_writable(),
+        "nothing was asked: {e:?}"
+    );
+}
+
+pub fn a_reset_while_paused_is_reported_once_widened<H: Harness>() {
+    let mut h = H::new();
+    let s = h.socket();
+    h.reactor().register(&s, A, Interest::READABLE).unwrap();
+    h.reactor().reregister(&s, A, Interest::NONE).unwrap();
+    h.peer_reset(&s);
+    assert_no_event_for(&mut h, A);
+    h.reactor().reregister(&s, A, Interest::READABLE).unwrap();
+    let e = wait_for(&mut h, A);
+    assert!(e.is_reset() && e.is_readable(), "{e:?}");
+}
+
+/// Sockets, timers and wakers share the token space: on one token they stay separate events,
+/// each saying where it comes from.
+pub fn a_socket_a_timer_and_a_waker_on_one_token_are_three_events<H: Harness>() {
+    let mut h = H::new();
+    let s = h.socket();
+    h.reactor().register(&s, A, Interest::READABLE).unwrap();
+    h.make_readable(&s);
+    h.reactor().add_timer(A, Duration::ZERO, None).unwrap();
+    h.reactor().waker(A).unwrap().wake().unwrap();
+    let patience = h.patience();
+    let start = Instant::now();
+    let mut events = Events::with_capacity(64);
+    let (mut timer, mut wake, mut socket) = (false, false, false);
+    while !(timer && wake && socket) {
+        assert!(
+            start.elapsed() < patience,
+            "timer {timer}, wake {wake}, socket {socket}"
+        );
+        h.reactor()
+            .poll(&mut events, Some(Duration::from_millis(10)))
+            .unwrap();
+        let seen: Vec<Event> = events.iter().copied().collect();
+        assert!(seen.iter().all(|e| e.token() == A), "{seen:?}");
+        let timers = seen.iter().filter(|e| e.is_timer()).count();
+        let wakes = seen.iter().filter(|e| e.is_wake()).count();
+        let sockets: Vec<&Event> = seen
+            .iter()
+            .filter(|e| !e.is_timer() && !e.is_wake())
+            .collect();
+        assert!(
+            timers <= 1 && wakes <= 1 && sockets.len() <= 1,
+            "one each at most: {seen:?}"
+        );
+        assert!(sockets.iter().all(|e| e.is_readable()), "{seen:?}");
+        timer |= timers == 1;
+        wake |= wakes == 1;
+        socket |= sockets.len() == 1;
+    }
+}
+
+pub fn a_zero_timer_period_is_refused<H: Harness>() {
+    let mut h = H::new();
+    let e = h
+        .reactor()
+        .add_timer(TIMER, Duration::ZERO, Some(Duration::ZERO))
+        .unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    assert_eq!(h.reactor().stats().timers, 0, "nothing was added");
+    h.reactor().shutdown().unwrap();
+    let e = h
+        .reactor()
+        .add_timer(TIMER, Duration::ZERO, None)
+        .unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::NotConnected);
+}
+
+// --- incarnations and zombies (docs/design.md §2, §3) -------------------------------------------------
 
 pub fn deregister_with_pending_poll_then_late_packet<H: Harness>() {
     let mut h = H::new();
@@ -828,7 +950,7 @@ pub fn helper_path_sockets_spread_over_several_handles<H: Harness>() {
     assert_eq!(report.leaked, 0, "{report}");
 }
 
-// --- wake storm (WRL-001 §3) ------------------------------------------------------------------
+// --- wake storm (docs/design.md §4) ------------------------------------------------------------------
 
 pub fn wake_storm_loses_nothing_and_queues_one_packet<H: Harness>() {
     use std::sync::{Arc, Mutex};
@@ -899,7 +1021,7 @@ pub fn wake_storm_loses_nothing_and_queues_one_packet<H: Harness>() {
     assert!(st.nt.post <= wake_events + 1);
 }
 
-// --- handle-reuse churn (WRL-001 §1, §2) ------------------------------------------------------
+// --- handle-reuse churn (docs/design.md §2, §3) ------------------------------------------------------
 
 pub fn handle_reuse_churn_never_delivers_a_dead_incarnation<H: Harness>() {
     let mut h = H::new();
@@ -999,6 +1121,13 @@ macro_rules! afd_reactor_conformance {
             interest_change_mid_poll_cancels_and_resubmits,
             narrowing_interest_costs_no_nt_call,
             peer_shutdown_is_read_closed,
+            peer_close_is_read_closed_and_not_a_reset,
+            peer_reset_is_a_reset,
+            failed_connect_is_an_error,
+            a_paused_registration_still_hears_of_a_failed_connect,
+            a_reset_while_paused_is_reported_once_widened,
+            a_socket_a_timer_and_a_waker_on_one_token_are_three_events,
+            a_zero_timer_period_is_refused,
             deregister_with_pending_poll_then_late_packet,
             deregister_after_completion_queued_delivers_nothing,
             recycled_handle_with_old_packet_still_queued,
