@@ -160,13 +160,13 @@ fn pick<T: Copy>(rng: &mut SimRng, items: &[T]) -> Option<T> {
 fn random_interest(rng: &mut SimRng) -> Interest {
     let mut i = Interest::NONE;
     if rng.chance(600) {
-        i = i | Interest::READABLE;
+        i |= Interest::READABLE;
     }
     if rng.chance(400) {
-        i = i | Interest::WRITABLE;
+        i |= Interest::WRITABLE;
     }
     if rng.chance(100) {
-        i = i | Interest::PRIORITY;
+        i |= Interest::PRIORITY;
     }
     i
 }
