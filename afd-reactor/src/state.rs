@@ -21,7 +21,46 @@ use crate::kernel::Submitted;
 /// socket closed without deregistering must be noticed (docs/design.md §9).
 pub const ALWAYS: PollEvents = PollEvents(PollEvents::CONNECT_FAIL.0 | PollEvents::LOCAL_CLOSE.0);
 
-/// How readiness is reported (docs/design.md §5).
+/// How readiness is reported after an event (docs/design.md §5). Set for every registration with
+/// [`Config::mode`](crate::Config::mode), or for one with
+/// [`register_with_mode`](crate::Reactor::register_with_mode).
+///
+/// | mode | after an event | call `reregister` |
+/// |---|---|---|
+/// | `Level` | re-armed: a condition that still holds is reported again by the next `poll` | only to change the interest |
+/// | `Oneshot` | disarmed | to hear anything more from the socket |
+/// | `Edge` | the conditions just reported are disarmed, the others stay armed | to hear again of a condition once reported |
+///
+/// # Coming from mio
+/// `Edge` is **not** mio's edge-triggered mode. With mio, once a read has returned `WouldBlock`,
+/// new data brings a new event without any call. Here, a condition reported in `Edge` mode stays
+/// quiet until you call `reregister`, whatever you read. A program ported from mio that reads to
+/// `WouldBlock` and never calls `reregister` never hears from that socket's readable side again.
+/// Use `Level` (the default) for mio-style code that does not reregister; it costs one poll
+/// submission per event, as `Edge` does.
+///
+/// # Examples
+/// ```
+/// use afd_reactor::afd::PollEvents;
+/// use afd_reactor::kernel::sim::SimKernel;
+/// use afd_reactor::{Events, Interest, Mode, Reactor, SimSocket, Token};
+/// use std::time::Duration;
+/// // On the simulated kernel (feature `test-rig`), which lets the example make data arrive.
+/// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
+/// let s = SimSocket(reactor.kernel().open_socket());
+/// reactor.register_with_mode(&s, Token(1), Interest::READABLE, Mode::Edge)?;
+/// reactor.kernel().set_readiness(s.0, PollEvents::RECEIVE);
+/// let mut events = Events::with_capacity(8);
+/// reactor.poll(&mut events, Some(Duration::from_secs(1)))?;
+/// assert_eq!(events.len(), 1);
+/// // Still readable, but Edge reported it once: nothing more until `reregister`.
+/// reactor.poll(&mut events, Some(Duration::from_millis(10)))?;
+/// assert!(events.is_empty());
+/// reactor.reregister(&s, Token(1), Interest::READABLE)?;
+/// reactor.poll(&mut events, Some(Duration::from_secs(1)))?;
+/// assert_eq!(events.len(), 1);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Mode {
     /// Level-triggered: after each event the socket is re-armed with the current interest, so a

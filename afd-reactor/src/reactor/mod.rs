@@ -182,14 +182,23 @@ impl NtCalls {
     }
 }
 
-/// Counters for introspection: cheap to read, printed by the demo and the benchmarks.
+/// Counters for introspection, from [`Reactor::stats`]: cheap to read.
+///
+/// **Zombies and polls in flight after `deregister`.** Deregistering a socket whose poll is
+/// pending cancels that poll, but its buffer stays the kernel's until the kernel's answer (a
+/// packet) arrives. Until the next [`poll`](Reactor::poll) collects it, the registration is
+/// counted in `zombies` and its poll in `in_flight`, even with nothing registered. That is not a
+/// leak: a `poll` with a zero timeout, or [`shutdown`](Reactor::shutdown), clears them. Once no
+/// zombie is left, `late_packets` equals `zombies_created`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Live registrations.
     pub registered: usize,
-    /// Deregistered states still waiting for their last packet (docs/design.md §3).
+    /// Registrations ended (deregistered, or their socket closed) whose cancelled poll the kernel
+    /// has not yet answered: their buffers wait for the answer, which the next `poll` collects
+    /// (docs/design.md §3).
     pub zombies: usize,
-    /// Polls the kernel holds now.
+    /// Polls the kernel holds now: one per armed registration, plus one per zombie.
     pub in_flight: usize,
     /// Slots allocated (live, zombie or vacant); each is pinned until teardown.
     pub slots: usize,
@@ -853,9 +862,10 @@ impl<K: Kernel> Reactor<K> {
         }
     }
 
-    /// A [`Waker`] whose wakes arrive as events with `token` (docs/design.md §4). Asking again for the
-    /// same token while a handle to its waker lives returns the same waker; the reactor frees a
-    /// waker once its last handle is dropped.
+    /// A [`Waker`] whose wakes arrive as events with `token` and [`Event::is_wake`]
+    /// (docs/design.md §4). Asking again for the same token while a handle to its waker lives
+    /// returns the same waker; the reactor frees a waker once its last handle is dropped. The token
+    /// may be one a socket or timer uses too: the wake is still an event of its own.
     ///
     /// # Errors
     /// `NotConnected` if the reactor has shut down.
