@@ -1,5 +1,8 @@
 //! AFD, NT and winsock definitions: plain data, no calls.
 //!
+//! You do not need this module to use the reactor; it is public for the kernel boundary
+//! ([`kernel`](crate::kernel)) and for tests that drive the simulated kernel.
+//!
 //! Everything here is pure and builds on every platform, so the simulated kernel and the real NT
 //! layer share the same types: [`NtStatus`], the `AFD_POLL_*` bits ([`PollEvents`]), and the
 //! `repr(C)` records the kernel writes — [`IoStatusBlock`], [`AfdPollInfo`] and

@@ -1,5 +1,9 @@
 //! The kernel boundary: the narrow NT surface the reactor needs, as one trait.
 //!
+//! A user needs this module for two things only: [`nt::NtKernel`]'s settings (Windows), and the
+//! simulated kernel `sim::SimKernel` (feature `test-rig`) to test code without Windows. The
+//! trait itself is the contract between the reactor and a kernel.
+//!
 //! Two implementations sit beside this file:
 //! - `nt` (Windows only): the real calls, through the crate's `nt` layer;
 //! - `sim` (every platform, feature `test-rig`): a deterministic, seeded simulation with fault

@@ -12,6 +12,18 @@ use std::time::Duration;
 /// The NT kernel: one completion port, and a group of `\Device\Afd` helper handles, each opened
 /// on first use.
 ///
+/// You rarely need to name it: [`Reactor::new`](crate::Reactor::new) makes one. Make it yourself
+/// to change its settings:
+/// ```no_run
+/// # #[cfg(windows)] fn main() -> std::io::Result<()> {
+/// use afd_reactor::kernel::nt::NtKernel;
+/// use afd_reactor::{Config, NtReactor, Reactor};
+/// let kernel = NtKernel::new()?.force_helper(true);
+/// let reactor: NtReactor = Reactor::with_config(kernel, Config::default());
+/// # Ok(()) }
+/// # #[cfg(not(windows))] fn main() {}
+/// ```
+///
 /// # Skip on success
 /// Every socket it associates, and every helper handle it opens, is put in
 /// `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS` mode (which can never be cleared), so it knows for each
