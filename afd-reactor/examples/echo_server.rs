@@ -29,7 +29,7 @@ fn main() {
 #[cfg(windows)]
 mod server {
     use afd_reactor::kernel::nt::NtKernel;
-    use afd_reactor::{Events, Interest, Reactor, Stats, Token};
+    use afd_reactor::{Events, Interest, NtReactor, Reactor, Stats, Token};
     use std::collections::HashMap;
     use std::io::{self, Read, Write};
     use std::net::{TcpListener, TcpStream};
@@ -182,7 +182,7 @@ mod server {
     /// left unread is reported again by the next poll, and one busy connection cannot starve the
     /// others (under Wine a recv takes ~30 µs, long enough for a fast client to send again).
     fn echo(
-        reactor: &mut Reactor<NtKernel>,
+        reactor: &mut NtReactor,
         id: usize,
         conn: &mut Conn,
         buf: &mut [u8],
@@ -233,7 +233,7 @@ mod server {
     }
 
     /// Writable again: send what we owe; resume reading when done.
-    fn flush(reactor: &mut Reactor<NtKernel>, id: usize, conn: &mut Conn) -> io::Result<bool> {
+    fn flush(reactor: &mut NtReactor, id: usize, conn: &mut Conn) -> io::Result<bool> {
         while !conn.pending.is_empty() {
             match conn.stream.write(&conn.pending) {
                 Ok(n) => {

@@ -72,8 +72,7 @@ fn main() {
 
 #[cfg(windows)]
 mod soak {
-    use afd_reactor::kernel::nt::NtKernel;
-    use afd_reactor::{Event, Events, Interest, Mode, Reactor, Stats, Teardown, TimerId, Token};
+    use afd_reactor::{Event, Events, Interest, Mode, NtReactor, Stats, Teardown, TimerId, Token};
     use std::collections::{BTreeMap, HashSet};
     use std::io::{self, Read, Write};
     use std::net::{TcpListener, TcpStream};
@@ -82,7 +81,7 @@ mod soak {
     use std::thread::JoinHandle;
     use std::time::{Duration, Instant};
 
-    type R = Reactor<NtKernel>;
+    type R = NtReactor;
 
     // Tokens: connections count up from 0 and are never reused; the fixed ones sit at the top.
     // Per-connection resume timers use the connection's own token (told apart by `is_timer`).
