@@ -5,6 +5,7 @@
 #[macro_use]
 mod conformance;
 mod platform;
+mod util;
 
 use afd_reactor::kernel::nt::NtKernel;
 use afd_reactor::nt::{CompletionPort, socket_as_handle};
@@ -126,20 +127,8 @@ impl<const HELPER: bool> Harness for NtHarness<HELPER> {
     }
 
     fn failing_connect(&mut self) -> TcpStream {
-        use socket2::{Domain, Socket, Type};
         let _opening = may_open_sockets();
-        // A port nobody listens on: bind a listener, note its address, close it.
-        let addr = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        s.set_nonblocking(true).unwrap();
-        match s.connect(&addr.into()) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            other => panic!("expected a connect in progress, got {other:?}"),
-        }
-        s.into()
+        util::failing_connect().into()
     }
 
     fn patience(&self) -> std::time::Duration {

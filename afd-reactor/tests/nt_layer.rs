@@ -346,21 +346,10 @@ fn peer_reset_reports_abort() {
 
 #[test]
 fn failed_connect_reports_connect_fail() {
-    use socket2::{Domain, Socket, Type};
-    // A port with no listener: bind a listener, note its address, close it.
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    s.set_nonblocking(true).unwrap();
+    let s = util::failing_connect();
     let port = CompletionPort::new().unwrap();
     port.associate(socket_as_handle(s.as_socket()), KEY)
         .unwrap();
-    match s.connect(&addr.into()) {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-        other => panic!("expected a connect in progress, got {other:?}"),
-    }
     let mut buf = PollBuf::new(s.as_socket(), PollEvents::SEND | PollEvents::CONNECT_FAIL);
     let st = buf.submit(socket_as_handle(s.as_socket()), 1);
     assert!(st == NtStatus::PENDING || st.is_success(), "{st:?}");

@@ -16,6 +16,23 @@ pub fn tcp_pair() -> (TcpStream, TcpStream) {
     (client, server)
 }
 
+/// A non-blocking socket whose connect is in progress and will fail: it connects to a loopback
+/// port nobody listens on (a listener's, closed).
+#[track_caller]
+pub fn failing_connect() -> socket2::Socket {
+    use socket2::{Domain, Socket, Type};
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.set_nonblocking(true).unwrap();
+    match s.connect(&addr.into()) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => s,
+        other => panic!("expected a connect in progress, got {other:?}"),
+    }
+}
+
 /// Dequeue exactly one entry within `timeout`.
 #[track_caller]
 pub fn dequeue_one(port: &CompletionPort, timeout: Duration) -> CompletionEntry {
