@@ -873,10 +873,15 @@ impl Run {
         for _ in 0..2 {
             let _ = self.reactor.poll(&mut self.events, Some(Duration::ZERO));
         }
-        if self.reactor.stats().wakers != 1 {
+        if (
+            self.reactor.stats().wakers,
+            self.reactor.debug_wakers_retained(),
+        ) != (1, 1)
+        {
             self.fail(&format!(
-                "{} wakers left, 1 held",
-                self.reactor.stats().wakers
+                "{} wakers counted, {} kept, 1 held",
+                self.reactor.stats().wakers,
+                self.reactor.debug_wakers_retained()
             ));
         }
         // Invariant 3: teardown drains everything.

@@ -204,7 +204,9 @@ pub struct Stats {
     pub slots: usize,
     /// Live timers.
     pub timers: usize,
-    /// Live wakers (a waker is freed when its last handle is dropped).
+    /// Wakers you hold at least one handle to. A waker whose last handle is dropped stops
+    /// counting at once; the reactor frees its memory in the next `poll` (once its last wake, if
+    /// any, is delivered).
     pub wakers: usize,
     /// NT calls by kind.
     pub nt: NtCalls,
@@ -503,6 +505,13 @@ impl<K: Kernel> Reactor<K> {
                     .then(|| (self.pool.block(i).expect("slot"), m.generation, m.machine))
             })
             .collect()
+    }
+
+    /// For tests (feature `test-rig`): wakers whose memory the reactor still holds (a handle
+    /// lives, or it is freed by the next `poll`).
+    #[cfg(feature = "test-rig")]
+    pub fn debug_wakers_retained(&self) -> usize {
+        self.wakers.retained()
     }
 
     /// For tests (feature `test-rig`): slot releases the pool refused. Each one is a reactor bug

@@ -354,8 +354,16 @@ impl WakerTable {
         }
     }
 
-    /// Live wakers.
+    /// Wakers with at least one handle alive (what the user holds): a waker stops counting the
+    /// moment its last handle is dropped, though its slot is released only by the next sweep.
     pub fn len(&self) -> usize {
+        let live = self.slots.iter().filter_map(|s| s.shared.as_ref());
+        live.filter(|s| s.handles.load(Ordering::Acquire) > 0)
+            .count()
+    }
+
+    /// Wakers whose slot is still held (a handle lives, or it waits for the next sweep).
+    pub fn retained(&self) -> usize {
         self.by_token.len()
     }
 

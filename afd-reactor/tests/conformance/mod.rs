@@ -702,6 +702,23 @@ pub fn wakes_are_coalesced_into_one_packet<H: Harness>() {
     assert!(wait_for(&mut h, WAKE).is_wake());
 }
 
+/// `stats().wakers` counts the wakers a user holds: a dropped one stops counting at once, also
+/// after it delivered a wake from another thread, and after `shutdown`.
+pub fn a_dropped_waker_stops_counting_at_once<H: Harness>() {
+    let mut h = H::new();
+    drop(h.reactor().waker(Token(97)).unwrap());
+    assert_eq!(h.reactor().stats().wakers, 0);
+    let waker = h.reactor().waker(WAKE).unwrap();
+    assert_eq!(h.reactor().stats().wakers, 1);
+    std::thread::spawn(move || waker.wake().unwrap())
+        .join()
+        .unwrap();
+    assert!(wait_for(&mut h, WAKE).is_wake());
+    assert_eq!(h.reactor().stats().wakers, 0, "{:?}", h.reactor().stats());
+    h.reactor().shutdown().unwrap();
+    assert_eq!(h.reactor().stats().wakers, 0, "{:?}", h.reactor().stats());
+}
+
 pub fn waker_outliving_its_reactor_is_harmless<H: Harness>() {
     let mut h = H::new();
     let waker = h.reactor().waker(WAKE).unwrap();
@@ -1145,6 +1162,7 @@ macro_rules! afd_reactor_conformance {
             wake_from_another_thread_during_a_blocking_poll,
             wakes_are_coalesced_into_one_packet,
             waker_outliving_its_reactor_is_harmless,
+            a_dropped_waker_stops_counting_at_once,
             timers_fire_after_their_delay_and_repeat,
             cancelled_and_infinite_timers_never_fire,
             teardown_with_polls_in_flight_drains_everything,
