@@ -74,6 +74,7 @@
 //!                             connections.insert(token, stream);
 //!                         }
 //!                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+//!                         Err(e) if is_reset(&e) => continue, // gone before we accepted it
 //!                         Err(e) => return Err(e),
 //!                     }
 //!                 },
@@ -106,9 +107,15 @@
 //!             // asks for WRITABLE: see "Backpressure" below.
 //!             Ok(n) => stream.write_all(&buf[..n])?,
 //!             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+//!             Err(e) if is_reset(&e) => return Ok(false), // a reset the event did not show
 //!             Err(e) => return Err(e),
 //!         }
 //!     }
+//! }
+//!
+//! fn is_reset(e: &io::Error) -> bool {
+//!     use io::ErrorKind::{ConnectionAborted, ConnectionReset};
+//!     matches!(e.kind(), ConnectionReset | ConnectionAborted)
 //! }
 //! # pub fn run() -> io::Result<()> { main() }
 //! # }
@@ -144,7 +151,7 @@
 //! ### Backpressure
 //! Change what you ask for with [`reregister`](Reactor::reregister). Narrowing the interest (even
 //! to [`Interest::NONE`], which pauses the registration) costs no kernel call; widening it
-//! takes effect within the same `poll`. A writer that has more to send than the socket takes asks
+//! takes effect in the next `poll` call, before it waits. A writer that has more to send than the socket takes asks
 //! for `READABLE | WRITABLE`, writes the rest when `is_writable`, and narrows back to `READABLE`
 //! when done. A paused registration still reports a failed connect, and anything else that
 //! still holds (a reset, a peer's close) is reported once it is widened again.
@@ -153,8 +160,14 @@
 //! [`Event`]'s documentation has the full table. In short: data or a connection to accept is
 //! `is_readable`; room to write or a finished connect is `is_writable`; the peer's FIN is
 //! `is_readable` and `is_read_closed`; a reset is `is_reset` (read- and write-closed); a failed
-//! connect is `is_error` (read- and write-closed; `take_error` says why). Rely on these flags,
-//! not on what a read returns: under Wine 8 a read after a reset returns `Ok(0)`.
+//! connect is `is_error` (read- and write-closed; `take_error` says why). These flags say the
+//! same on every Windows and under Wine, where a read does not: after a reset, a read fails
+//! with `ConnectionReset` on Windows but usually returns `Ok(0)` under Wine 8.
+//!
+//! A reset can also come just after the event that woke you, and then your read meets it first.
+//! So treat `Ok(0)`, `ConnectionReset` and `ConnectionAborted` from a read alike, as the end of
+//! the connection (counting resets by `is_reset` alone under-counts them). Data the peer sent
+//! that you had not read when the reset came is discarded by the kernel.
 //!
 //! ## Closing sockets
 //! **Deregister a socket before you close (drop) it**, as with mio. If you don't, nothing unsafe
@@ -192,15 +205,18 @@
 //! - **Windows** (64-bit; the Windows versions Rust's std supports): the real reactor,
 //!   [`NtReactor`] ([`Reactor::new`]). Developed and tested under Wine 8 and Wine 10, where
 //!   every test passes; see the repository's `docs/fidelity.md` for where Wine and Windows
-//!   differ.
+//!   differ. One difference matters when you test backpressure under Wine: a socket's buffers
+//!   are Linux's, which grow to several megabytes, so a slow reader takes a long time to
+//!   fill them. Set `SO_SNDBUF` (socket2's `set_send_buffer_size`) to see backpressure sooner.
 //! - **Other platforms**: the crate builds, but has no real kernel yet. The simulated kernel
 //!   (feature `test-rig`) runs everywhere.
 //!
 //! ## Testing your own code: feature `test-rig`
-//! Off by default. It adds the simulated kernel (`kernel::sim::SimKernel`, `SimSocket`): a
-//! deterministic, seeded model of the Windows kernel in which a test makes sockets ready, closes
-//! them and injects faults, on any OS. Enable it in your `[dev-dependencies]`. The examples in
-//! these docs that use it say so.
+//! Off by default. It adds the simulated kernel (`afd_reactor::kernel::sim::SimKernel`, and
+//! `afd_reactor::SimSocket` for its sockets): a deterministic, seeded model of the Windows kernel
+//! in which a test makes sockets ready, closes them and injects faults, on any OS. Enable it in
+//! your `[dev-dependencies]`; its items are documented when the docs are built with
+//! `--features test-rig`. The examples in these docs that use it say so in their first line.
 //!
 //! ## How it is built
 //! The repository's `docs/design.md` explains the rules the reactor follows and why: the layers

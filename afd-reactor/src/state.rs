@@ -21,7 +21,7 @@ use crate::kernel::Submitted;
 /// socket closed without deregistering must be noticed (docs/design.md §9).
 pub const ALWAYS: PollEvents = PollEvents(PollEvents::CONNECT_FAIL.0 | PollEvents::LOCAL_CLOSE.0);
 
-/// How readiness is reported after an event (docs/design.md §5). Set for every registration with
+/// How readiness is reported after an event. Set for every registration with
 /// [`Config::mode`](crate::Config::mode), or for one with
 /// [`register_with_mode`](crate::Reactor::register_with_mode).
 ///

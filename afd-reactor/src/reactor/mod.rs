@@ -84,6 +84,7 @@ unsafe impl<T: std::os::windows::io::AsSocket + ?Sized> Source for T {
 /// ```
 /// use afd_reactor::kernel::sim::SimKernel;
 /// use afd_reactor::{Interest, Reactor, SimSocket, Token};
+/// // On the simulated kernel (feature `test-rig`), which lets a test drive the socket.
 /// let mut reactor = Reactor::with_kernel(SimKernel::new(7));
 /// let s = SimSocket(reactor.kernel().open_socket());
 /// reactor.register(&s, Token(1), Interest::READABLE)?;
@@ -195,10 +196,11 @@ pub struct Stats {
     /// Live registrations.
     pub registered: usize,
     /// Registrations ended (deregistered, or their socket closed) whose cancelled poll the kernel
-    /// has not yet answered: their buffers wait for the answer, which the next `poll` collects
-    /// (docs/design.md §3).
+    /// has not yet answered: their buffers wait for the answer, which the next `poll` collects.
     pub zombies: usize,
-    /// Polls the kernel holds now: one per armed registration, plus one per zombie.
+    /// Polls the kernel holds now: one per armed registration, plus one per zombie. Between
+    /// `poll` calls it can be below `registered`: a registration that has just delivered an event
+    /// is re-armed by the next `poll`, before it waits.
     pub in_flight: usize,
     /// Slots allocated (live, zombie or vacant); each is pinned until teardown.
     pub slots: usize,
@@ -220,7 +222,7 @@ pub struct Stats {
     /// Packets for ended registrations, absorbed by their zombie and never delivered: once no
     /// zombie is left, exactly one per zombie created.
     pub late_packets: u64,
-    /// Tagged packets naming no poll in flight (a dead or previous incarnation, docs/design.md §2),
+    /// Tagged packets naming no poll in flight (a dead or previous incarnation of a registration),
     /// discarded. The kernel contract makes this 0 on a truthful kernel.
     pub stale_discarded: u64,
     /// Packets that were not the reactor's (no tag: the user's own overlapped I/O on a
@@ -243,12 +245,14 @@ pub struct Stats {
     pub wakes: u64,
 }
 
-/// What teardown did (docs/design.md §7).
+/// What teardown did: the report [`Reactor::shutdown`] returns.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Teardown {
-    /// Polls cancelled.
+    /// Polls this teardown cancelled: those of registrations still registered. (Polls that
+    /// `deregister` had already cancelled are not counted again: their answers are in `drained`.)
     pub cancelled: u64,
-    /// Packets drained.
+    /// Packets dequeued by this teardown: the answers to every cancelled poll, whether teardown
+    /// or an earlier `deregister` cancelled it, and whatever else was queued.
     pub drained: u64,
     /// Dequeues that failed on the way (teardown goes on after each).
     pub dequeue_errors: u64,
@@ -473,6 +477,7 @@ impl<K: Kernel> Reactor<K> {
     /// use afd_reactor::kernel::sim::SimKernel;
     /// use afd_reactor::{Events, Interest, Reactor, SimSocket, Token};
     /// use std::time::Duration;
+    /// // On the simulated kernel (feature `test-rig`), which lets a test drive the socket.
     /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
     /// let s = SimSocket(reactor.kernel().open_socket());
     /// reactor.register(&s, Token(1), Interest::READABLE)?;
@@ -548,7 +553,7 @@ impl<K: Kernel> Reactor<K> {
         POLL_TAG as u64 | (self.generation_counter << INDEX_BITS) | u64::from(index)
     }
 
-    /// Register `socket` for `interest` under `token`, in the configured mode (docs/design.md §6).
+    /// Register `socket` for `interest` under `token`, in the configured mode.
     ///
     /// Resolves the base socket, associates it with the completion port under its state's address
     /// (in skip-on-success mode: a poll that is ready at once then costs no packet) and submits
@@ -583,6 +588,7 @@ impl<K: Kernel> Reactor<K> {
     /// use afd_reactor::kernel::sim::SimKernel;
     /// use afd_reactor::{Events, Interest, Reactor, SimSocket, Token};
     /// use std::time::Duration;
+    /// // On the simulated kernel (feature `test-rig`), which lets a test drive the socket.
     /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
     /// let s = SimSocket(reactor.kernel().open_socket());
     /// reactor.register(&s, Token(1), Interest::READABLE)?;
@@ -717,18 +723,69 @@ impl<K: Kernel> Reactor<K> {
     }
 
     /// Change the token, interest and/or mode of a registered socket. Also re-arms a oneshot
-    /// registration and the reported conditions of an edge one. Costs no NT call if the pending
-    /// poll already covers the new interest; otherwise the poll is cancelled, and resubmitted when
-    /// the cancellation packet arrives (never two polls at once, docs/design.md §5).
+    /// registration and the reported conditions of an edge one.
+    ///
+    /// Narrowing the interest (even to [`Interest::NONE`], which pauses the registration) costs no
+    /// kernel call: the pending poll stays, and what it reports is filtered. Widening it needs a
+    /// new poll: the next [`poll`](Self::poll) call cancels the pending one, waits for the
+    /// kernel's answer and submits the wider one before it waits for events (a socket never has
+    /// two polls at once).
     ///
     /// # Errors
     /// `NotFound` if the socket is not registered.
     /// # Examples
+    /// Backpressure on the real reactor (Windows): write until the socket's buffer is full, ask to
+    /// hear when there is room, and narrow the interest again once everything is written.
+    /// ```
+    /// # #[cfg(windows)] fn main() -> std::io::Result<()> {
+    /// use afd_reactor::{Events, Interest, NtReactor, Token};
+    /// use std::io::{self, Read, Write};
+    /// use std::net::{TcpListener, TcpStream};
+    /// use std::time::Duration;
+    ///
+    /// let mut reactor = NtReactor::new()?;
+    /// let listener = TcpListener::bind("127.0.0.1:0")?;
+    /// let mut client = TcpStream::connect(listener.local_addr()?)?;
+    /// let (mut server, _) = listener.accept()?;
+    /// server.set_nonblocking(true)?;
+    /// reactor.register(&server, Token(1), Interest::READABLE)?;
+    ///
+    /// let chunk = [7u8; 64 * 1024];
+    /// loop {
+    ///     match server.write(&chunk) {
+    ///         Ok(_) => {}
+    ///         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break, // full
+    ///         Err(e) => return Err(e),
+    ///     }
+    /// }
+    /// reactor.reregister(&server, Token(1), Interest::READABLE | Interest::WRITABLE)?;
+    ///
+    /// // The peer reads everything; the next poll reports room to write.
+    /// client.set_nonblocking(true)?;
+    /// let mut buf = vec![0; 1 << 20];
+    /// let mut events = Events::with_capacity(64);
+    /// let mut writable = false;
+    /// for _ in 0..50 {
+    ///     while client.read(&mut buf).is_ok() {}
+    ///     reactor.poll(&mut events, Some(Duration::from_millis(100)))?;
+    ///     writable = events.iter().any(|e| e.is_writable());
+    ///     if writable {
+    ///         break;
+    ///     }
+    /// }
+    /// assert!(writable, "room to write within 5 s");
+    /// reactor.reregister(&server, Token(1), Interest::READABLE)?; // back to reading only
+    /// reactor.deregister(&server)?;
+    /// # Ok(()) }
+    /// # #[cfg(not(windows))] fn main() {}
+    /// ```
+    ///
     /// ```
     /// use afd_reactor::afd::PollEvents;
     /// use afd_reactor::kernel::sim::SimKernel;
     /// use afd_reactor::{Events, Interest, Reactor, SimSocket, Token};
     /// use std::time::Duration;
+    /// // On the simulated kernel (feature `test-rig`), which lets a test drive the socket.
     /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
     /// let s = SimSocket(reactor.kernel().open_socket());
     /// reactor.register(&s, Token(1), Interest::READABLE)?;
@@ -779,8 +836,13 @@ impl<K: Kernel> Reactor<K> {
         self.queue_update(index);
     }
 
-    /// Deregister `socket` (docs/design.md §3). With a poll pending, the poll is cancelled and the state
-    /// lives on as a zombie until its packet is dequeued; no event is delivered for it afterwards.
+    /// Deregister `socket`: no event is delivered for this registration by any later
+    /// [`poll`](Self::poll). Events already in your [`Events`] buffer from the current `poll` are
+    /// not withdrawn: if you deregister while iterating, skip the tokens you no longer know.
+    ///
+    /// With a poll pending, the poll is cancelled and the registration lives on as a *zombie*
+    /// (counted in [`Stats::zombies`]) until the kernel's answer arrives; the next `poll` collects
+    /// it. Deregister before you close the socket.
     ///
     /// # Errors
     /// `NotFound` if the socket is not registered (never registered, already deregistered, or
@@ -791,6 +853,7 @@ impl<K: Kernel> Reactor<K> {
     /// use afd_reactor::kernel::sim::SimKernel;
     /// use afd_reactor::{Events, Interest, Reactor, SimSocket, Token};
     /// use std::time::Duration;
+    /// // On the simulated kernel (feature `test-rig`), which lets a test drive the socket.
     /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
     /// let s = SimSocket(reactor.kernel().open_socket());
     /// reactor.register(&s, Token(1), Interest::READABLE)?;
@@ -871,8 +934,8 @@ impl<K: Kernel> Reactor<K> {
         }
     }
 
-    /// A [`Waker`] whose wakes arrive as events with `token` and [`Event::is_wake`]
-    /// (docs/design.md §4). Asking again for the same token while a handle to its waker lives
+    /// A [`Waker`] whose wakes arrive as events with `token` and [`Event::is_wake`].
+    /// Asking again for the same token while a handle to its waker lives
     /// returns the same waker; the reactor frees a waker once its last handle is dropped. The token
     /// may be one a socket or timer uses too: the wake is still an event of its own.
     ///

@@ -88,11 +88,39 @@ impl<K: Kernel> Reactor<K> {
     /// `InvalidInput` if `events` has capacity 0; `NotConnected` after shutdown; the kernel's
     /// dequeue error (no packet is lost: they stay queued for the next call).
     /// # Examples
+    /// A socket on the real reactor (Windows) becomes readable:
+    /// ```
+    /// # #[cfg(windows)] fn main() -> std::io::Result<()> {
+    /// use afd_reactor::{Events, Interest, NtReactor, Token};
+    /// use std::io::{Read, Write};
+    /// use std::net::{TcpListener, TcpStream};
+    /// use std::time::Duration;
+    ///
+    /// let mut reactor = NtReactor::new()?;
+    /// let listener = TcpListener::bind("127.0.0.1:0")?;
+    /// let mut client = TcpStream::connect(listener.local_addr()?)?;
+    /// let (mut server, _) = listener.accept()?;
+    /// server.set_nonblocking(true)?;
+    /// reactor.register(&server, Token(1), Interest::READABLE)?;
+    ///
+    /// client.write_all(b"ping")?;
+    /// let mut events = Events::with_capacity(64);
+    /// reactor.poll(&mut events, Some(Duration::from_secs(5)))?;
+    /// let event = events.iter().next().expect("readable within 5 s");
+    /// assert!(event.token() == Token(1) && event.is_readable());
+    /// let mut buf = [0; 16];
+    /// assert_eq!(server.read(&mut buf)?, 4);
+    /// reactor.deregister(&server)?;
+    /// # Ok(()) }
+    /// # #[cfg(not(windows))] fn main() {}
+    /// ```
+    ///
     /// ```
     /// use afd_reactor::afd::PollEvents;
     /// use afd_reactor::kernel::sim::SimKernel;
     /// use afd_reactor::{Events, Interest, Reactor, SimSocket, Token};
     /// use std::time::Duration;
+    /// // On the simulated kernel (feature `test-rig`), which lets a test drive the socket.
     /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
     /// let s = SimSocket(reactor.kernel().open_socket());
     /// reactor.register(&s, Token(1), Interest::READABLE)?;

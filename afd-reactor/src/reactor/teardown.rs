@@ -9,11 +9,16 @@ use std::time::{Duration, Instant};
 const CANCEL_BATCH: usize = 64;
 
 impl<K: Kernel> Reactor<K> {
-    /// Tear down (docs/design.md §7): drain what is queued, cancel every pending poll, and drain until no
-    /// poll is in flight or the configured bound passes (`Duration::MAX`: no bound). A failed
-    /// dequeue does not stop it: it cancels everything anyway and keeps draining until the bound.
-    /// Afterwards `register`, `reregister`, `deregister`, `poll` and `waker` fail with
-    /// `NotConnected`, and wakers stop posting. Called by `Drop` if not called before.
+    /// Tear down: drain what is queued, cancel every pending poll, and drain until no poll is in
+    /// flight or the configured bound passes ([`Config::teardown_timeout`](crate::Config),
+    /// 5 s by default; `Duration::MAX`: no bound). A failed dequeue does not stop it: it cancels
+    /// everything anyway and keeps draining until the bound. Called by `Drop` if not called
+    /// before.
+    ///
+    /// You need not deregister sockets, cancel timers or drop wakers first: registrations still
+    /// registered are cancelled here (see [`Teardown::cancelled`]), timers are dropped, and wakers
+    /// stop posting (their `wake` fails with `NotConnected`). Afterwards `register`,
+    /// `reregister`, `deregister`, `poll`, `waker` and `add_timer` fail with `NotConnected`.
     ///
     /// Calling it again reports the truth: `Ok` once nothing is in flight, otherwise it drains
     /// again (within the bound) and reports what is still out.
@@ -29,6 +34,7 @@ impl<K: Kernel> Reactor<K> {
     /// use afd_reactor::kernel::sim::SimKernel;
     /// use afd_reactor::{Events, Interest, Reactor, SimSocket, Token};
     /// use std::time::Duration;
+    /// // On the simulated kernel (feature `test-rig`), which lets a test drive the socket.
     /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
     /// let s = SimSocket(reactor.kernel().open_socket());
     /// reactor.register(&s, Token(1), Interest::READABLE)?; // a poll is in flight
@@ -145,14 +151,15 @@ impl<K: Kernel> Reactor<K> {
     }
 
     /// Tear down without waiting: leak the buffers of every poll still in the kernel, on purpose,
-    /// and return how many (docs/design.md §7: the kernel writes them whenever each poll ends, so
-    /// they are never freed). For hard shutdowns; prefer [`shutdown`](Self::shutdown).
+    /// and return how many (the kernel writes them whenever each poll ends, so they are never
+    /// freed). For hard shutdowns; prefer [`shutdown`](Self::shutdown).
     /// # Examples
     /// ```
     /// use afd_reactor::afd::PollEvents;
     /// use afd_reactor::kernel::sim::SimKernel;
     /// use afd_reactor::{Events, Interest, Reactor, SimSocket, Token};
     /// use std::time::Duration;
+    /// // On the simulated kernel (feature `test-rig`), which lets a test drive the socket.
     /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
     /// let s = SimSocket(reactor.kernel().open_socket());
     /// reactor.register(&s, Token(1), Interest::READABLE)?;

@@ -80,6 +80,7 @@ impl WakerShared {
 /// use afd_reactor::{Events, Reactor, Token};
 /// use std::time::Duration;
 ///
+/// // On the simulated kernel (feature `test-rig`), which lets a test drive the socket.
 /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
 /// let waker = reactor.waker(Token(99))?;
 /// std::thread::spawn(move || waker.wake().unwrap());
@@ -100,7 +101,8 @@ impl Waker {
         }
     }
 
-    /// Wake the reactor (docs/design.md §4).
+    /// Wake the reactor: the `poll` in progress (or the next one) returns an event with this
+    /// waker's token and [`Event::is_wake`](crate::Event::is_wake).
     ///
     /// # Errors
     /// [`io::ErrorKind::NotConnected`] if the reactor has shut down; the kernel's error if the
