@@ -42,7 +42,8 @@ pub(crate) struct WakerShared {
     /// thread can make a handle from 0 (by `Reactor::waker`), so 0 seen there stays 0.
     handles: AtomicUsize,
     token: Token,
-    /// The packet's ApcContext: `generation << 32 | slot`.
+    /// The packet's ApcContext: `generation << 32 | slot`, the generation kept to 31 bits so the
+    /// id never carries [`POLL_TAG`](crate::kernel::POLL_TAG), which only polls may carry.
     id: usize,
     calls: AtomicU64,
     posts: AtomicU64,
@@ -199,10 +200,14 @@ impl fmt::Debug for Waker {
     }
 }
 
+/// A waker slot's generation stays below bit 31, so `generation << 32` never reaches bit 63.
+const GENERATION_MASK: u32 = u32::MAX >> 1;
+
 /// A slot of the waker table.
 struct Slot {
     shared: Option<Arc<WakerShared>>,
-    /// Bumped on each release, so a packet of a released waker is recognised.
+    /// Bumped on each release, so a packet of a released waker is recognised (31 bits: see
+    /// `WakerShared::id`).
     generation: u32,
     /// The poll (the reactor's poll counter) in which this waker last put an event in the user's
     /// `Events`: wakes are reported once per poll.
@@ -327,7 +332,7 @@ impl WakerTable {
             self.retired_posts += shared.posts.load(Ordering::Relaxed);
             self.by_token.remove(&shared.token);
             entry.shared = None;
-            entry.generation = entry.generation.wrapping_add(1);
+            entry.generation = entry.generation.wrapping_add(1) & GENERATION_MASK;
             entry.stashed = false;
             self.free.push(slot);
         }
@@ -378,5 +383,34 @@ impl WakerTable {
                 p + s.posts.load(Ordering::Relaxed),
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoPost;
+    impl Post for NoPost {
+        fn post_wake(&self, _apc_context: usize) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// However often a slot is reused, a waker's id (its packets' ApcContext) never carries the
+    /// poll tag: the kernel contract keeps that bit for polls.
+    #[test]
+    fn a_waker_id_never_carries_the_poll_tag() {
+        let mut table = WakerTable::default();
+        drop(table.get(Token(1), || Box::new(NoPost)));
+        table.sweep();
+        table.slots[0].generation = GENERATION_MASK; // the last generation before the wrap
+        let w = table.get(Token(2), || Box::new(NoPost));
+        let id = table.by_token[&Token(2)];
+        let shared_id = table.slots[id as usize].shared.as_ref().unwrap().id;
+        assert_eq!(shared_id & crate::kernel::POLL_TAG, 0);
+        drop(w);
+        table.sweep();
+        assert_eq!(table.slots[0].generation, 0, "wraps within 31 bits");
     }
 }
