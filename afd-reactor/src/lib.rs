@@ -18,7 +18,7 @@
 //! - **Teardown drains.** [`shutdown`](Reactor::shutdown) (or dropping the reactor) cancels
 //!   every pending poll and waits for the kernel to hand each buffer back, within a bound
 //!   ([`Config::teardown_timeout`], 5 s), and reports what is left.
-//! - **Few kernel calls.** At most one poll submission per event per socket, dequeues in batches
+//! - **Few kernel calls.** One poll submission per event per socket, dequeues in batches
 //!   of up to 256 packets, and one call for a `poll` that waits, however long it waits.
 //!   [`Stats::nt`] counts every call by kind.
 //! - **Safe to use.** No `unsafe` is needed to use it, and it is built so that nothing safe code
@@ -164,15 +164,111 @@
 //! same on every Windows and under Wine, where a read does not: after a reset, a read fails
 //! with `ConnectionReset` on Windows but usually returns `Ok(0)` under Wine 8.
 //!
-//! A reset can also come just after the event that woke you, and then your read meets it first.
-//! So treat `Ok(0)`, `ConnectionReset` and `ConnectionAborted` from a read alike, as the end of
-//! the connection (counting resets by `is_reset` alone under-counts them). Data the peer sent
-//! that you had not read when the reset came is discarded by the kernel.
+//! A reset can also come just after the event that woke you (say, an event for data that arrived
+//! just before it), and then your read meets it first. So a server that closes a connection at
+//! the end of its input treats `Ok(0)`, `ConnectionReset` and `ConnectionAborted` from a read
+//! alike (counting resets by `is_reset` alone under-counts them). Don't count on data you had not
+//! read when the reset came: Windows and Wine 10 discard it, Wine 8 still returns it.
+//!
+//! ### Half-close
+//! A peer's FIN is a condition that holds for good, so in `Level` mode every `poll` reports it
+//! again for as long as you ask for `READABLE`. When a read returns `Ok(0)` and you want to go
+//! on writing to that peer (it only shut down its sending side), stop asking for `READABLE`, or
+//! switch the registration to `Edge` mode: the FIN is then reported once more and never again,
+//! while a later reset still is.
+//! ```
+//! # #[cfg(windows)] fn main() -> std::io::Result<()> {
+//! # use afd_reactor::{Interest, Mode, NtReactor, Token};
+//! # let mut reactor = NtReactor::new()?;
+//! # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+//! # let stream = std::net::TcpStream::connect(listener.local_addr()?)?;
+//! # reactor.register(&stream, Token(1), Interest::READABLE)?;
+//! # let token = Token(1);
+//! // After `read` returned Ok(0) on `stream`:
+//! reactor.reregister_with_mode(&stream, token, Interest::READABLE, Mode::Edge)?;
+//! # reactor.deregister(&stream)?;
+//! # Ok(()) }
+//! # #[cfg(not(windows))] fn main() {}
+//! ```
+//!
+//! ### Connecting without blocking
+//! Start the connect (socket2's `Socket::connect` on a non-blocking socket returns
+//! `WouldBlock`), register the socket for `WRITABLE`, and wait for its event: `is_error` means
+//! the connect failed (check it first: a failed connect is reported as writable too, and
+//! `take_error` says why); `is_writable` without `is_error` means it is connected. Then ask for
+//! what you need next, usually `READABLE`.
+//! ```
+//! # #[cfg(windows)] mod example {
+//! use afd_reactor::{Events, Interest, NtReactor, Token};
+//! use socket2::{Domain, Socket, Type};
+//! use std::io;
+//! use std::net::{SocketAddr, TcpListener, TcpStream};
+//! use std::time::Duration;
+//!
+//! /// Starts connecting to `addr` and registers the socket under `token`.
+//! fn start_connect(
+//!     reactor: &mut NtReactor,
+//!     addr: SocketAddr,
+//!     token: Token,
+//! ) -> io::Result<TcpStream> {
+//!     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+//!     socket.set_nonblocking(true)?;
+//!     match socket.connect(&addr.into()) {
+//!         Ok(()) => {}
+//!         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {} // in progress
+//!         Err(e) => return Err(e),
+//!     }
+//!     let stream = TcpStream::from(socket);
+//!     reactor.register(&stream, token, Interest::WRITABLE)?;
+//!     Ok(stream)
+//! }
+//!
+//! /// Polls until `token`'s connect has finished: Ok once connected, the reason if it failed.
+//! fn finish_connect(reactor: &mut NtReactor, stream: &TcpStream, token: Token) -> io::Result<()> {
+//!     let mut events = Events::with_capacity(64);
+//!     loop {
+//!         reactor.poll(&mut events, Some(Duration::from_secs(10)))?;
+//!         for event in events.iter().filter(|e| e.token() == token) {
+//!             if event.is_error() {
+//!                 let why = stream.take_error()?;
+//!                 return Err(why.unwrap_or_else(|| io::ErrorKind::ConnectionRefused.into()));
+//!             }
+//!             if event.is_writable() {
+//!                 return reactor.reregister(stream, token, Interest::READABLE);
+//!             }
+//!         }
+//!     }
+//! }
+//!
+//! fn main() -> io::Result<()> {
+//!     let mut reactor = NtReactor::new()?;
+//!     let listener = TcpListener::bind("127.0.0.1:0")?;
+//!     let stream = start_connect(&mut reactor, listener.local_addr()?, Token(1))?;
+//!     finish_connect(&mut reactor, &stream, Token(1))?; // connected
+//!     reactor.deregister(&stream)?;
+//!
+//!     let nobody = TcpListener::bind("127.0.0.1:0")?.local_addr()?; // closed at once
+//!     let stream = start_connect(&mut reactor, nobody, Token(2))?;
+//!     let refused = finish_connect(&mut reactor, &stream, Token(2)).unwrap_err();
+//!     assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+//!     reactor.deregister(&stream)?;
+//!     Ok(())
+//! }
+//! # pub fn run() -> io::Result<()> { main() }
+//! # }
+//! # fn main() -> std::io::Result<()> {
+//! #     #[cfg(windows)]
+//! #     example::run()?;
+//! #     Ok(())
+//! # }
+//! ```
 //!
 //! ## Closing sockets
 //! **Deregister a socket before you close (drop) it**, as with mio. If you don't, nothing unsafe
 //! happens, and the reactor removes the registration when the kernel reports the close (no event
-//! is delivered for it). Until then:
+//! is delivered for it). A registration with no poll in the kernel (a `Oneshot` one after its
+//! event, one disarmed by an error event) cannot hear of the close and stays until you
+//! `deregister` it or shut the reactor down. Until the registration goes:
 //! - the old token may still get events: ones the kernel queued before the close and, if the
 //!   reactor re-armed on the handle value after Windows gave it to a new socket, that socket's
 //!   readiness. Look tokens up in your own map and ignore the ones you no longer know;
@@ -191,15 +287,16 @@
 //!
 //! ## Timers and wakers
 //! - [`Reactor::add_timer`]: an event after a delay, then every period if one is given. Ticks
-//!   missed while your loop was busy are merged into one event; a period of zero is refused.
+//!   missed while your loop was busy are merged into one event, so a timer fires at most once
+//!   per `poll`; a period of zero is refused.
 //! - [`Reactor::waker`]: a [`Waker`] is `Send + Sync + Clone`; `wake` from any thread ends a
 //!   `poll` in progress (or the next one) with one event, however many wakes came in between.
 //!
 //! ## Looking inside: [`Reactor::stats`]
 //! After you `deregister` a socket whose poll was pending, `stats()` still shows a zombie and a
 //! poll in flight: the reactor has cancelled the poll and waits for the kernel's answer, which
-//! the next `poll` call collects. They are not leaks; `poll` (even with a zero timeout) or
-//! `shutdown` clears them. `stats().nt` counts kernel calls by kind.
+//! a later `poll` call (usually the next) collects. They are not leaks; `poll` or `shutdown`
+//! clears them. `stats().nt` counts kernel calls by kind.
 //!
 //! ## Platforms
 //! - **Windows** (64-bit; the Windows versions Rust's std supports): the real reactor,

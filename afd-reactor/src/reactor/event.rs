@@ -21,9 +21,11 @@ pub struct Token(pub usize);
 
 /// The readiness a registration asks for.
 ///
-/// Whatever the interest, a failed connect is always reported (as an [`Event::is_error`] event),
-/// and a socket closed while registered is always noticed (its registration is removed, with no
-/// event). Everything else is reported only if asked for.
+/// Whatever the interest, a failed connect is reported (as an [`Event::is_error`] event), and a
+/// socket closed while registered is noticed (its registration is removed, with no event), as
+/// long as the registration has a poll in the kernel: every registration does, except a `Oneshot`
+/// one after its event and one disarmed by an error event, until `reregister`. Everything else is
+/// reported only if asked for.
 ///
 /// The interest may be empty ([`Interest::NONE`]): the registration then stays, but is *paused*.
 /// It reports nothing but a failed connect until [`reregister`](crate::Reactor::reregister) widens
@@ -168,7 +170,8 @@ const WAKE: u16 = 128;
 ///
 /// - [`is_readable`] and [`is_writable`] are set only for what the registration's [`Interest`]
 ///   asked for. Which rows reach a registration depends on the interest too: readable hears of
-///   all of them; writable alone does not hear of a peer's FIN (only of a reset); a failed
+///   every row but "room to write"; writable alone does not hear of data or a peer's FIN (it
+///   does hear of a reset); a failed
 ///   connect is reported whatever the interest, even to a paused registration
 ///   ([`Interest::NONE`]).
 /// - A peer that closed its socket and one that only shut down its sending side look the same

@@ -187,9 +187,9 @@ impl NtCalls {
 ///
 /// **Zombies and polls in flight after `deregister`.** Deregistering a socket whose poll is
 /// pending cancels that poll, but its buffer stays the kernel's until the kernel's answer (a
-/// packet) arrives. Until the next [`poll`](Reactor::poll) collects it, the registration is
-/// counted in `zombies` and its poll in `in_flight`, even with nothing registered. That is not a
-/// leak: a `poll` with a zero timeout, or [`shutdown`](Reactor::shutdown), clears them. Once no
+/// packet) arrives. Until a later [`poll`](Reactor::poll) (usually the next) collects it, the
+/// registration is counted in `zombies` and its poll in `in_flight`, even with nothing
+/// registered. That is not a leak: `poll`, or [`shutdown`](Reactor::shutdown), clears them. Once no
 /// zombie is left, `late_packets` equals `zombies_created`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -248,8 +248,9 @@ pub struct Stats {
 /// What teardown did: the report [`Reactor::shutdown`] returns.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Teardown {
-    /// Polls this teardown cancelled: those of registrations still registered. (Polls that
-    /// `deregister` had already cancelled are not counted again: their answers are in `drained`.)
+    /// Polls this teardown cancelled: the polls still pending for registrations still registered.
+    /// (A registration whose poll had already completed, or that had none, is not counted; polls
+    /// that `deregister` had cancelled are not counted again: their answers are in `drained`.)
     pub cancelled: u64,
     /// Packets dequeued by this teardown: the answers to every cancelled poll, whether teardown
     /// or an earlier `deregister` cancelled it, and whatever else was queued.
@@ -553,7 +554,9 @@ impl<K: Kernel> Reactor<K> {
         POLL_TAG as u64 | (self.generation_counter << INDEX_BITS) | u64::from(index)
     }
 
-    /// Register `socket` for `interest` under `token`, in the configured mode.
+    /// Register `socket` for `interest` under `token`, in the configured mode. The interest may
+    /// be [`Interest::NONE`]: the registration then starts paused (it still reports a failed
+    /// connect) until [`reregister`](Self::reregister) widens it.
     ///
     /// Resolves the base socket, associates it with the completion port under its state's address
     /// (in skip-on-success mode: a poll that is ready at once then costs no packet) and submits
@@ -725,14 +728,15 @@ impl<K: Kernel> Reactor<K> {
     /// Change the token, interest and/or mode of a registered socket. Also re-arms a oneshot
     /// registration and the reported conditions of an edge one.
     ///
-    /// Narrowing the interest (even to [`Interest::NONE`], which pauses the registration) costs no
-    /// kernel call: the pending poll stays, and what it reports is filtered. Widening it needs a
+    /// Keeping or narrowing the interest (even to [`Interest::NONE`], which pauses the
+    /// registration) costs no kernel call: the pending poll stays, and what it reports is
+    /// filtered. Widening it needs a
     /// new poll: the next [`poll`](Self::poll) call cancels the pending one, waits for the
     /// kernel's answer and submits the wider one before it waits for events (a socket never has
     /// two polls at once).
     ///
     /// # Errors
-    /// `NotFound` if the socket is not registered.
+    /// `NotFound` if the socket is not registered; `NotConnected` after shutdown.
     /// # Examples
     /// Backpressure on the real reactor (Windows): write until the socket's buffer is full, ask to
     /// hear when there is room, and narrow the interest again once everything is written.
@@ -958,8 +962,8 @@ impl<K: Kernel> Reactor<K> {
     /// - The token may be one a socket or a waker uses too: the event says it is a timer's.
     ///
     /// # Errors
-    /// - `InvalidInput`: a period of zero (it would fire in every poll); for a timer that fires
-    ///   once, give `None`;
+    /// - `InvalidInput`: a period of zero; for a timer that fires once, give `None`. (A period
+    ///   shorter than a turn of your loop fires once per `poll`.)
     /// - `NotConnected`: the reactor has shut down.
     /// # Examples
     /// ```

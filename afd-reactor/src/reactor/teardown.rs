@@ -25,7 +25,8 @@ impl<K: Kernel> Reactor<K> {
     ///
     /// # Errors
     /// Polls still in flight at the end: `TimedOut` (or the kind of the kernel's dequeue error,
-    /// if dequeues failed), with the [`Teardown`] report as the error's source. Their buffers are
+    /// if dequeues failed), whose inner error is the [`Teardown`] report:
+    /// `e.get_ref().and_then(|inner| inner.downcast_ref::<Teardown>())`. Their buffers are
     /// never freed while the kernel may write them: a later `shutdown` keeps draining them, and
     /// dropping the reactor leaks them on purpose.
     /// # Examples
@@ -49,6 +50,7 @@ impl<K: Kernel> Reactor<K> {
         if !self.shut_down {
             self.shut_down = true;
             self.wakers.close_all();
+            self.timers.clear();
         }
         let mut report = Teardown::default();
         let packets_before = self.stats.packets;
@@ -170,6 +172,7 @@ impl<K: Kernel> Reactor<K> {
     pub fn abandon(mut self) -> usize {
         self.shut_down = true;
         self.wakers.close_all();
+        self.timers.clear();
         let leaked = self.stats.in_flight;
         if leaked > 0 {
             self.pool.leak();

@@ -96,6 +96,13 @@ impl Timers {
         removed
     }
 
+    /// Drop every timer (teardown). The owner stays, so an old id still cancels nothing.
+    pub fn clear(&mut self) {
+        self.heap.clear();
+        self.live.clear();
+        self.refire.clear();
+    }
+
     pub fn len(&self) -> usize {
         self.live.len()
     }

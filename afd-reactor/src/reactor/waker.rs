@@ -370,6 +370,7 @@ impl WakerTable {
     }
 
     /// Wakers whose slot is still held (a handle lives, or it waits for the next sweep).
+    #[cfg(any(test, feature = "test-rig"))]
     pub fn retained(&self) -> usize {
         self.by_token.len()
     }

@@ -398,7 +398,7 @@ pub fn a_socket_a_timer_and_a_waker_on_one_token_are_three_events<H: Harness>() 
     }
 }
 
-pub fn a_zero_timer_period_is_refused<H: Harness>() {
+pub fn timers_refuse_a_zero_period_and_end_with_shutdown<H: Harness>() {
     let mut h = H::new();
     let e = h
         .reactor()
@@ -406,12 +406,19 @@ pub fn a_zero_timer_period_is_refused<H: Harness>() {
         .unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     assert_eq!(h.reactor().stats().timers, 0, "nothing was added");
+    let id = h
+        .reactor()
+        .add_timer(TIMER, Duration::from_secs(60), None)
+        .unwrap();
     h.reactor().shutdown().unwrap();
     let e = h
         .reactor()
         .add_timer(TIMER, Duration::ZERO, None)
         .unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::NotConnected);
+    // Shutdown drops the timers (found by review).
+    assert_eq!(h.reactor().stats().timers, 0);
+    assert!(!h.reactor().cancel_timer(id), "the timer is gone");
 }
 
 // --- incarnations and zombies (docs/design.md §2, §3) -------------------------------------------------
@@ -1144,7 +1151,7 @@ macro_rules! afd_reactor_conformance {
             a_paused_registration_still_hears_of_a_failed_connect,
             a_reset_while_paused_is_reported_once_widened,
             a_socket_a_timer_and_a_waker_on_one_token_are_three_events,
-            a_zero_timer_period_is_refused,
+            timers_refuse_a_zero_period_and_end_with_shutdown,
             deregister_with_pending_poll_then_late_packet,
             deregister_after_completion_queued_delivers_nothing,
             recycled_handle_with_old_packet_still_queued,
