@@ -335,6 +335,8 @@ pub mod state;
 #[cfg(not(feature = "test-rig"))]
 mod state;
 
+#[cfg(target_os = "linux")]
+pub use reactor::EpollReactor;
 #[cfg(windows)]
 pub use reactor::NtReactor;
 #[cfg(feature = "test-rig")]
@@ -344,6 +346,8 @@ pub use reactor::{
     Waker,
 };
 pub use state::Mode;
+#[cfg(target_os = "linux")]
+mod linux;
 #[cfg(all(windows, feature = "test-rig"))]
 pub mod nt;
 #[cfg(all(windows, not(feature = "test-rig")))]
@@ -361,10 +365,12 @@ const _: fn() = || {
     send::<Events>();
     #[cfg(windows)]
     send::<Reactor<kernel::nt::NtKernel>>();
+    #[cfg(target_os = "linux")]
+    send::<Reactor<kernel::epoll::EpollKernel>>();
 
     // `Reactor` must not be `Sync`: if it were, the calls below would be ambiguous. (Checked for
     // each kernel there is: a generic `Reactor<K>` proves nothing.)
-    #[cfg(any(windows, feature = "test-rig"))]
+    #[cfg(any(windows, target_os = "linux", feature = "test-rig"))]
     {
         trait AmbiguousIfSync<A> {
             fn check() {}
@@ -376,5 +382,7 @@ const _: fn() = || {
         <Reactor<kernel::sim::SimKernel> as AmbiguousIfSync<_>>::check();
         #[cfg(windows)]
         <Reactor<kernel::nt::NtKernel> as AmbiguousIfSync<_>>::check();
+        #[cfg(target_os = "linux")]
+        <Reactor<kernel::epoll::EpollKernel> as AmbiguousIfSync<_>>::check();
     }
 };

@@ -27,6 +27,8 @@
 //! guarantees that a tagged packet is the completion of one of its polls. Anything untagged is
 //! discarded before it touches any state.
 
+#[cfg(target_os = "linux")]
+pub mod epoll;
 #[cfg(windows)]
 pub mod nt;
 #[cfg(feature = "test-rig")]
@@ -37,7 +39,7 @@ use std::io;
 use std::ptr::NonNull;
 use std::time::Duration;
 
-/// A socket handle value (Windows' `RawSocket`).
+/// A socket handle value (Windows' `RawSocket`), or a file descriptor (Linux).
 pub type RawSock = u64;
 
 /// The completion key of wake packets (docs/design.md §4): odd and non-canonical, so no state address can

@@ -67,6 +67,16 @@ pub unsafe trait Source {
     fn raw_socket(&self) -> RawSock;
 }
 
+// SAFETY: `AsFd` hands out a `BorrowedFd`, which I/O safety guarantees is an open descriptor for
+// as long as the borrow (this call) lasts.
+#[cfg(unix)]
+unsafe impl<T: std::os::fd::AsFd + ?Sized> Source for T {
+    fn raw_socket(&self) -> RawSock {
+        use std::os::fd::AsRawFd;
+        self.as_fd().as_raw_fd() as RawSock
+    }
+}
+
 // SAFETY: `AsSocket` hands out a `BorrowedSocket`, which I/O safety guarantees is an open socket
 // for as long as the borrow (this call) lasts.
 #[cfg(windows)]
@@ -398,6 +408,32 @@ impl Reactor<crate::kernel::nt::NtKernel> {
     pub fn from_config(config: Config) -> io::Result<Self> {
         Ok(Self::with_config(
             crate::kernel::nt::NtKernel::new()?,
+            config,
+        ))
+    }
+}
+
+/// The reactor on Linux's epoll: what [`Reactor::new`] returns on Linux.
+#[cfg(target_os = "linux")]
+pub type EpollReactor = Reactor<crate::kernel::epoll::EpollKernel>;
+
+#[cfg(target_os = "linux")]
+impl Reactor<crate::kernel::epoll::EpollKernel> {
+    /// A reactor on Linux's epoll, with default settings ([`Config::default`]).
+    ///
+    /// # Errors
+    /// The epoll instance or its eventfd could not be created (out of descriptors).
+    pub fn new() -> io::Result<Self> {
+        Self::from_config(Config::default())
+    }
+
+    /// A reactor on Linux's epoll, with `config`.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn from_config(config: Config) -> io::Result<Self> {
+        Ok(Self::with_config(
+            crate::kernel::epoll::EpollKernel::new()?,
             config,
         ))
     }

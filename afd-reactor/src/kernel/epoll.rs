@@ -1,0 +1,591 @@
+//! The epoll kernel (Linux): the [`Kernel`] contract of an AFD poll and a completion port,
+//! emulated on one epoll instance and an eventfd, through the crate's Linux layer (`linux`).
+//!
+//! # How the contract maps
+//! | NT | here |
+//! |---|---|
+//! | associate a socket with the port | `EPOLL_CTL_ADD`, disabled, with data = (watch id, fd) |
+//! | `IOCTL_AFD_POLL` | the poll is recorded; the descriptor is armed (`EPOLL_CTL_MOD`, `EPOLLONESHOT`) with the union of its polls' events, unless it already is |
+//! | the poll completes | `epoll_wait` reports the descriptor: its block is written, then its packet is queued |
+//! | `NtCancelIoFileEx` | the poll is taken out and its `CANCELLED` packet queued: no system call (the descriptor stays armed; if it fires, nothing is waiting and the event is dropped) |
+//! | `NtRemoveIoCompletionEx` | packets queued here first, else one `epoll_wait` |
+//! | `NtSetIoCompletion` | the wake's ApcContext is queued, and the eventfd written if the queue was empty |
+//! | `LOCAL_CLOSE` | see below |
+//!
+//! Events map to AFD's: `EPOLLIN` to `RECEIVE` (`ACCEPT` on a listener), `EPOLLOUT` to `SEND`,
+//! `EPOLLRDHUP` to `DISCONNECT`, `EPOLLPRI` to `RECEIVE_EXPEDITED`, `EPOLLHUP` (without an error) to
+//! `DISCONNECT`, and `EPOLLERR` to `CONNECT_FAIL` (alone, with an error status for the socket) on
+//! a TCP socket that never completed a handshake (`TCP_INFO` has measured no round trip), or to
+//! `ABORT` (alone) otherwise, as AFD reports them. The socket's error itself (`SO_ERROR`) is left
+//! for the user's `take_error`. Only events the poll asked for complete it.
+//!
+//! # Closed descriptors
+//! Linux tells nobody when a descriptor is closed: its epoll entry just goes (unless a `dup` of it
+//! keeps the file open, and then the entry stays, reporting under its old data). So the kernel
+//! learns of a close when the descriptor number is used again:
+//! - `associate` succeeding for a number this kernel watches means a new file got that number:
+//!   the old file's polls complete with `LOCAL_CLOSE`, as on Windows when a socket is closed;
+//! - arming a number whose file is gone (`ENOENT`: the number names a file this epoll does not
+//!   watch; `EBADF`: it names nothing) does the same. A poll issued on the socket itself then
+//!   completes at once with `LOCAL_CLOSE` (the registered socket is gone); a helper poll (the
+//!   reactor's name for a poll of a socket it did not associate) adds the new file and goes on;
+//! - an event carrying an old watch id (a closed file kept open by a `dup`) is dropped: it names
+//!   no poll.
+
+use super::{HELPER_KEY, Kernel, PollBlock, PollVia, Post, RawSock, Submitted, WAKE_KEY};
+use crate::afd::{CompletionEntry, IoStatusBlock, NtStatus, PollEvents};
+use crate::linux::{self, Epoll, EpollEvent, EventFd};
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::RawFd;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// The epoll data of the eventfd.
+const WAKE_DATA: u64 = u64::MAX;
+
+/// The per-socket status of a poll that reports `CONNECT_FAIL`
+/// (`STATUS_CONNECTION_REFUSED`): the reactor reads a failed connect from it.
+const CONNECTION_REFUSED: NtStatus = NtStatus(0xC000_0236_u32 as i32);
+
+/// Most epoll events taken per `epoll_wait`.
+const WAIT_BATCH: usize = 1024;
+
+/// System calls the epoll kernel made, by kind (wakes by posters are counted apart, since they
+/// are made on other threads).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Syscalls {
+    /// `epoll_wait` calls.
+    pub wait: u64,
+    /// `EPOLL_CTL_ADD` calls.
+    pub add: u64,
+    /// `EPOLL_CTL_MOD` calls (arming a descriptor for a poll).
+    pub modify: u64,
+    /// Probes of a descriptor: `fcntl(F_GETFD)` (is it open?) and `getsockopt(TCP_INFO)` (is it
+    /// listening or connecting?).
+    pub probe: u64,
+    /// Reads of the eventfd (one per batch of wakes dequeued).
+    pub wake_read: u64,
+    /// Writes to the eventfd by posters (one per wake that found the wake queue empty).
+    pub wake_write: u64,
+}
+
+impl Syscalls {
+    /// All system calls together.
+    pub fn total(&self) -> u64 {
+        self.wait + self.add + self.modify + self.probe + self.wake_read + self.wake_write
+    }
+}
+
+/// One poll the kernel holds.
+#[derive(Debug)]
+struct Pending {
+    block: NonNull<PollBlock>,
+    apc_context: usize,
+    /// The key its packet carries: the association key, or [`HELPER_KEY`].
+    key: usize,
+    /// The AFD events it asked for.
+    mask: PollEvents,
+}
+
+/// A descriptor number this kernel watches, and the file it watched under that number.
+#[derive(Debug)]
+struct Watch {
+    /// Distinguishes this file from earlier ones under the same number (the high half of the
+    /// epoll data).
+    id: u32,
+    /// The key given to `associate`, if the file was associated (socket-direct polls report it).
+    key: Option<usize>,
+    polls: Vec<Pending>,
+    /// A listening socket: readability is `ACCEPT`.
+    listener: bool,
+}
+
+/// What posters share with the kernel: the wakes not yet dequeued, and the eventfd.
+#[derive(Debug)]
+struct Wakes {
+    eventfd: EventFd,
+    queue: Mutex<Vec<usize>>,
+    writes: AtomicU64,
+}
+
+/// Posts wake packets to an [`EpollKernel`] from any thread.
+#[derive(Debug, Clone)]
+pub struct EpollPoster(Arc<Wakes>);
+
+impl Post for EpollPoster {
+    fn post_wake(&self, apc_context: usize) -> io::Result<()> {
+        let wakes = &self.0;
+        let mut queue = wakes.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.push(apc_context);
+        if queue.len() == 1 {
+            // The queue was empty: the eventfd is (or is about to be) reset; signal it. Under the
+            // lock, so the kernel's reset-then-drain cannot slip between the push and the write.
+            wakes.writes.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = wakes.eventfd.signal() {
+                queue.pop();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The epoll kernel: one epoll instance, one eventfd for wakes.
+///
+/// Made by [`EpollReactor::new`](crate::EpollReactor); make it yourself only to count its system
+/// calls ([`EpollKernel::syscalls`]).
+#[derive(Debug)]
+pub struct EpollKernel {
+    epoll: Epoll,
+    wakes: Arc<Wakes>,
+    watches: HashMap<RawFd, Watch>,
+    next_id: u32,
+    /// Packets made without `epoll_wait` (cancels, closes, completions beyond the caller's room).
+    ready: VecDeque<CompletionEntry>,
+    events: Vec<EpollEvent>,
+    calls: Syscalls,
+}
+
+// SAFETY: the raw pointers in `watches` name poll blocks in the reactor's pool; the kernel writes
+// them only while completing a poll, from whichever thread owns the kernel (it is not `Sync`), so
+// moving the kernel (with its reactor) to another thread moves that duty with it. The rest of its
+// state is owned (`Wakes` is shared only through the thread-safe poster).
+unsafe impl Send for EpollKernel {}
+
+fn data(id: u32, fd: RawFd) -> u64 {
+    (u64::from(id) << 32) | u64::from(fd as u32)
+}
+
+/// The epoll events to arm for polls asking for `mask` (errors and hang-ups are always
+/// reported by epoll; `EPOLLERR` is named so that an entry armed for them alone is enabled).
+fn epoll_events(mask: PollEvents) -> u32 {
+    let mut events = (linux::EPOLLERR | linux::EPOLLONESHOT) as u32;
+    if mask.intersects(PollEvents::RECEIVE | PollEvents::ACCEPT) {
+        events |= linux::EPOLLIN as u32;
+    }
+    if mask.intersects(PollEvents::SEND) {
+        events |= linux::EPOLLOUT as u32;
+    }
+    if mask.intersects(PollEvents::DISCONNECT) {
+        events |= linux::EPOLLRDHUP as u32;
+    }
+    if mask.intersects(PollEvents::RECEIVE_EXPEDITED) {
+        events |= linux::EPOLLPRI as u32;
+    }
+    events
+}
+
+/// The AFD events that epoll's `events` stand for on `watch`'s file (`never_connected`: the
+/// TCP socket never completed a handshake, asked only after an error).
+fn afd_events(events: u32, watch: &Watch, never_connected: impl FnOnce() -> bool) -> PollEvents {
+    let has = |bit: libc::c_int| events & bit as u32 != 0;
+    if has(linux::EPOLLERR) {
+        // AFD reports a failed connect or a reset alone.
+        return if never_connected() {
+            PollEvents::CONNECT_FAIL
+        } else {
+            PollEvents::ABORT
+        };
+    }
+    let mut afd = PollEvents::NONE;
+    if has(linux::EPOLLIN) {
+        afd |= if watch.listener {
+            PollEvents::ACCEPT
+        } else {
+            PollEvents::RECEIVE
+        };
+    }
+    if has(linux::EPOLLOUT) {
+        afd |= PollEvents::SEND;
+    }
+    if has(linux::EPOLLRDHUP) || has(linux::EPOLLHUP) {
+        afd |= PollEvents::DISCONNECT;
+    }
+    if has(linux::EPOLLPRI) {
+        afd |= PollEvents::RECEIVE_EXPEDITED;
+    }
+    afd
+}
+
+/// Write a finished poll's result into its block and make its packet.
+///
+/// # Safety
+/// `pending` must be a poll this kernel held until now (taken out of its watch): its block is
+/// valid for writes and untouched by the reactor until the packet is dequeued.
+unsafe fn finish(pending: &Pending, status: NtStatus, reported: PollEvents) -> CompletionEntry {
+    let p = pending.block.as_ptr();
+    // SAFETY: forwarded contract; the writes go through the raw pointer and create no reference.
+    unsafe {
+        if reported.is_empty() {
+            (*p).info.number_of_handles = 0;
+        } else {
+            (*p).info.number_of_handles = 1;
+            (*p).info.handles[0].events = reported;
+            (*p).info.handles[0].status = if reported.contains(PollEvents::CONNECT_FAIL) {
+                CONNECTION_REFUSED
+            } else {
+                NtStatus::SUCCESS
+            };
+        }
+        (&raw mut (*p).iosb).write(IoStatusBlock {
+            status_or_pointer: status.0 as isize,
+            information: 0,
+        });
+    }
+    CompletionEntry {
+        key: pending.key,
+        apc_context: pending.apc_context,
+        io_status: IoStatusBlock {
+            status_or_pointer: status.0 as isize,
+            information: 0,
+        },
+    }
+}
+
+impl EpollKernel {
+    /// A kernel with a fresh epoll instance and eventfd.
+    ///
+    /// # Errors
+    /// The epoll instance or the eventfd could not be created (out of descriptors).
+    pub fn new() -> io::Result<Self> {
+        let epoll = Epoll::new()?;
+        let eventfd = EventFd::new()?;
+        epoll.add(eventfd.raw(), linux::EPOLLIN as u32, WAKE_DATA)?;
+        Ok(Self {
+            epoll,
+            wakes: Arc::new(Wakes {
+                eventfd,
+                queue: Mutex::new(Vec::new()),
+                writes: AtomicU64::new(0),
+            }),
+            watches: HashMap::new(),
+            next_id: 0,
+            ready: VecDeque::new(),
+            events: vec![EpollEvent { events: 0, u64: 0 }; WAIT_BATCH],
+            calls: Syscalls::default(),
+        })
+    }
+
+    /// The system calls made so far, by kind.
+    pub fn syscalls(&self) -> Syscalls {
+        Syscalls {
+            wake_write: self.wakes.writes.load(Ordering::Relaxed),
+            ..self.calls
+        }
+    }
+
+    fn new_watch(&mut self, fd: RawFd, key: Option<usize>) -> Watch {
+        self.next_id = self.next_id.wrapping_add(1);
+        self.calls.probe += 1;
+        let listener = linux::tcp_info(fd).is_some_and(|i| i.state == linux::TCP_LISTEN);
+        Watch {
+            id: self.next_id,
+            key,
+            polls: Vec::new(),
+            listener,
+        }
+    }
+
+    /// `watch`'s file is gone (closed): its polls complete with `LOCAL_CLOSE`.
+    fn closed(&mut self, watch: Watch) {
+        for pending in &watch.polls {
+            // SAFETY: each poll was held by this kernel until now; the watch is dropped after.
+            let entry = unsafe { finish(pending, NtStatus::SUCCESS, PollEvents::LOCAL_CLOSE) };
+            self.ready.push_back(entry);
+        }
+    }
+
+    /// Add `fd`'s current file to the epoll instance, armed with `events` (0: disabled), under a
+    /// new watch; an earlier watch of the number is closed.
+    fn add(&mut self, fd: RawFd, key: Option<usize>, events: u32) -> io::Result<()> {
+        let watch = self.new_watch(fd, key);
+        self.calls.add += 1;
+        self.epoll.add(fd, events, data(watch.id, fd))?;
+        if let Some(old) = self.watches.insert(fd, watch) {
+            self.closed(old);
+        }
+        Ok(())
+    }
+
+    /// Arm `fd`'s entry for the union of its polls' events. Always a system call, even if the
+    /// entry looks armed already: it is how the kernel learns that the number names another file
+    /// now (`ENOENT`) or none (`EBADF`).
+    fn arm(&mut self, fd: RawFd) -> io::Result<()> {
+        let watch = self.watches.get_mut(&fd).expect("armed after recording");
+        let mask = watch
+            .polls
+            .iter()
+            .fold(PollEvents::NONE, |m, p| m.union(p.mask));
+        let events = epoll_events(mask);
+        self.calls.modify += 1;
+        self.epoll.modify(fd, events, data(watch.id, fd))
+    }
+
+    /// One epoll event: complete the polls it answers.
+    fn on_event(&mut self, event: EpollEvent) {
+        let (id, fd) = ((event.u64 >> 32) as u32, event.u64 as u32 as RawFd);
+        let Some(watch) = self.watches.get_mut(&fd).filter(|w| w.id == id) else {
+            return; // an earlier file under this number (kept open by a dup): nothing waits
+        };
+        let events = event.events;
+        let probes = &mut self.calls.probe;
+        let reported = afd_events(events, watch, || {
+            *probes += 1;
+            linux::tcp_info(fd).is_some_and(|i| i.rtt == 0)
+        });
+        let mut i = 0;
+        while i < watch.polls.len() {
+            let got = reported.intersection(watch.polls[i].mask);
+            if got.is_empty() {
+                i += 1;
+                continue;
+            }
+            let pending = watch.polls.swap_remove(i);
+            // SAFETY: the poll was held by this kernel until `swap_remove` just now.
+            let entry = unsafe { finish(&pending, NtStatus::SUCCESS, got) };
+            self.ready.push_back(entry);
+        }
+        let permanent = events & (linux::EPOLLERR | linux::EPOLLHUP) as u32 != 0;
+        if !watch.polls.is_empty() && !permanent {
+            // Polls this event did not answer wait on: re-arm for them. (After an error or a
+            // hang-up, which epoll reports for good, re-arming would only report it again: they
+            // wait, disarmed, for a cancel.)
+            if self.arm(fd).is_err() {
+                self.gone(fd);
+            }
+        }
+    }
+
+    /// `fd`'s watched file is gone: close its watch.
+    fn gone(&mut self, fd: RawFd) {
+        if let Some(watch) = self.watches.remove(&fd) {
+            self.closed(watch);
+        }
+    }
+
+    /// Dequeue the wakes posted so far.
+    fn on_wake(&mut self) {
+        self.calls.wake_read += 1;
+        self.wakes.eventfd.reset();
+        let posted = std::mem::take(
+            &mut *self
+                .wakes
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for apc_context in posted {
+            self.ready.push_back(CompletionEntry {
+                key: WAKE_KEY,
+                apc_context,
+                io_status: IoStatusBlock {
+                    status_or_pointer: 0,
+                    information: 0,
+                },
+            });
+        }
+    }
+
+    fn take_ready(&mut self, out: &mut [CompletionEntry]) -> usize {
+        let n = out.len().min(self.ready.len());
+        for (slot, entry) in out.iter_mut().zip(self.ready.drain(..n)) {
+            *slot = entry;
+        }
+        n
+    }
+}
+
+fn status_of(e: &io::Error) -> NtStatus {
+    match e.raw_os_error() {
+        Some(libc::EBADF) => NtStatus::INVALID_HANDLE,
+        Some(libc::ENOMEM) | Some(libc::ENOSPC) => NtStatus::INSUFFICIENT_RESOURCES,
+        _ => NtStatus::INVALID_PARAMETER,
+    }
+}
+
+// SAFETY: every packet `dequeue` returns is made here: a poll's packet only when the poll is taken
+// out of its watch (completed by an epoll event, cancelled, or closed), after its block was
+// written, once per poll `submit_poll` answered `Queued` (a poll answered `Completed` or `Refused`
+// is never recorded); wake packets, key `WAKE_KEY`, carry only what `EpollPoster` queued. Blocks
+// are written only by `finish`, for polls held until then. No other code reaches the epoll
+// instance.
+unsafe impl Kernel for EpollKernel {
+    type Poster = EpollPoster;
+
+    fn base_socket(&mut self, socket: RawSock, verify: bool) -> io::Result<RawSock> {
+        let fd = RawFd::try_from(socket).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "afd-reactor: not a socket: not a file descriptor",
+            )
+        })?;
+        if verify {
+            self.calls.probe += 1;
+            if !linux::is_open(fd) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "afd-reactor: not a socket: not an open file descriptor",
+                ));
+            }
+        }
+        Ok(socket)
+    }
+
+    fn associate(&mut self, socket: RawSock, key: usize) -> io::Result<()> {
+        let fd = socket as RawFd;
+        match self.add(fd, Some(key), 0) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(match e.raw_os_error() {
+                Some(libc::EEXIST) => io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    "afd-reactor: this descriptor's file is already associated",
+                ),
+                Some(libc::EPERM) => io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "afd-reactor: not a socket, nor any file epoll can poll (it refuses regular \
+                     files and directories)",
+                ),
+                Some(libc::EBADF) => io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "afd-reactor: not a socket: not an open file descriptor",
+                ),
+                _ => e,
+            }),
+        }
+    }
+
+    unsafe fn submit_poll(
+        &mut self,
+        via: PollVia,
+        socket: RawSock,
+        block: NonNull<PollBlock>,
+        apc_context: usize,
+    ) -> Submitted {
+        // SAFETY: the block is valid for reads (the caller's contract); read it into a copy.
+        let info = unsafe { (&raw const (*block.as_ptr()).info).read() };
+        let mask = info.handles[0].events;
+        let fd = socket as RawFd;
+        let key = match via {
+            PollVia::Helper(_) => HELPER_KEY,
+            PollVia::Socket => match self.watches.get(&fd).and_then(|w| w.key) {
+                Some(key) => key,
+                None => return Submitted::Refused(NtStatus::INVALID_PARAMETER),
+            },
+        };
+        let pending = Pending {
+            block,
+            apc_context,
+            key,
+            mask,
+        };
+        if via != PollVia::Socket && !self.watches.contains_key(&fd) {
+            // A helper poll of a file not yet watched: add it, armed.
+            let events = epoll_events(mask);
+            if let Err(e) = self.add(fd, None, events) {
+                return Submitted::Refused(status_of(&e));
+            }
+            self.watches
+                .get_mut(&fd)
+                .expect("added")
+                .polls
+                .push(pending);
+            return Submitted::Queued;
+        }
+        self.watches
+            .get_mut(&fd)
+            .expect("checked above")
+            .polls
+            .push(pending);
+        let Err(e) = self.arm(fd) else {
+            return Submitted::Queued;
+        };
+        // The watched file is gone. Take this poll back out; the others complete with
+        // LOCAL_CLOSE, as on Windows when a socket is closed.
+        let mut watch = self.watches.remove(&fd).expect("watched");
+        let mine = watch.polls.pop().expect("pushed above");
+        self.closed(watch);
+        match via {
+            PollVia::Socket => {
+                // The registered socket is gone: its poll completes at once with LOCAL_CLOSE.
+                // SAFETY: the poll was never recorded as queued; its block is ours to write.
+                let _ = unsafe { finish(&mine, NtStatus::SUCCESS, PollEvents::LOCAL_CLOSE) };
+                Submitted::Completed
+            }
+            PollVia::Helper(_) if e.raw_os_error() == Some(libc::ENOENT) => {
+                // The number names a new file: watch it instead.
+                let events = epoll_events(mask);
+                if let Err(e) = self.add(fd, None, events) {
+                    return Submitted::Refused(status_of(&e));
+                }
+                self.watches.get_mut(&fd).expect("added").polls.push(mine);
+                Submitted::Queued
+            }
+            PollVia::Helper(_) => Submitted::Refused(status_of(&e)),
+        }
+    }
+
+    fn cancel(&mut self, _via: PollVia, socket: RawSock, block: NonNull<PollBlock>) -> NtStatus {
+        let Some(watch) = self.watches.get_mut(&(socket as RawFd)) else {
+            return NtStatus::NOT_FOUND;
+        };
+        let Some(i) = watch.polls.iter().position(|p| p.block == block) else {
+            return NtStatus::NOT_FOUND;
+        };
+        let pending = watch.polls.swap_remove(i);
+        // The entry stays armed: if it fires, no poll waits and the event is dropped. Disarming
+        // would cost a system call per cancel.
+        // SAFETY: the poll was held by this kernel until `swap_remove` just now.
+        let entry = unsafe { finish(&pending, NtStatus::CANCELLED, PollEvents::NONE) };
+        self.ready.push_back(entry);
+        NtStatus::SUCCESS
+    }
+
+    fn dequeue(
+        &mut self,
+        out: &mut [CompletionEntry],
+        timeout: Option<Duration>,
+    ) -> io::Result<usize> {
+        if !self.ready.is_empty() || out.is_empty() {
+            return Ok(self.take_ready(out));
+        }
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            let wait = match deadline {
+                None if timeout.is_none() => None,
+                None => Some(Duration::MAX),
+                Some(d) => Some(d.saturating_duration_since(Instant::now())),
+            };
+            let room = out.len().min(WAIT_BATCH);
+            let mut events = std::mem::take(&mut self.events);
+            self.calls.wait += 1;
+            let n = match self.epoll.wait(&mut events[..room], wait) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+                Err(e) => {
+                    self.events = events;
+                    return Err(e);
+                }
+            };
+            for &event in &events[..n] {
+                if event.u64 == WAKE_DATA {
+                    self.on_wake();
+                } else {
+                    self.on_event(event);
+                }
+            }
+            self.events = events;
+            let taken = self.take_ready(out);
+            let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
+            if taken > 0 || timed_out {
+                return Ok(taken);
+            }
+        }
+    }
+
+    fn poster(&self) -> EpollPoster {
+        EpollPoster(Arc::clone(&self.wakes))
+    }
+}
