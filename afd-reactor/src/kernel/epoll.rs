@@ -147,6 +147,8 @@ pub struct EpollKernel {
     ready: VecDeque<CompletionEntry>,
     events: Vec<EpollEvent>,
     calls: Syscalls,
+    /// Epoll events that named an earlier file under a number (kept open by a `dup`), dropped.
+    stale: u64,
 }
 
 // SAFETY: the raw pointers in `watches` name poll blocks in the reactor's pool; the kernel writes
@@ -266,7 +268,14 @@ impl EpollKernel {
             ready: VecDeque::new(),
             events: vec![EpollEvent { events: 0, u64: 0 }; WAIT_BATCH],
             calls: Syscalls::default(),
+            stale: 0,
         })
+    }
+
+    /// Epoll events dropped because they named an earlier file under a descriptor number (a
+    /// closed descriptor whose file a `dup` kept open, and so in the epoll set).
+    pub fn stale_events(&self) -> u64 {
+        self.stale
     }
 
     /// The system calls made so far, by kind.
@@ -328,7 +337,9 @@ impl EpollKernel {
     fn on_event(&mut self, event: EpollEvent) {
         let (id, fd) = ((event.u64 >> 32) as u32, event.u64 as u32 as RawFd);
         let Some(watch) = self.watches.get_mut(&fd).filter(|w| w.id == id) else {
-            return; // an earlier file under this number (kept open by a dup): nothing waits
+            // An earlier file under this number, kept open by a `dup`: nothing waits on it.
+            self.stale += 1;
+            return;
         };
         let events = event.events;
         let probes = &mut self.calls.probe;
