@@ -9,7 +9,7 @@
 # Options (environment): CONNECTIONS (default 1000), SECS (default 10), SIZE (bytes, default 64),
 # PORT (default 7007), HELPER=1 (poll through the \Device\Afd helper instead of on each socket).
 # The Wine: --wine 8|10 (or AFD_WINE; default 8, the host's; 10 is the Debian 13 chroot
-# scripts/setup.sh builds).
+# scripts/setup.sh builds). --native runs the same server natively on Linux, on epoll.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 tag=demo script="$0"
@@ -22,19 +22,26 @@ port=${PORT:-7007}
 win=x86_64-pc-windows-gnu
 
 bash scripts/setup.sh
-echo "[demo] building the echo server (Windows, release) and the load generator (Linux, release)"
-cargo build --quiet --release -p afd-reactor --example echo_server --target "$win"
+if [ "${AFD_NATIVE:-0}" = 1 ]; then
+    echo "[demo] building the echo server and the load generator (Linux, release)"
+    cargo build --quiet --release -p afd-reactor --example echo_server
+    server=(target/release/examples/echo_server)
+    AFD_WINE_VERSION="Linux $(uname -r), epoll"
+else
+    echo "[demo] building the echo server (Windows, release) and the load generator (Linux, release)"
+    cargo build --quiet --release -p afd-reactor --example echo_server --target "$win"
+    server=(scripts/wine-runner.sh "target/$win/release/examples/echo_server.exe")
+    AFD_WINE_VERSION=$(scripts/wine.sh wine --version)
+fi
 cargo build --quiet --release -p loadgen
 
 work=$(mktemp -d)
 trap 'kill "$server_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 server_args=(--addr "127.0.0.1:$port" --exit-when-idle --max-secs $((secs + 120)))
 [ "${HELPER:-0}" = 1 ] && server_args+=(--helper)
-AFD_WINE_VERSION=$(scripts/wine.sh wine --version)
 export AFD_WINE_VERSION
 echo "[demo] starting the echo server under $AFD_WINE_VERSION on 127.0.0.1:$port"
-scripts/wine-runner.sh "target/$win/release/examples/echo_server.exe" "${server_args[@]}" \
-    >"$work/server.out" 2>"$work/server.err" &
+"${server[@]}" "${server_args[@]}" >"$work/server.out" 2>"$work/server.err" &
 server_pid=$!
 
 echo "[demo] $connections connections, ${secs}s, ${size}-byte messages"
@@ -75,14 +82,15 @@ echoes = max(load["echoes"], 1)
 events = max(stats["events"], 1)
 print()
 print(f"=== afd-reactor echo demo (server under {os.environ.get('AFD_WINE_VERSION', 'Wine')}, load from native Linux) ===")
+kernel_calls = "kernel calls" if "epoll" in os.environ.get("AFD_WINE_VERSION", "") else "NT calls"
 print(f"connections      {load['connected']} of {load['connections']}")
 print(f"echoes           {load['echoes']} in {load['duration_secs']:.1f} s = {load['echoes_per_sec']:.0f} echoes/s")
 print(f"round trip       p50 {load['rtt_p50_us']} us, p99 {load['rtt_p99_us']} us, max {load['rtt_max_us']} us")
 print(f"errors           {load['errors']} (mismatches {load['mismatches']})")
 print(f"reactor events   {stats['events']} ({stats['packets']} packets, {stats['stale_discarded']} stale discarded)")
-print(f"reactor NT calls {stats['nt_total']}: submit {stats['nt_submit']}, dequeue {stats['nt_dequeue']}, "
+print(f"reactor {kernel_calls} {stats['nt_total']}: submit {stats['nt_submit']}, dequeue {stats['nt_dequeue']}, "
       f"cancel {stats['nt_cancel']}, associate {stats['nt_associate']}, base-socket {stats['nt_base_socket']}, post {stats['nt_post']}")
-print(f"NT calls / echo  {stats['nt_total'] / echoes:.3f}   (submit {stats['nt_submit'] / echoes:.3f}, dequeue {stats['nt_dequeue'] / echoes:.3f})")
-print(f"NT calls / event {stats['nt_total'] / events:.3f}")
+print(f"{kernel_calls} / echo  {stats['nt_total'] / echoes:.3f}   (submit {stats['nt_submit'] / echoes:.3f}, dequeue {stats['nt_dequeue'] / echoes:.3f})")
+print(f"{kernel_calls} / event {stats['nt_total'] / events:.3f}")
 print(teardown)
 PY

@@ -45,6 +45,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 tag=soak script="$0"
 # shellcheck source=scripts/wine-flag.sh
 source scripts/wine-flag.sh
+if [ "${AFD_NATIVE:-0}" = 1 ]; then
+    echo "[soak] --native: not yet (the soak server runs under Wine only; the demo runs natively)" >&2
+    exit 2
+fi
 connections=${CONNECTIONS:-10000}
 secs=${SECS:-60}
 seed=${SEED:-1}

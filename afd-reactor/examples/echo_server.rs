@@ -1,10 +1,12 @@
-//! An echo server on afd-reactor (Windows; runs under Wine here). The demo's server side.
+//! An echo server on afd-reactor: the demo's server side. On Windows (under Wine here) it runs
+//! on the NT kernel; on Linux, natively, on epoll (`bash scripts/demo.sh --native`).
 //!
 //! ```text
 //! echo_server [--addr 127.0.0.1:7007] [--exit-when-idle] [--max-secs 600] [--helper]
 //! ```
 //! - `--exit-when-idle`: exit once every client has gone (after the first one came).
-//! - `--helper`: poll every socket through the `\Device\Afd` helper instead of on the socket.
+//! - `--helper` (Windows): poll every socket through the `\Device\Afd` helper instead of on the
+//!   socket.
 //! - `--verbose`: one line a second on stderr: events, NT calls, time inside `poll` and outside.
 //!
 //! Each connection is registered level-triggered for READABLE. What cannot be written at once is
@@ -12,13 +14,13 @@
 //! reactor stops polling for data this connection cannot take. At exit the server prints one line
 //! `reactor-stats {json}` with the reactor's own counters, then tears the reactor down.
 
-#[cfg(not(windows))]
+#[cfg(not(any(windows, target_os = "linux")))]
 fn main() {
-    eprintln!("echo_server is a Windows program: run it with scripts/demo.sh (under Wine)");
+    eprintln!("echo_server runs on Windows (scripts/demo.sh, under Wine) and Linux");
     std::process::exit(2);
 }
 
-#[cfg(windows)]
+#[cfg(any(windows, target_os = "linux"))]
 fn main() {
     if let Err(e) = server::run() {
         eprintln!("echo_server: {e}");
@@ -26,10 +28,13 @@ fn main() {
     }
 }
 
-#[cfg(windows)]
+#[cfg(any(windows, target_os = "linux"))]
 mod server {
-    use afd_reactor::kernel::nt::NtKernel;
-    use afd_reactor::{Events, Interest, NtReactor, Reactor, Stats, Token};
+    #[cfg(target_os = "linux")]
+    use afd_reactor::EpollReactor as OsReactor;
+    #[cfg(windows)]
+    use afd_reactor::NtReactor as OsReactor;
+    use afd_reactor::{Events, Interest, Reactor, Stats, Token};
     use std::collections::HashMap;
     use std::io::{self, Read, Write};
     use std::net::{TcpListener, TcpStream};
@@ -80,7 +85,18 @@ mod server {
 
     pub fn run() -> io::Result<()> {
         let o = options()?;
-        let kernel = NtKernel::new()?.force_helper(o.helper);
+        #[cfg(windows)]
+        let kernel = afd_reactor::kernel::nt::NtKernel::new()?.force_helper(o.helper);
+        #[cfg(target_os = "linux")]
+        let kernel = {
+            if o.helper {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "--helper is a Windows option (the \\Device\\Afd helper handles)",
+                ));
+            }
+            afd_reactor::kernel::epoll::EpollKernel::new()?
+        };
         let mut reactor = Reactor::with_kernel(kernel);
         let listener = TcpListener::bind(&o.addr)?;
         listener.set_nonblocking(true)?;
@@ -182,7 +198,7 @@ mod server {
     /// left unread is reported again by the next poll, and one busy connection cannot starve the
     /// others (under Wine a recv takes ~30 µs, long enough for a fast client to send again).
     fn echo(
-        reactor: &mut NtReactor,
+        reactor: &mut OsReactor,
         id: usize,
         conn: &mut Conn,
         buf: &mut [u8],
@@ -233,7 +249,7 @@ mod server {
     }
 
     /// Writable again: send what we owe; resume reading when done.
-    fn flush(reactor: &mut NtReactor, id: usize, conn: &mut Conn) -> io::Result<bool> {
+    fn flush(reactor: &mut OsReactor, id: usize, conn: &mut Conn) -> io::Result<bool> {
         while !conn.pending.is_empty() {
             match conn.stream.write(&conn.pending) {
                 Ok(n) => {

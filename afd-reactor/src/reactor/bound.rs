@@ -17,14 +17,20 @@
 //! many live registrations may rest on it (`HINT_LIMIT`), so recycled values cannot pile new
 //! sockets onto the helper handle.
 //!
-//! Handle values are multiples of 4 and small in practice; one bit per possible value below
-//! `LIMIT` keeps 10,000 sockets in a few kilobytes. Larger values are not remembered (their
-//! registration just makes the association call).
+//! Values are small in practice: Windows handle values are multiples of 4, Linux descriptors are
+//! consecutive. One bit per possible value below `LIMIT` keeps 10,000 sockets in a few
+//! kilobytes. Larger values (and, on Windows, values that are not multiples of 4) are not
+//! remembered: their registration just makes the association call. Each remembered value has a
+//! bit of its own: a neighbour never reads as associated.
 
 use crate::kernel::RawSock;
 
-/// Values at or above this are not remembered (the set then tops out at 128 KiB).
+/// Values at or above this are not remembered (the set then tops out at 128 KiB on Windows,
+/// 512 KiB on Linux).
 const LIMIT: RawSock = 1 << 22;
+
+/// The step between handle values: 4 on Windows, 1 for Linux's descriptors.
+const GRANULE: RawSock = if cfg!(windows) { 4 } else { 1 };
 
 #[derive(Debug, Default)]
 pub(crate) struct Bound {
@@ -33,10 +39,10 @@ pub(crate) struct Bound {
 
 impl Bound {
     fn position(value: RawSock) -> Option<(usize, u64)> {
-        if value >= LIMIT {
+        if value >= LIMIT || !value.is_multiple_of(GRANULE) {
             return None;
         }
-        let slot = (value / 4) as usize; // fits: value < LIMIT
+        let slot = (value / GRANULE) as usize; // fits: value < LIMIT
         Some((slot / 64, 1 << (slot % 64)))
     }
 
@@ -86,6 +92,22 @@ mod tests {
         );
         b.insert(LIMIT - 4);
         assert!(b.contains(LIMIT - 4));
-        assert!(b.heap_bytes() <= (LIMIT / 4 / 8) as usize);
+        assert!(b.heap_bytes() <= (LIMIT / GRANULE / 8) as usize);
+    }
+
+    /// Consecutive values (Linux descriptors) each have a bit of their own: remembering 9 says
+    /// nothing of 8 or 10 (it once did, with a step of 4 for every platform).
+    #[test]
+    fn neighbours_are_never_taken_for_each_other() {
+        let mut b = Bound::default();
+        b.insert(9 * GRANULE);
+        assert!(b.contains(9 * GRANULE));
+        assert!(!b.contains(8 * GRANULE) && !b.contains(10 * GRANULE));
+        if GRANULE > 1 {
+            assert!(
+                !b.contains(9 * GRANULE + 1),
+                "not a handle value: not remembered"
+            );
+        }
     }
 }
