@@ -4,7 +4,8 @@
 #   2. cargo fmt --check; clippy -D warnings for Linux and for x86_64-pc-windows-gnu; rustdoc for
 #      x86_64-pc-windows-gnu with -D warnings (the README and docs/ links are checked by
 #      afd-reactor/tests/docs.rs)
-#   3. native tests: unit tests, the conformance suite on the simulated kernel, the hardening and
+#   3. native tests: unit tests, the conformance suite on the simulated kernel and on the epoll
+#      kernel (real sockets), the epoll kernel's contract and Linux facts (epoll_layer), the hardening and
 #      review-finding tests, the property test (10,000 seeded schedules with fault injection;
 #      AFD_SCHEDULES=N for more)
 #   4. Miri on the simulated-kernel tests (skip with AFD_SKIP_MIRI=1)
@@ -12,8 +13,8 @@
 #      NT layer, conformance suite on the real NT kernel (socket-direct and helper paths), and the
 #      simulated suites again as Windows code. A behaviour the two Wines differ in is a fact a test
 #      pins per version (tests/platform), never a skipped test.
-#   6. a short run of the demo (100 connections, 2 s) under each Wine, so the README's first
-#      command keeps working
+#   6. a short run of the demo (100 connections, 2 s) under each Wine and natively on epoll, so the
+#      README's first command keeps working
 #   7. a short soak (500 connections, 12 s) under each Wine (the long form: bash scripts/soak.sh)
 #   8. a smoke run of the benchmark harness under each Wine (`bash scripts/bench.sh --quick`: tiny
 #      sizes, one round; it proves the harness works, its figures are not the benchmark's)
@@ -38,9 +39,11 @@ step "clippy: the library as a user builds it (no test-rig feature), Linux and $
 cargo clippy -p afd-reactor --lib -- -D warnings
 cargo clippy -p afd-reactor --lib --target "$win" -- -D warnings
 
-step "rustdoc for $win: no broken links, no warnings (as a user builds it, and with test-rig)"
+step "rustdoc for $win and Linux: no broken links, no warnings (as a user builds it, and with test-rig)"
 RUSTDOCFLAGS="-D warnings" cargo doc -q -p afd-reactor --no-deps --target "$win"
 RUSTDOCFLAGS="-D warnings" cargo doc -q -p afd-reactor --no-deps --all-features --target "$win"
+RUSTDOCFLAGS="-D warnings" cargo doc -q -p afd-reactor --no-deps
+RUSTDOCFLAGS="-D warnings" cargo doc -q -p afd-reactor --no-deps --all-features
 
 step "native tests (Linux)"
 cargo test --workspace
@@ -64,6 +67,9 @@ for wine in 8 10; do
     step "demo smoke run under Wine $wine (echo server under Wine, native load)"
     CONNECTIONS=100 SECS=2 PORT=7017 bash scripts/demo.sh --wine "$wine"
 done
+
+step "demo smoke run natively (echo server on epoll, native load)"
+CONNECTIONS=100 SECS=2 PORT=7018 bash scripts/demo.sh --native
 
 for wine in 8 10; do
     step "short soak under Wine $wine (500 connections, 12 s; long form: bash scripts/soak.sh)"

@@ -300,12 +300,23 @@
 //!
 //! ## Platforms
 //! - **Windows** (64-bit; the Windows versions Rust's std supports): the real reactor,
-//!   [`NtReactor`] ([`Reactor::new`]). Developed and tested under Wine 8 and Wine 10, where
+//!   `NtReactor` ([`Reactor::new`]). Developed and tested under Wine 8 and Wine 10, where
 //!   every test passes; see the repository's `docs/fidelity.md` for where Wine and Windows
 //!   differ. One difference matters when you test backpressure under Wine: a socket's buffers
 //!   are Linux's, which grow to several megabytes, so a slow reader takes a long time to
 //!   fill them. Set `SO_SNDBUF` (socket2's `set_send_buffer_size`) to see backpressure sooner.
-//! - **Other platforms**: the crate builds, but has no real kernel yet. The simulated kernel
+//! - **Linux**: the same reactor on epoll, `EpollReactor` ([`Reactor::new`]): the state
+//!   machine, generations, zombies, modes, timers, wakers and teardown are the same code; the
+//!   kernel below emulates the Windows contract on one epoll instance and an eventfd. It polls
+//!   anything epoll can: sockets (every `AsFd` type), pipes, eventfds, timerfds, pidfds (readable
+//!   when the process exits). Three differences from Windows:
+//!   - Linux says nothing when a descriptor is closed, so a socket closed without `deregister`
+//!     stays registered until its number is registered again (which ends the old registration,
+//!     as on Windows) or the reactor shuts down. Deregister before you close, on every OS.
+//!   - There are no completion ports to be bound to, no helper handles and no outside cancel.
+//!   - A non-blocking connect reports `EINPROGRESS` (`raw_os_error() == Some(libc::EINPROGRESS)`),
+//!     not `WouldBlock`; the reactor's events for it are the same.
+//! - **Other platforms**: the crate builds, but has no real kernel. The simulated kernel
 //!   (feature `test-rig`) runs everywhere.
 //!
 //! ## Testing your own code: feature `test-rig`

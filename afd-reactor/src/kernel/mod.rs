@@ -1,11 +1,13 @@
 //! The kernel boundary: the narrow NT surface the reactor needs, as one trait.
 //!
-//! A user needs this module for two things only: [`nt::NtKernel`]'s settings (Windows), and the
-//! simulated kernel `sim::SimKernel` (feature `test-rig`) to test code without Windows. The
-//! trait itself is the contract between the reactor and a kernel.
+//! A user needs this module for a few things only: `nt::NtKernel`'s settings (Windows),
+//! `epoll::EpollKernel`'s system-call counts (Linux), and the simulated kernel `sim::SimKernel`
+//! (feature `test-rig`) to test code against a model of Windows. The trait itself is the contract
+//! between the reactor and a kernel.
 //!
-//! Two implementations sit beside this file:
+//! Three implementations sit beside this file:
 //! - `nt` (Windows only): the real calls, through the crate's `nt` layer;
+//! - `epoll` (Linux only): the same contract emulated on epoll, through the crate's `linux` layer;
 //! - `sim` (every platform, feature `test-rig`): a deterministic, seeded simulation with fault
 //!   injection, used to force every race natively on Linux and under Miri.
 //!

@@ -291,9 +291,10 @@ impl std::error::Error for Teardown {}
 /// The single-threaded reactor: register sockets, then [`poll`](Self::poll) for their events,
 /// timers and wakes.
 ///
-/// On Windows, [`Reactor::new`] gives the reactor on the real kernel; its type is [`NtReactor`]
-/// (`Reactor<NtKernel>`). The kernel is a type parameter so that the same reactor can run on the
-/// simulated kernel in tests (feature `test-rig`, see [`kernel`](crate::kernel)).
+/// [`Reactor::new`] gives the reactor on the real kernel: `NtReactor` (`Reactor<NtKernel>`) on
+/// Windows, `EpollReactor` (`Reactor<EpollKernel>`) on Linux. The kernel is a type parameter so
+/// that the same reactor runs on each, and on the simulated kernel in tests (feature `test-rig`,
+/// see [`kernel`](crate::kernel)).
 ///
 /// `Send` but not `Sync`: one thread drives it at a time; [`Waker`]s reach it from others.
 ///
