@@ -70,10 +70,12 @@ fi
 python3 - "$work/load.json" "$work/server.out" <<'PY'
 import json, os, sys
 load = json.load(open(sys.argv[1]))
-stats, teardown = None, ""
+stats, syscalls, teardown = None, None, ""
 for line in open(sys.argv[2]):
     if line.startswith("reactor-stats "):
         stats = json.loads(line[len("reactor-stats "):])
+    if line.startswith("kernel-syscalls "):
+        syscalls = json.loads(line[len("kernel-syscalls "):])
     if line.startswith("teardown:"):
         teardown = line.strip()
 if stats is None:
@@ -92,5 +94,8 @@ print(f"reactor {kernel_calls} {stats['nt_total']}: submit {stats['nt_submit']},
       f"cancel {stats['nt_cancel']}, associate {stats['nt_associate']}, base-socket {stats['nt_base_socket']}, post {stats['nt_post']}")
 print(f"{kernel_calls} / echo  {stats['nt_total'] / echoes:.3f}   (submit {stats['nt_submit'] / echoes:.3f}, dequeue {stats['nt_dequeue'] / echoes:.3f})")
 print(f"{kernel_calls} / event {stats['nt_total'] / events:.3f}")
+if syscalls is not None:
+    print(f"syscalls / echo  {syscalls['total'] / echoes:.3f}   (epoll_wait {syscalls['wait'] / echoes:.3f}, "
+          f"epoll_ctl MOD {syscalls['modify'] / echoes:.3f}, ADD {syscalls['add']}, probes {syscalls['probe']})")
 print(teardown)
 PY

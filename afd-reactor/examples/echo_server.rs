@@ -12,7 +12,8 @@
 //! Each connection is registered level-triggered for READABLE. What cannot be written at once is
 //! kept, and the connection switches to WRITABLE only — dropping READABLE is the backpressure: the
 //! reactor stops polling for data this connection cannot take. At exit the server prints one line
-//! `reactor-stats {json}` with the reactor's own counters, then tears the reactor down.
+//! `reactor-stats {json}` with the reactor's own counters (on Linux also `kernel-syscalls {json}`,
+//! the epoll kernel's system calls by kind), then tears the reactor down.
 
 #[cfg(not(any(windows, target_os = "linux")))]
 fn main() {
@@ -111,6 +112,8 @@ mod server {
         let start = Instant::now();
         let mut first_client: Option<Instant> = None;
         let mut stats_at_first = Stats::default();
+        #[cfg(target_os = "linux")]
+        let mut syscalls_at_first = reactor.kernel().syscalls();
 
         let (mut in_poll, mut outside) = (Duration::ZERO, Duration::ZERO);
         let mut last_report = (Instant::now(), reactor.stats());
@@ -155,6 +158,10 @@ mod server {
                                 if first_client.is_none() {
                                     first_client = Some(Instant::now());
                                     stats_at_first = reactor.stats();
+                                    #[cfg(target_os = "linux")]
+                                    {
+                                        syscalls_at_first = reactor.kernel().syscalls();
+                                    }
                                 }
                             }
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -186,6 +193,21 @@ mod server {
         let end = reactor.stats();
         let active = first_client.map_or(Duration::ZERO, |t| t.elapsed());
         print_stats(&end, &stats_at_first, served, active);
+        #[cfg(target_os = "linux")]
+        {
+            let (a, b) = (reactor.kernel().syscalls(), syscalls_at_first);
+            println!(
+                "kernel-syscalls {{\"wait\":{},\"modify\":{},\"add\":{},\"probe\":{},\
+                 \"wake_read\":{},\"wake_write\":{},\"total\":{}}}",
+                a.wait - b.wait,
+                a.modify - b.modify,
+                a.add - b.add,
+                a.probe - b.probe,
+                a.wake_read - b.wake_read,
+                a.wake_write - b.wake_write,
+                a.total() - b.total(),
+            );
+        }
         reactor.deregister(&listener)?;
         let report = reactor.shutdown()?;
         println!("teardown: {report}");

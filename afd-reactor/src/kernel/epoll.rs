@@ -63,8 +63,8 @@ pub struct Syscalls {
     pub add: u64,
     /// `EPOLL_CTL_MOD` calls (arming a descriptor for a poll).
     pub modify: u64,
-    /// Probes of a descriptor: `fcntl(F_GETFD)` (is it open?) and `getsockopt(TCP_INFO)` (is it
-    /// listening or connecting?).
+    /// Probes of a descriptor with `getsockopt(TCP_INFO)`: is it a listener (once per watched
+    /// file, at its first readability), did it ever connect (at an error).
     pub probe: u64,
     /// Reads of the eventfd (one per batch of wakes dequeued).
     pub wake_read: u64,
@@ -99,8 +99,9 @@ struct Watch {
     /// The key given to `associate`, if the file was associated (socket-direct polls report it).
     key: Option<usize>,
     polls: Vec<Pending>,
-    /// A listening socket: readability is `ACCEPT`.
-    listener: bool,
+    /// A listening socket (readability is `ACCEPT`): asked of `TCP_INFO` at the first
+    /// readability, not before (a registration that never becomes readable costs no probe).
+    listener: Option<bool>,
 }
 
 /// What posters share with the kernel: the wakes not yet dequeued, and the eventfd.
@@ -180,9 +181,14 @@ fn epoll_events(mask: PollEvents) -> u32 {
     events
 }
 
-/// The AFD events that epoll's `events` stand for on `watch`'s file (`never_connected`: the
-/// TCP socket never completed a handshake, asked only after an error).
-fn afd_events(events: u32, watch: &Watch, never_connected: impl FnOnce() -> bool) -> PollEvents {
+/// The AFD events that epoll's `events` stand for, on a file that `is_listener` (asked only when
+/// it is readable) and that `never_connected` (a TCP socket that never completed a handshake,
+/// asked only after an error).
+fn afd_events(
+    events: u32,
+    is_listener: impl FnOnce() -> bool,
+    never_connected: impl FnOnce() -> bool,
+) -> PollEvents {
     let has = |bit: libc::c_int| events & bit as u32 != 0;
     if has(linux::EPOLLERR) {
         // AFD reports a failed connect or a reset alone.
@@ -194,7 +200,7 @@ fn afd_events(events: u32, watch: &Watch, never_connected: impl FnOnce() -> bool
     }
     let mut afd = PollEvents::NONE;
     if has(linux::EPOLLIN) {
-        afd |= if watch.listener {
+        afd |= if is_listener() {
             PollEvents::ACCEPT
         } else {
             PollEvents::RECEIVE
@@ -286,15 +292,13 @@ impl EpollKernel {
         }
     }
 
-    fn new_watch(&mut self, fd: RawFd, key: Option<usize>) -> Watch {
+    fn new_watch(&mut self, key: Option<usize>) -> Watch {
         self.next_id = self.next_id.wrapping_add(1);
-        self.calls.probe += 1;
-        let listener = linux::tcp_info(fd).is_some_and(|i| i.state == linux::TCP_LISTEN);
         Watch {
             id: self.next_id,
             key,
             polls: Vec::new(),
-            listener,
+            listener: None,
         }
     }
 
@@ -310,7 +314,7 @@ impl EpollKernel {
     /// Add `fd`'s current file to the epoll instance, armed with `events` (0: disabled), under a
     /// new watch; an earlier watch of the number is closed.
     fn add(&mut self, fd: RawFd, key: Option<usize>, events: u32) -> io::Result<()> {
-        let watch = self.new_watch(fd, key);
+        let watch = self.new_watch(key);
         self.calls.add += 1;
         self.epoll.add(fd, events, data(watch.id, fd))?;
         if let Some(old) = self.watches.insert(fd, watch) {
@@ -342,11 +346,21 @@ impl EpollKernel {
             return;
         };
         let events = event.events;
-        let probes = &mut self.calls.probe;
-        let reported = afd_events(events, watch, || {
-            *probes += 1;
-            linux::tcp_info(fd).is_some_and(|i| i.rtt == 0)
-        });
+        let probes = std::cell::Cell::new(0);
+        let probe = || {
+            probes.set(probes.get() + 1);
+            linux::tcp_info(fd)
+        };
+        let listener = &mut watch.listener;
+        let reported = afd_events(
+            events,
+            || {
+                *listener
+                    .get_or_insert_with(|| probe().is_some_and(|i| i.state == linux::TCP_LISTEN))
+            },
+            || probe().is_some_and(|i| i.rtt == 0),
+        );
+        self.calls.probe += probes.get();
         let mut i = 0;
         while i < watch.polls.len() {
             let got = reported.intersection(watch.polls[i].mask);
@@ -426,23 +440,17 @@ fn status_of(e: &io::Error) -> NtStatus {
 unsafe impl Kernel for EpollKernel {
     type Poster = EpollPoster;
 
-    fn base_socket(&mut self, socket: RawSock, verify: bool) -> io::Result<RawSock> {
-        let fd = RawFd::try_from(socket).map_err(|_| {
-            io::Error::new(
+    /// There are no layered providers on Linux: the base is the descriptor itself. It is not
+    /// probed here, even with `verify`: the next call proves it (`associate`'s `EPOLL_CTL_ADD`
+    /// refuses a closed descriptor or a file epoll cannot poll, and so does a helper poll's).
+    fn base_socket(&mut self, socket: RawSock, _verify: bool) -> io::Result<RawSock> {
+        match RawFd::try_from(socket) {
+            Ok(fd) if fd >= 0 => Ok(socket),
+            _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "afd-reactor: not a socket: not a file descriptor",
-            )
-        })?;
-        if verify {
-            self.calls.probe += 1;
-            if !linux::is_open(fd) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "afd-reactor: not a socket: not an open file descriptor",
-                ));
-            }
+            )),
         }
-        Ok(socket)
     }
 
     fn associate(&mut self, socket: RawSock, key: usize) -> io::Result<()> {

@@ -1,6 +1,6 @@
 //! The Linux layer (Linux only, this platform's only FFI): safe wrappers over the few system
-//! calls the epoll kernel makes — `epoll_create1`, `epoll_ctl`, `epoll_wait`, an `eventfd`, and
-//! two probes of a file descriptor (`fcntl(F_GETFD)`, `getsockopt(TCP_INFO)`).
+//! calls the epoll kernel makes — `epoll_create1`, `epoll_ctl`, `epoll_wait`, an `eventfd`, and a
+//! probe of a socket (`getsockopt(TCP_INFO)`).
 //!
 //! Every wrapper takes file descriptors by value and passes them to the kernel, which validates
 //! them: a closed descriptor gives `EBADF`, never undefined behaviour. No wrapper closes or
@@ -133,12 +133,6 @@ impl EventFd {
         // the only expected failure and leaves nothing to do.
         let _ = unsafe { libc::read(self.raw(), (&raw mut value).cast(), 8) };
     }
-}
-
-/// True if `fd` names an open file description (`fcntl(F_GETFD)` succeeds).
-pub fn is_open(fd: RawFd) -> bool {
-    // SAFETY: no pointers; the kernel validates the descriptor.
-    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
 }
 
 /// `TCP_LISTEN` in `tcp_info.tcpi_state`.
