@@ -4,7 +4,7 @@
 //! # How the contract maps
 //! | NT | here |
 //! |---|---|
-//! | associate a socket with the port | `EPOLL_CTL_ADD`, disabled, with data = (watch id, fd) |
+//! | associate a socket with the port | `EPOLL_CTL_ADD`, oneshot and armed for nothing, with data = (watch id, fd) |
 //! | `IOCTL_AFD_POLL` | the poll is recorded; the descriptor is armed (`EPOLL_CTL_MOD`, `EPOLLONESHOT`) with the union of its polls' events, unless it already is |
 //! | the poll completes | `epoll_wait` reports the descriptor: its block is written, then its packet is queued |
 //! | `NtCancelIoFileEx` | the poll is taken out and its `CANCELLED` packet queued: no system call (the descriptor stays armed; if it fires, nothing is waiting and the event is dropped) |
@@ -12,12 +12,17 @@
 //! | `NtSetIoCompletion` | the wake's ApcContext is queued, and the eventfd written if the queue was empty |
 //! | `LOCAL_CLOSE` | see below |
 //!
-//! Events map to AFD's: `EPOLLIN` to `RECEIVE` (`ACCEPT` on a listener), `EPOLLOUT` to `SEND`,
-//! `EPOLLRDHUP` to `DISCONNECT`, `EPOLLPRI` to `RECEIVE_EXPEDITED`, `EPOLLHUP` (without an error) to
-//! `DISCONNECT`, and `EPOLLERR` to `CONNECT_FAIL` (alone, with an error status for the socket) on
-//! a TCP socket that never completed a handshake (`TCP_INFO` has measured no round trip), or to
-//! `ABORT` (alone) otherwise, as AFD reports them. The socket's error itself (`SO_ERROR`) is left
-//! for the user's `take_error`. Only events the poll asked for complete it.
+//! Events map to AFD's: `EPOLLIN` to `RECEIVE` (`ACCEPT` on a listener; armed only for the one it
+//! stands for), `EPOLLOUT` to `SEND`, `EPOLLRDHUP` to `DISCONNECT`, `EPOLLPRI` to
+//! `RECEIVE_EXPEDITED`. `EPOLLERR` with `EPOLLHUP` (a reset, or a failed connect) is
+//! `CONNECT_FAIL` (alone, with an error status for the socket) on a TCP socket that never
+//! completed a handshake (`TCP_INFO` has measured no round trip), and `ABORT` (alone) otherwise, as
+//! AFD reports them; the socket's error itself (`SO_ERROR`) is left for the user's `take_error`.
+//! `EPOLLERR` alone (a UDP socket's ICMP error, an error queue) is not a reset: the poll is
+//! answered with the readiness it asked for, so the next read or write says what happened.
+//! `EPOLLHUP` alone is `DISCONNECT`, except on a TCP socket that has not tried to connect yet
+//! (Linux reports a hang-up for it): nothing is reported, and its polls wait, disarmed, until it
+//! has (looked at again before each wait). Only events a poll asked for complete it.
 //!
 //! # Closed descriptors
 //! Linux tells nobody when a descriptor is closed: its epoll entry just goes (unless a `dup` of it
@@ -150,6 +155,9 @@ pub struct EpollKernel {
     calls: Syscalls,
     /// Epoll events that named an earlier file under a number (kept open by a `dup`), dropped.
     stale: u64,
+    /// Descriptors whose polls wait, disarmed, because the TCP socket has not tried to connect
+    /// yet (see `Reading::unconnected`): looked at again before each wait.
+    dormant: Vec<RawFd>,
 }
 
 // SAFETY: the raw pointers in `watches` name poll blocks in the reactor's pool; the kernel writes
@@ -162,11 +170,19 @@ fn data(id: u32, fd: RawFd) -> u64 {
     (u64::from(id) << 32) | u64::from(fd as u32)
 }
 
-/// The epoll events to arm for polls asking for `mask` (errors and hang-ups are always
-/// reported by epoll; `EPOLLERR` is named so that an entry armed for them alone is enabled).
-fn epoll_events(mask: PollEvents) -> u32 {
+/// The epoll events to arm for polls asking for `mask` on a file that is a `listener` (`None`:
+/// not known yet). Errors and hang-ups are always reported by epoll; `EPOLLERR` is named so that
+/// an entry armed for them alone is enabled. `EPOLLIN` is armed only for the AFD event it will
+/// stand for (`ACCEPT` on a listener, `RECEIVE` otherwise): armed for the other one, it would
+/// report a readiness no poll wants, and fire again at once when re-armed.
+fn epoll_events(mask: PollEvents, listener: Option<bool>) -> u32 {
     let mut events = (linux::EPOLLERR | linux::EPOLLONESHOT) as u32;
-    if mask.intersects(PollEvents::RECEIVE | PollEvents::ACCEPT) {
+    let readable = match listener {
+        Some(true) => PollEvents::ACCEPT,
+        Some(false) => PollEvents::RECEIVE,
+        None => PollEvents::RECEIVE | PollEvents::ACCEPT,
+    };
+    if mask.intersects(readable) {
         events |= linux::EPOLLIN as u32;
     }
     if mask.intersects(PollEvents::SEND) {
@@ -181,41 +197,76 @@ fn epoll_events(mask: PollEvents) -> u32 {
     events
 }
 
-/// The AFD events that epoll's `events` stand for, on a file that `is_listener` (asked only when
-/// it is readable) and that `never_connected` (a TCP socket that never completed a handshake,
-/// asked only after an error).
-fn afd_events(
+/// What epoll's `events` for one file stand for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Reading {
+    /// The AFD events.
+    afd: PollEvents,
+    /// A condition epoll reports for as long as it lasts, whatever is armed (an error, a
+    /// hang-up): re-arming would only report it again.
+    lasting: bool,
+    /// A hang-up of a TCP socket that has not tried to connect yet (Linux reports one for every
+    /// socket in `TCP_CLOSE`): nothing to report, until it connects.
+    unconnected: bool,
+}
+
+/// Read epoll's `events` for a file, asking `probe` (its `TCP_INFO`, `None` for anything but a
+/// TCP socket) only when the answer depends on it: whether it is a `listener` (once, at its first
+/// readability), and after an error or a hang-up.
+fn read_events(
     events: u32,
-    is_listener: impl FnOnce() -> bool,
-    never_connected: impl FnOnce() -> bool,
-) -> PollEvents {
+    listener: &mut Option<bool>,
+    probe: &mut dyn FnMut() -> Option<linux::TcpInfo>,
+) -> Reading {
     let has = |bit: libc::c_int| events & bit as u32 != 0;
-    if has(linux::EPOLLERR) {
-        // AFD reports a failed connect or a reset alone.
-        return if never_connected() {
+    let (err, hup) = (has(linux::EPOLLERR), has(linux::EPOLLHUP));
+    let mut reading = Reading {
+        afd: PollEvents::NONE,
+        lasting: err || hup,
+        unconnected: false,
+    };
+    if err && hup {
+        // A reset or a failed connect (Linux sets both): AFD reports either alone.
+        let never_connected = probe().is_some_and(|i| i.rtt == 0);
+        reading.afd = if never_connected {
             PollEvents::CONNECT_FAIL
         } else {
             PollEvents::ABORT
         };
+        return reading;
     }
-    let mut afd = PollEvents::NONE;
+    if hup && probe().is_some_and(|i| i.never_tried()) {
+        reading.unconnected = true;
+        return reading;
+    }
     if has(linux::EPOLLIN) {
-        afd |= if is_listener() {
+        let is_listener =
+            *listener.get_or_insert_with(|| probe().is_some_and(|i| i.state == linux::TCP_LISTEN));
+        reading.afd |= if is_listener {
             PollEvents::ACCEPT
         } else {
             PollEvents::RECEIVE
         };
     }
     if has(linux::EPOLLOUT) {
-        afd |= PollEvents::SEND;
+        reading.afd |= PollEvents::SEND;
     }
-    if has(linux::EPOLLRDHUP) || has(linux::EPOLLHUP) {
-        afd |= PollEvents::DISCONNECT;
+    if has(linux::EPOLLRDHUP) || hup {
+        reading.afd |= PollEvents::DISCONNECT;
     }
     if has(linux::EPOLLPRI) {
-        afd |= PollEvents::RECEIVE_EXPEDITED;
+        reading.afd |= PollEvents::RECEIVE_EXPEDITED;
     }
-    afd
+    if err {
+        // An error alone (a UDP socket's ICMP error, a TCP error queue): not a reset. The socket
+        // may be fine; its next read or write (or `take_error`) says what happened, so it is
+        // reported as ready for whatever was asked.
+        reading.afd |= PollEvents::RECEIVE
+            | PollEvents::ACCEPT
+            | PollEvents::SEND
+            | PollEvents::RECEIVE_EXPEDITED;
+    }
+    reading
 }
 
 /// Write a finished poll's result into its block and make its packet.
@@ -275,6 +326,7 @@ impl EpollKernel {
             events: vec![EpollEvent { events: 0, u64: 0 }; WAIT_BATCH],
             calls: Syscalls::default(),
             stale: 0,
+            dormant: Vec::new(),
         })
     }
 
@@ -311,10 +363,13 @@ impl EpollKernel {
         }
     }
 
-    /// Add `fd`'s current file to the epoll instance, armed with `events` (0: disabled), under a
-    /// new watch; an earlier watch of the number is closed.
-    fn add(&mut self, fd: RawFd, key: Option<usize>, events: u32) -> io::Result<()> {
+    /// Add `fd`'s current file to the epoll instance under a new watch, armed for `mask` (`None`:
+    /// for nothing; oneshot, since Linux adds `EPOLLERR | EPOLLHUP` to every entry: at most one
+    /// report, which no poll waits for, and the entry is disabled); an earlier watch of the
+    /// number is closed.
+    fn add(&mut self, fd: RawFd, key: Option<usize>, mask: Option<PollEvents>) -> io::Result<()> {
         let watch = self.new_watch(key);
+        let events = mask.map_or(linux::EPOLLONESHOT as u32, |m| epoll_events(m, None));
         self.calls.add += 1;
         self.epoll.add(fd, events, data(watch.id, fd))?;
         if let Some(old) = self.watches.insert(fd, watch) {
@@ -332,7 +387,7 @@ impl EpollKernel {
             .polls
             .iter()
             .fold(PollEvents::NONE, |m, p| m.union(p.mask));
-        let events = epoll_events(mask);
+        let events = epoll_events(mask, watch.listener);
         self.calls.modify += 1;
         self.epoll.modify(fd, events, data(watch.id, fd))
     }
@@ -345,25 +400,19 @@ impl EpollKernel {
             self.stale += 1;
             return;
         };
-        let events = event.events;
-        let probes = std::cell::Cell::new(0);
-        let probe = || {
-            probes.set(probes.get() + 1);
-            linux::tcp_info(fd)
+        let mut probes = 0;
+        let mut info = None;
+        let mut probe = || {
+            *info.get_or_insert_with(|| {
+                probes += 1;
+                linux::tcp_info(fd)
+            })
         };
-        let listener = &mut watch.listener;
-        let reported = afd_events(
-            events,
-            || {
-                *listener
-                    .get_or_insert_with(|| probe().is_some_and(|i| i.state == linux::TCP_LISTEN))
-            },
-            || probe().is_some_and(|i| i.rtt == 0),
-        );
-        self.calls.probe += probes.get();
+        let reading = read_events(event.events, &mut watch.listener, &mut probe);
+        self.calls.probe += probes;
         let mut i = 0;
         while i < watch.polls.len() {
-            let got = reported.intersection(watch.polls[i].mask);
+            let got = reading.afd.intersection(watch.polls[i].mask);
             if got.is_empty() {
                 i += 1;
                 continue;
@@ -373,11 +422,39 @@ impl EpollKernel {
             let entry = unsafe { finish(&pending, NtStatus::SUCCESS, got) };
             self.ready.push_back(entry);
         }
-        let permanent = events & (linux::EPOLLERR | linux::EPOLLHUP) as u32 != 0;
-        if !watch.polls.is_empty() && !permanent {
+        if watch.polls.is_empty() {
+            return;
+        }
+        if reading.unconnected {
+            // Re-armed once the socket has tried to connect (`wake_dormant`).
+            if !self.dormant.contains(&fd) {
+                self.dormant.push(fd);
+            }
+        } else if !reading.lasting {
             // Polls this event did not answer wait on: re-arm for them. (After an error or a
-            // hang-up, which epoll reports for good, re-arming would only report it again: they
-            // wait, disarmed, for a cancel.)
+            // hang-up, which epoll reports for as long as it lasts, re-arming would only report
+            // it again: they wait, disarmed, for a cancel or a new interest.)
+            if self.arm(fd).is_err() {
+                self.gone(fd);
+            }
+        }
+    }
+
+    /// Re-arm the dormant descriptors whose TCP socket has tried to connect since.
+    fn wake_dormant(&mut self) {
+        let mut i = 0;
+        while i < self.dormant.len() {
+            let fd = self.dormant[i];
+            if self.watches.get(&fd).is_none_or(|w| w.polls.is_empty()) {
+                self.dormant.swap_remove(i);
+                continue;
+            }
+            self.calls.probe += 1;
+            if linux::tcp_info(fd).is_some_and(|i| i.never_tried()) {
+                i += 1;
+                continue;
+            }
+            self.dormant.swap_remove(i);
             if self.arm(fd).is_err() {
                 self.gone(fd);
             }
@@ -455,7 +532,7 @@ unsafe impl Kernel for EpollKernel {
 
     fn associate(&mut self, socket: RawSock, key: usize) -> io::Result<()> {
         let fd = socket as RawFd;
-        match self.add(fd, Some(key), 0) {
+        match self.add(fd, Some(key), None) {
             Ok(()) => Ok(()),
             Err(e) => Err(match e.raw_os_error() {
                 Some(libc::EEXIST) => io::Error::new(
@@ -502,8 +579,7 @@ unsafe impl Kernel for EpollKernel {
         };
         if via != PollVia::Socket && !self.watches.contains_key(&fd) {
             // A helper poll of a file not yet watched: add it, armed.
-            let events = epoll_events(mask);
-            if let Err(e) = self.add(fd, None, events) {
+            if let Err(e) = self.add(fd, None, Some(mask)) {
                 return Submitted::Refused(status_of(&e));
             }
             self.watches
@@ -535,8 +611,7 @@ unsafe impl Kernel for EpollKernel {
             }
             PollVia::Helper(_) if e.raw_os_error() == Some(libc::ENOENT) => {
                 // The number names a new file: watch it instead.
-                let events = epoll_events(mask);
-                if let Err(e) = self.add(fd, None, events) {
+                if let Err(e) = self.add(fd, None, Some(mask)) {
                     return Submitted::Refused(status_of(&e));
                 }
                 self.watches.get_mut(&fd).expect("added").polls.push(mine);
@@ -571,6 +646,7 @@ unsafe impl Kernel for EpollKernel {
             return Ok(self.take_ready(out));
         }
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        self.wake_dormant();
         loop {
             let wait = match deadline {
                 None if timeout.is_none() => None,

@@ -137,18 +137,30 @@ impl EventFd {
 
 /// `TCP_LISTEN` in `tcp_info.tcpi_state`.
 pub const TCP_LISTEN: u8 = 10;
+/// `TCP_CLOSE` in `tcp_info.tcpi_state`: not connected (never, or no more).
+pub const TCP_CLOSE: u8 = 7;
 
 /// What `TCP_INFO` says of a TCP socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TcpInfo {
-    /// `tcpi_state` (`TCP_LISTEN`, ...).
+    /// `tcpi_state` (`TCP_LISTEN`, `TCP_CLOSE`, ...).
     pub state: u8,
     /// `tcpi_rtt` (µs): 0 until a round trip was measured, which the handshake's SYN-ACK does;
     /// so 0 on a socket whose connect never completed.
     pub rtt: u32,
+    /// `tcpi_segs_out`: segments sent, 0 on a socket that never tried to connect (no SYN).
+    pub segs_out: u32,
 }
 
-/// `TCP_INFO` of `fd`, or `None` if it is not a TCP socket (or not open).
+impl TcpInfo {
+    /// A TCP socket that never tried to connect (`connect` not called yet).
+    pub fn never_tried(&self) -> bool {
+        self.state == TCP_CLOSE && self.segs_out == 0
+    }
+}
+
+/// `TCP_INFO` of `fd`, or `None` if it is not a TCP socket (or not open, or the running kernel's
+/// `tcp_info` is too old to have `tcpi_segs_out`, Linux 4.2).
 pub fn tcp_info(fd: RawFd) -> Option<TcpInfo> {
     // SAFETY: `tcp_info` is plain data, valid when zeroed.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
@@ -165,8 +177,10 @@ pub fn tcp_info(fd: RawFd) -> Option<TcpInfo> {
             &mut len,
         )
     };
-    (ret == 0 && len as usize >= std::mem::size_of::<libc::tcp_info>() / 2).then_some(TcpInfo {
+    let needed = std::mem::offset_of!(libc::tcp_info, tcpi_segs_out) + size_of::<u32>();
+    (ret == 0 && len as usize >= needed).then_some(TcpInfo {
         state: info.tcpi_state,
         rtt: info.tcpi_rtt,
+        segs_out: info.tcpi_segs_out,
     })
 }
