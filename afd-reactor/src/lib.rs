@@ -28,8 +28,8 @@
 //! An echo server with a client on another thread; the client stops the server through a
 //! [`Waker`] when it is done.
 //! ```
-//! # #[cfg(windows)] mod program {
-//! use afd_reactor::{Events, Interest, NtReactor, Token};
+//! # #[cfg(any(windows, target_os = "linux"))] mod program {
+//! use afd_reactor::{Events, Interest, Reactor, Token};
 //! use std::collections::HashMap;
 //! use std::io::{self, Read, Write};
 //! use std::net::{TcpListener, TcpStream};
@@ -38,7 +38,7 @@
 //! const STOP: Token = Token(1);
 //!
 //! fn main() -> io::Result<()> {
-//!     let mut reactor = NtReactor::new()?;
+//!     let mut reactor = Reactor::new()?; // NtReactor on Windows, EpollReactor on Linux
 //!     let listener = TcpListener::bind("127.0.0.1:0")?;
 //!     listener.set_nonblocking(true)?;
 //!     reactor.register(&listener, LISTENER, Interest::READABLE)?;
@@ -120,7 +120,7 @@
 //! # pub fn run() -> io::Result<()> { main() }
 //! # }
 //! # fn main() -> std::io::Result<()> {
-//! #     #[cfg(windows)]
+//! #     #[cfg(any(windows, target_os = "linux"))]
 //! #     program::run()?;
 //! #     Ok(())
 //! # }
@@ -177,9 +177,9 @@
 //! switch the registration to `Edge` mode: the FIN is then reported once more and never again,
 //! while a later reset still is.
 //! ```
-//! # #[cfg(windows)] fn main() -> std::io::Result<()> {
-//! # use afd_reactor::{Interest, Mode, NtReactor, Token};
-//! # let mut reactor = NtReactor::new()?;
+//! # #[cfg(any(windows, target_os = "linux"))] fn main() -> std::io::Result<()> {
+//! # use afd_reactor::{Interest, Mode, Reactor, Token};
+//! # let mut reactor = Reactor::new()?;
 //! # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
 //! # let stream = std::net::TcpStream::connect(listener.local_addr()?)?;
 //! # reactor.register(&stream, Token(1), Interest::READABLE)?;
@@ -188,7 +188,7 @@
 //! reactor.reregister_with_mode(&stream, token, Interest::READABLE, Mode::Edge)?;
 //! # reactor.deregister(&stream)?;
 //! # Ok(()) }
-//! # #[cfg(not(windows))] fn main() {}
+//! # #[cfg(not(any(windows, target_os = "linux")))] fn main() {}
 //! ```
 //!
 //! ### Connecting without blocking
