@@ -15,7 +15,8 @@
 # PORT (default 7300), RATE (peer actions per second over all connections, default 500),
 # WINDOW (connections being set up, or drained, at once; default 64), INFLIGHT (connections
 # with echoes outstanding at once, default 32). The Wine: --wine 8|10 (or AFD_WINE; default 8,
-# the host's; 10 is the Debian 13 chroot scripts/setup.sh builds).
+# the host's; 10 is the Debian 13 chroot scripts/setup.sh builds). --native runs the soak server
+# natively on Linux, on epoll.
 #
 # The peer ramps up first (no random action until all CONNECTIONS echo, or SECS/2), soaks until
 # SECS, then drains: it half-closes every connection, WINDOW at a time, and reads each to EOF
@@ -45,10 +46,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 tag=soak script="$0"
 # shellcheck source=scripts/wine-flag.sh
 source scripts/wine-flag.sh
-if [ "${AFD_NATIVE:-0}" = 1 ]; then
-    echo "[soak] --native: not yet (the soak server runs under Wine only; the demo runs natively)" >&2
-    exit 2
-fi
 connections=${CONNECTIONS:-10000}
 secs=${SECS:-60}
 seed=${SEED:-1}
@@ -59,8 +56,13 @@ inflight=${INFLIGHT:-32}
 win=x86_64-pc-windows-gnu
 
 bash scripts/setup.sh
-echo "[soak] building the soak server (Windows, release) and soakpeer (Linux, release)"
-cargo build --quiet --release -p afd-reactor --example soak_server --target "$win"
+if [ "${AFD_NATIVE:-0}" = 1 ]; then
+    echo "[soak] building the soak server and soakpeer (Linux, release)"
+    cargo build --quiet --release -p afd-reactor --example soak_server
+else
+    echo "[soak] building the soak server (Windows, release) and soakpeer (Linux, release)"
+    cargo build --quiet --release -p afd-reactor --example soak_server --target "$win"
+fi
 cargo build --quiet --release -p loadgen --bin soakpeer
 
 work=$(mktemp -d)
@@ -80,14 +82,23 @@ warmup=$((secs / 10 > 2 ? secs / 10 : 2))
 server_secs=$((secs + 150))
 server_args=(--addr "127.0.0.1:$port" --secs "$server_secs" --seed "$seed" --expect "$connections"
     --warmup "$warmup" --ramp-by $((secs / 2 + 10)) --exit-when-idle)
-AFD_WINE_VERSION=$(scripts/wine.sh wine --version)
-export AFD_WINE_VERSION
-echo "[soak] starting the soak server under $AFD_WINE_VERSION on 127.0.0.1:$port"
-# `exec` all the way down (bash -c, wine-runner.sh, wine): the Wine process keeps this pid, which
-# the server needs to read its own RSS from Z:\proc\<pid>\status (Z:\proc\self is wineserver's).
-bash -c 'exec scripts/wine-runner.sh "$@" --rss-pid "$$"' soak-server \
-    "target/$win/release/examples/soak_server.exe" "${server_args[@]}" \
-    >"$work/server.out" 2> >(tee "$work/server.err" >&2) &
+if [ "${AFD_NATIVE:-0}" = 1 ]; then
+    AFD_WINE_VERSION="Linux $(uname -r), epoll"
+    export AFD_WINE_VERSION
+    echo "[soak] starting the soak server natively ($AFD_WINE_VERSION) on 127.0.0.1:$port"
+    target/release/examples/soak_server "${server_args[@]}" \
+        >"$work/server.out" 2> >(tee "$work/server.err" >&2) &
+else
+    AFD_WINE_VERSION=$(scripts/wine.sh wine --version)
+    export AFD_WINE_VERSION
+    echo "[soak] starting the soak server under $AFD_WINE_VERSION on 127.0.0.1:$port"
+    # `exec` all the way down (bash -c, wine-runner.sh, wine): the Wine process keeps this pid,
+    # which the server needs to read its own RSS from Z:\proc\<pid>\status (Z:\proc\self is
+    # wineserver's).
+    bash -c 'exec scripts/wine-runner.sh "$@" --rss-pid "$$"' soak-server \
+        "target/$win/release/examples/soak_server.exe" "${server_args[@]}" \
+        >"$work/server.out" 2> >(tee "$work/server.err" >&2) &
+fi
 server_pid=$!
 
 echo "[soak] soakpeer: $connections connections, ${secs}s, seed $seed, $rate actions/s," \

@@ -15,7 +15,8 @@
 #      pins per version (tests/platform), never a skipped test.
 #   6. a short run of the demo (100 connections, 2 s) under each Wine and natively on epoll, so the
 #      README's first command keeps working
-#   7. a short soak (500 connections, 12 s) under each Wine (the long form: bash scripts/soak.sh)
+#   7. a short soak (500 connections, 12 s) under each Wine and natively on epoll (the long form:
+#      bash scripts/soak.sh)
 #   8. a smoke run of the benchmark harness under each Wine (`bash scripts/bench.sh --quick`: tiny
 #      sizes, one round; it proves the harness works, its figures are not the benchmark's)
 set -euo pipefail
@@ -75,6 +76,9 @@ for wine in 8 10; do
     step "short soak under Wine $wine (500 connections, 12 s; long form: bash scripts/soak.sh)"
     CONNECTIONS=500 SECS=12 PORT=7317 bash scripts/soak.sh --wine "$wine"
 done
+
+step "short soak natively on epoll (500 connections, 12 s; long form: bash scripts/soak.sh --native)"
+CONNECTIONS=500 SECS=12 PORT=7318 bash scripts/soak.sh --native
 
 for wine in 8 10; do
     step "benchmark harness smoke run under Wine $wine (tiny sizes; the real run is bash scripts/bench.sh)"

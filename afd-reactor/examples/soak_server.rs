@@ -1,5 +1,6 @@
-//! A bounded-time soak server on afd-reactor (Windows; runs under Wine here). The server side of
-//! `scripts/soak.sh` ("10,000 sockets under Wine, nothing lost").
+//! A bounded-time soak server on afd-reactor: the server side of `scripts/soak.sh` ("10,000 sockets,
+//! nothing lost"). On Windows (under Wine here) it runs on the NT kernel; on Linux, natively, on
+//! epoll (`bash scripts/soak.sh --native`).
 //!
 //! ```text
 //! soak_server [--addr 127.0.0.1:7300] [--secs 60] [--seed 1] [--wakers 3] [--tick-ms 100]
@@ -16,7 +17,8 @@
 //! - `--expect N`: the peer's connection count; the RSS warm-up starts once 95% of it is reached
 //!   (or at `--ramp-by` seconds if that never happens; default half of `--secs`).
 //! - `--warmup`: warm-up before the RSS baseline (default max(2 s, 10% of `--secs`)).
-//! - `--rss-pid`: the *Linux* pid of this Wine process. RSS is read from `Z:\proc\<pid>\status`.
+//! - `--rss-pid` (Windows): the *Linux* pid of this Wine process. RSS is read from
+//!   `Z:\proc\<pid>\status`; natively on Linux it is read from `/proc/self/status`.
 //!   (`Z:\proc\self\status` does not work under Wine 8: files are opened by wineserver, so "self"
 //!   is wineserver. `scripts/soak.sh` starts us with `bash -c 'exec … --rss-pid $$'`: wine execs
 //!   in place, so that pid is ours.) Without it RSS is reported as 0.
@@ -49,13 +51,13 @@
 //! Output: a progress line on stderr every second; at the end `teardown: …` and one line
 //! `soak-summary {json}` on stdout.
 
-#[cfg(not(windows))]
+#[cfg(not(any(windows, target_os = "linux")))]
 fn main() {
-    eprintln!("soak_server is a Windows program: run it with scripts/soak.sh (under Wine)");
+    eprintln!("soak_server runs on Windows (scripts/soak.sh, under Wine) and Linux");
     std::process::exit(2);
 }
 
-#[cfg(windows)]
+#[cfg(any(windows, target_os = "linux"))]
 fn main() {
     match soak::run() {
         Ok(true) => {}
@@ -70,9 +72,13 @@ fn main() {
     }
 }
 
-#[cfg(windows)]
+#[cfg(any(windows, target_os = "linux"))]
 mod soak {
-    use afd_reactor::{Event, Events, Interest, Mode, NtReactor, Stats, Teardown, TimerId, Token};
+    #[cfg(target_os = "linux")]
+    use afd_reactor::EpollReactor as R;
+    #[cfg(windows)]
+    use afd_reactor::NtReactor as R;
+    use afd_reactor::{Event, Events, Interest, Mode, Stats, Teardown, TimerId, Token};
     use std::collections::{BTreeMap, HashSet};
     use std::io::{self, Read, Write};
     use std::net::{TcpListener, TcpStream};
@@ -80,8 +86,6 @@ mod soak {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::thread::JoinHandle;
     use std::time::{Duration, Instant};
-
-    type R = NtReactor;
 
     // Tokens: connections count up from 0 and are never reused; the fixed ones sit at the top.
     // Per-connection resume timers use the connection's own token (told apart by `is_timer`).
@@ -199,10 +203,16 @@ mod soak {
         }
     }
 
-    /// The Linux RSS of the process with Linux pid `pid`, in KiB (see the module docs).
+    /// The Linux RSS of this process, in KiB: under Wine, of the Linux pid `pid` (see the module
+    /// docs); natively, our own.
     fn rss_kib(pid: Option<u32>) -> u64 {
-        let Some(pid) = pid else { return 0 };
-        let Ok(text) = std::fs::read_to_string(format!(r"Z:\proc\{pid}\status")) else {
+        let path = if cfg!(windows) {
+            let Some(pid) = pid else { return 0 };
+            format!(r"Z:\proc\{pid}\status")
+        } else {
+            "/proc/self/status".to_string()
+        };
+        let Ok(text) = std::fs::read_to_string(path) else {
             return 0;
         };
         text.lines()
