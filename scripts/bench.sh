@@ -4,19 +4,33 @@
 # results.json,chart.svg} (the README shows them). Needs a machine that ran scripts/setup.sh.
 #
 # Arguments go to the driver (bash scripts/bench.sh --help); e.g. --quick for a smoke run,
-# --out DIR to write elsewhere.
+# --out DIR to write elsewhere. --native runs the servers natively on Linux instead (afd-reactor
+# on epoll, mio, polling; system calls counted with strace) and writes docs/bench/native.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-if ! command -v wine >/dev/null || ! command -v x86_64-w64-mingw32-gcc >/dev/null; then
-    echo "[bench] Wine or mingw-w64 is missing: run bash scripts/setup.sh first" >&2
-    exit 1
-fi
-echo "[bench] building the server (Windows, release) and the driver (Linux, release)"
-cargo build --quiet --release -p bench --target x86_64-pc-windows-gnu --bin bench-server
-cargo build --quiet --release -p bench --bin bench
 args=("$@")
+native=0
+case " ${args[*]-} " in
+    *" --native "*) native=1 ;;
+esac
+if [ "$native" = 1 ]; then
+    if ! command -v strace >/dev/null; then
+        echo "[bench] strace is missing: run bash scripts/setup.sh first" >&2
+        exit 1
+    fi
+    echo "[bench] building the server and the driver (Linux, release)"
+    cargo build --quiet --release -p bench --bin bench-server --bin bench
+else
+    if ! command -v wine >/dev/null || ! command -v x86_64-w64-mingw32-gcc >/dev/null; then
+        echo "[bench] Wine or mingw-w64 is missing: run bash scripts/setup.sh first" >&2
+        exit 1
+    fi
+    echo "[bench] building the server (Windows, release) and the driver (Linux, release)"
+    cargo build --quiet --release -p bench --target x86_64-pc-windows-gnu --bin bench-server
+    cargo build --quiet --release -p bench --bin bench
+fi
 case " ${args[*]-} " in
     *" --out "*) ;;
-    *) args+=(--out docs/bench) ;;
+    *) if [ "$native" = 1 ]; then args+=(--out docs/bench/native); else args+=(--out docs/bench); fi ;;
 esac
 exec target/release/bench "${args[@]}"

@@ -28,7 +28,7 @@ export WINEDEBUG="${WINEDEBUG:--all}"
 export WINEDLLOVERRIDES="${WINEDLLOVERRIDES:-mscoree,mshtml=}"
 
 # --- Debian packages ---------------------------------------------------------------------------
-pkgs=(gcc-mingw-w64-x86-64 binutils-mingw-w64-x86-64 wine wine64 procps debootstrap)
+pkgs=(gcc-mingw-w64-x86-64 binutils-mingw-w64-x86-64 wine wine64 procps debootstrap strace)
 missing=()
 for p in "${pkgs[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then

@@ -39,6 +39,9 @@ options:
   --no-trace          skip the wineserver request counts
   --wine 8|10         the Wine to run under (default: AFD_WINE, else 8): 8 is the host's,
                       10 the Debian 13 chroot scripts/setup.sh builds (see scripts/wine.sh)
+  --native            run the servers natively on Linux instead: afd-reactor on epoll, mio
+                      and polling (default systems); system calls are counted with strace
+                      -f where wineserver requests are counted under Wine
   --quick             tiny sizes, one round (a smoke test of the harness)
   --out DIR           where results.json, chart.svg and table.txt go (default target/bench)";
 
@@ -59,8 +62,9 @@ fn main() {
 #[cfg(target_os = "linux")]
 mod linux {
     use super::USAGE;
+    use crate::driver::native::Strace;
     use crate::driver::report::Results;
-    use crate::driver::run::{Env, Figures, paths};
+    use crate::driver::run::{Counter, Env, Figures, paths};
     use crate::driver::wine::{Tracer, kill_wineserver, wine_version};
     use bench::System;
     use std::collections::BTreeMap;
@@ -83,6 +87,7 @@ mod linux {
         idle_secs: f64,
         systems: Vec<System>,
         trace: bool,
+        native: bool,
         out: PathBuf,
     }
 
@@ -108,8 +113,10 @@ mod linux {
             idle_secs: 1.0,
             systems: System::ALL.to_vec(),
             trace: true,
+            native: false,
             out: PathBuf::from("target/bench"),
         };
+        let mut systems_given = false;
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
             match flag.as_str() {
@@ -123,6 +130,10 @@ mod linux {
                 }
                 "--echo-only" => {
                     o.echo_only = true;
+                    continue;
+                }
+                "--native" => {
+                    o.native = true;
                     continue;
                 }
                 "--quick" => {
@@ -165,6 +176,7 @@ mod linux {
                 "--sockets" => o.sockets = count(&v)?,
                 "--churn-ops" => o.churn_ops = count(&v)?,
                 "--systems" => {
+                    systems_given = true;
                     o.systems = v
                         .split(',')
                         .map(|s| {
@@ -184,7 +196,21 @@ mod linux {
                 _ => return Err(bad(format!("unknown argument {flag}"))),
             }
         }
+        if o.native {
+            let native_only = |s: &System| matches!(s, System::Afd | System::Mio | System::Polling);
+            if !systems_given {
+                o.systems.retain(native_only);
+            } else if let Some(s) = o.systems.iter().find(|s| !native_only(s)) {
+                return Err(bad(format!("--native: {s} runs under Wine only")));
+            }
+        }
         Ok(o)
+    }
+
+    /// What the native servers run on: "Linux 6.1.0, epoll".
+    fn native_kernel() -> String {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        format!("Linux {}, epoll", release.trim())
     }
 
     /// `systems` rotated left by `by` (modulo its length).
@@ -219,18 +245,28 @@ mod linux {
         let o = opts()?;
         let begin = Instant::now();
         let root = std::env::current_dir()?;
-        let (exe, logs) = paths(&root);
+        let (exe, logs) = paths(&root, o.native);
         if !exe.exists() {
+            let target = if o.native {
+                ""
+            } else {
+                " --target x86_64-pc-windows-gnu"
+            };
             return Err(io::Error::other(format!(
-                "{} is missing: build it with `cargo build --release -p bench --target \
-                 x86_64-pc-windows-gnu` (scripts/bench.sh does)",
+                "{} is missing: build it with `cargo build --release -p bench{target}` \
+                 (scripts/bench.sh does)",
                 exe.display()
             )));
         }
         std::fs::create_dir_all(&logs)?;
         std::fs::create_dir_all(&o.out)?;
-        let wine = wine_version(&root)?;
+        let wine = if o.native {
+            native_kernel()
+        } else {
+            wine_version(&root)?
+        };
         let env = Env {
+            native: o.native,
             root,
             exe,
             logs,
@@ -246,10 +282,14 @@ mod linux {
         let mut r = Results {
             systems: o.systems.clone(),
             sizes: o.conns.clone(),
+            native: o.native,
             ..Default::default()
         };
         r.config = vec![
-            ("wine".into(), wine.clone()),
+            (
+                if o.native { "kernel" } else { "wine" }.into(),
+                wine.clone(),
+            ),
             ("rounds".into(), o.rounds.to_string()),
             ("echo_secs".into(), o.secs.to_string()),
             ("connections".into(), format!("{:?}", o.conns)),
@@ -279,7 +319,9 @@ mod linux {
         // The peerless workloads, unless only the echo is asked for.
         let micro_systems: &[System] = if o.echo_only { &[] } else { &o.systems };
         // Start from a fresh (untraced) wineserver.
-        kill_wineserver(&env.root);
+        if !o.native {
+            kill_wineserver(&env.root);
+        }
         for round in 1..=o.rounds {
             // Each round starts with the next system (A B C, B C A, C A B, ...), so that no system
             // always runs first, right after the previous round's teardowns.
@@ -353,8 +395,16 @@ mod linux {
         }
 
         if o.trace {
-            say("counting wineserver requests (tracing wineserver; this run is not timed)".into());
-            let tracer = Tracer::start(&env.root)?;
+            let tracer = if o.native {
+                say("counting system calls (strace -f; this run is not timed)".into());
+                Counter::Native(Strace::new(env.logs.clone()))
+            } else {
+                say(
+                    "counting wineserver requests (tracing wineserver; this run is not timed)"
+                        .into(),
+                );
+                Counter::Wine(Tracer::start(&env.root)?)
+            };
             for &n in &o.conns {
                 for &sys in &o.systems {
                     let f = env.echo_traced(&tracer, sys, n, o.trace_echoes)?;

@@ -95,6 +95,18 @@ struct Pending {
     mask: PollEvents,
 }
 
+impl Watch {
+    /// Record a poll. A watch holds one poll at a time in all but rare cases (a poll of a new
+    /// file on a number whose old polls are still being ended), so room is made for exactly one
+    /// at first: `Vec`'s usual first growth, to four, would quadruple the heap per registration.
+    fn push(&mut self, pending: Pending) {
+        if self.polls.capacity() == 0 {
+            self.polls.reserve_exact(1);
+        }
+        self.polls.push(pending);
+    }
+}
+
 /// A descriptor number this kernel watches, and the file it watched under that number.
 #[derive(Debug)]
 struct Watch {
@@ -614,7 +626,7 @@ unsafe impl Kernel for EpollKernel {
                 if let Err(e) = self.add(fd, None, Some(mask)) {
                     return Submitted::Refused(status_of(&e));
                 }
-                self.watches.get_mut(&fd).expect("added").polls.push(mine);
+                self.watches.get_mut(&fd).expect("added").push(mine);
                 Submitted::Queued
             }
             PollVia::Helper(_) => Submitted::Refused(status_of(&e)),

@@ -1,6 +1,7 @@
 //! The driver (Linux): runs every system through every workload in rounds, counts wineserver
-//! requests, and reports.
+//! requests (natively: system calls), and reports.
 
+pub mod native;
 pub mod report;
 pub mod run;
 pub mod wine;

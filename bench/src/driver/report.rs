@@ -141,6 +141,9 @@ pub struct Results {
     pub wall_secs: f64,
     /// The systems whose teardown waits for every pending poll's packet (marked `*`).
     pub waits_at_teardown: std::collections::BTreeSet<System>,
+    /// Native run (Linux, epoll): system calls where Wine's runs count wineserver requests, and
+    /// the native targets.
+    pub native: bool,
 }
 
 /// How a target or a comparison came out, judged round by round.
@@ -265,6 +268,74 @@ impl Results {
         out
     }
 
+    /// The native targets (issue 13): echoes/s ≥ polling and ≥ 0.95× mio, syscalls per echo ≤
+    /// polling's, ≤ 128 heap bytes per registration, churn and teardown at least as good as both
+    /// peers, no system call while idle. Each judged round by round, as the others.
+    fn native_targets(&self) -> Vec<(String, String, Verdict)> {
+        let mut out = Vec::new();
+        // Per round: afd / peer (the stored ratios are peer / afd).
+        let afd_over = |k: &str, p: System| -> Vec<f64> {
+            self.ratios(k, p).iter().map(|r| 1.0 / r).collect()
+        };
+        for size in &self.sizes {
+            let k = format!("echo_{size}");
+            for (peer, factor) in [(System::Polling, 1.0), (System::Mio, 0.95)] {
+                if let (Some(a), Some(v)) = (self.median(&k, System::Afd), self.median(&k, peer)) {
+                    out.push((
+                        format!("echoes/s ≥ {factor}× {peer} ({size} conns)"),
+                        format!("afd {} vs {peer} {} = {:.3}×", num(a), num(v), a / v),
+                        Verdict::of(&afd_over(&k, peer), |x| x >= factor),
+                    ));
+                }
+            }
+            let k = format!("requests_per_echo_{size}");
+            if let (Some(a), Some(p)) = (
+                self.median(&k, System::Afd),
+                self.median(&k, System::Polling),
+            ) {
+                out.push((
+                    format!("syscalls/echo ≤ polling's ({size} conns)"),
+                    format!("afd {} vs polling {}", num(a), num(p)),
+                    Verdict::of(&[a / p], |x| x <= 1.0),
+                ));
+            }
+        }
+        if let Some(h) = self.median("heap_bytes_per_socket", System::Afd) {
+            out.push((
+                "≤ 128 heap bytes per registered socket".into(),
+                format!("{} B", num(h)),
+                Verdict::of(&[h], |x| x <= 128.0),
+            ));
+        }
+        for peer in [System::Mio, System::Polling] {
+            let k = "churn_ops_per_sec";
+            if let (Some(a), Some(v)) = (self.median(k, System::Afd), self.median(k, peer)) {
+                out.push((
+                    format!("churn ≥ {peer}"),
+                    format!("afd {} vs {peer} {} ops/s = {:.2}×", num(a), num(v), a / v),
+                    Verdict::of(&afd_over(k, peer), |x| x >= 1.0),
+                ));
+            }
+            // Teardown: lower is better, so afd's time over the peer's must be ≤ 1.
+            let k = "teardown_ms";
+            if let (Some(a), Some(v)) = (self.median(k, System::Afd), self.median(k, peer)) {
+                out.push((
+                    format!("teardown ≤ {peer}'s time (afd waits for the kernel, {peer} does not)"),
+                    format!("afd {} vs {peer} {} ms = {:.2}×", num(a), num(v), a / v),
+                    Verdict::of(&afd_over(k, peer), |x| x <= 1.0),
+                ));
+            }
+        }
+        if let Some(i) = self.median("idle_requests_per_sec", System::Afd) {
+            out.push((
+                "0 syscalls/s when idle".into(),
+                format!("{i:.2} syscalls/s"),
+                Verdict::of(&[i], |x| x.abs() < 0.5),
+            ));
+        }
+        out
+    }
+
     /// The table, as printed.
     pub fn table(&self) -> String {
         let mut t = String::new();
@@ -281,7 +352,15 @@ impl Results {
             } else {
                 "↓"
             };
-            let _ = write!(t, "{:<30}{arrow}", m.label);
+            let label = if self.native {
+                m.label
+                    .replace("wineserver req", "syscalls")
+                    .replace("reactor NT calls", "reactor kernel calls")
+                    .replace("storm: packets", "storm: wake writes")
+            } else {
+                m.label.clone()
+            };
+            let _ = write!(t, "{:<30}{arrow}", label);
             for s in &self.systems {
                 let star = if m.key == "teardown_ms" && self.waits_at_teardown.contains(s) {
                     "*"
@@ -334,6 +413,9 @@ impl Results {
     /// The targets of issue 4: (statement, figure, verdict). Timed targets are judged round by
     /// round; counted ones (one value) by that value.
     pub fn targets(&self) -> Vec<(String, String, Verdict)> {
+        if self.native {
+            return self.native_targets();
+        }
         let peers = [System::Mio, System::Polling, System::Wepoll];
         let mut out = Vec::new();
         let best = |metric: &str, better: Better| -> Option<(System, f64)> {

@@ -1,5 +1,6 @@
 //! One run of a workload on one system.
 
+use super::native::Strace;
 use super::wine::{Server, Tally, Tracer};
 use bench::{Record, System};
 use loadgen::{Config, Session, Stop};
@@ -9,8 +10,37 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// What counts the requests (under Wine) or the system calls (natively) of the server under test.
+pub enum Counter {
+    /// A tracing wineserver: every Wine process's requests.
+    Wine(Tracer),
+    /// `strace -f` around each server started with it.
+    Native(Strace),
+}
+
+impl Counter {
+    /// A snapshot of the counts so far, once they have settled.
+    pub fn settle_and_count(&self) -> Tally {
+        match self {
+            Counter::Wine(t) => t.settle_and_count(),
+            Counter::Native(s) => s.settle_and_count(),
+        }
+    }
+
+    /// What one wake post is in the counts: wineserver's `add_completion` (`NtSetIoCompletion`),
+    /// or natively a `write` (to an eventfd or a pipe: every system's waker writes one).
+    fn post_kind(&self) -> &'static str {
+        match self {
+            Counter::Wine(_) => "add_completion",
+            Counter::Native(_) => "write",
+        }
+    }
+}
+
 /// What the harness needs to know to run anything.
 pub struct Env {
+    /// Run the server natively (Linux, epoll) instead of under Wine.
+    pub native: bool,
     pub root: PathBuf,
     pub exe: PathBuf,
     pub logs: PathBuf,
@@ -30,13 +60,30 @@ pub struct Env {
 pub type Figures = BTreeMap<String, f64>;
 
 impl Env {
-    fn start(&self, system: System, what: &str, extra: &[String]) -> io::Result<Server> {
+    fn start(
+        &self,
+        system: System,
+        what: &str,
+        extra: &[String],
+        counter: Option<&Counter>,
+    ) -> io::Result<Server> {
         let n = self.runs.get() + 1;
         self.runs.set(n);
         let mut args = vec![what.to_string(), "--system".into(), system.name().into()];
         args.extend_from_slice(extra);
         let log = self.logs.join(format!("{n:03}-{what}-{system}.log"));
-        Server::start(&self.root, &self.exe, &args, &log)
+        let strace = match counter {
+            Some(Counter::Native(s)) => Some(s.next_log()),
+            _ => None,
+        };
+        Server::start(
+            &self.root,
+            &self.exe,
+            &args,
+            &log,
+            self.native,
+            strace.as_deref(),
+        )
     }
 
     fn load(&self, addr: SocketAddr, connections: usize) -> Config {
@@ -49,7 +96,7 @@ impl Env {
 
     /// Echo throughput: connect, then ping-pong for `secs`.
     pub fn echo(&self, system: System, connections: usize, secs: f64) -> io::Result<Figures> {
-        let mut server = self.start(system, "echo", &[])?;
+        let mut server = self.start(system, "echo", &[], None)?;
         let addr = ready(&mut server)?;
         let mut session = Session::connect(self.load(addr, connections))?;
         // Right after 10,000 connects, Wine takes seconds to settle: measure after a warm-up.
@@ -86,12 +133,12 @@ impl Env {
     /// the difference over `2e` echoes cancels every fixed cost.
     pub fn echo_traced(
         &self,
-        tracer: &Tracer,
+        tracer: &Counter,
         system: System,
         connections: usize,
         e: u64,
     ) -> io::Result<Figures> {
-        let mut server = self.start(system, "echo", &[])?;
+        let mut server = self.start(system, "echo", &[], Some(tracer))?;
         let addr = ready(&mut server)?;
         let mut session = Session::connect(self.load(addr, connections))?;
         // Wine's cost per event grows with the number of pending polls: fewer echoes at 10,000.
@@ -134,14 +181,14 @@ impl Env {
             "--teardown-only".into(),
             "--no-wait".into(),
         ];
-        let mut server = self.start(system, "micro", &args)?;
+        let mut server = self.start(system, "micro", &args, None)?;
         let r = expect(&mut server, "teardown", Duration::from_secs(600))?;
         server.wait(Duration::from_secs(120))?;
         Ok(r.num("total_ms"))
     }
 
     /// The peerless workloads; with a tracer, also their wineserver requests.
-    pub fn micro(&self, system: System, tracer: Option<&Tracer>) -> io::Result<Figures> {
+    pub fn micro(&self, system: System, tracer: Option<&Counter>) -> io::Result<Figures> {
         let mut args = vec![
             "--sockets".to_string(),
             self.sockets.to_string(),
@@ -157,7 +204,7 @@ impl Env {
         if tracer.is_some() {
             args.push("--idle".into());
         }
-        let mut server = self.start(system, "micro", &args)?;
+        let mut server = self.start(system, "micro", &args, tracer)?;
         let mut marks: HashMap<String, Tally> = HashMap::new();
         let mut f = Figures::new();
         loop {
@@ -205,16 +252,16 @@ impl Env {
         }
         let main_tid = server.tids.first().copied();
         server.wait(Duration::from_secs(120))?;
-        if tracer.is_some() {
+        if let Some(tracer) = tracer {
             let main: Vec<u32> = main_tid.into_iter().collect();
             let span =
                 |a: &str, b: &str| -> Option<Tally> { Some(marks.get(b)?.since(marks.get(a)?)) };
             if let Some(storm) = span("storm-start", "storm-end") {
-                // NtSetIoCompletion is wineserver's add_completion; nothing else in the storm
-                // adds a completion.
+                // A wake post: wineserver's add_completion (NtSetIoCompletion), natively a
+                // `write`; nothing else in the storm makes one.
                 f.insert(
                     "storm_packets".into(),
-                    storm.by_name("add_completion") as f64,
+                    storm.by_name(tracer.post_kind()) as f64,
                 );
             }
             if let Some(churn) = span("churn-start", "churn-end") {
@@ -275,9 +322,13 @@ fn expect(server: &mut Server, workload: &str, timeout: Duration) -> io::Result<
     }
 }
 
-/// Where the harness finds its files.
-pub fn paths(root: &Path) -> (PathBuf, PathBuf) {
-    let exe = root.join("target/x86_64-pc-windows-gnu/release/bench-server.exe");
+/// Where the harness finds its files: the server (Windows, or `native`) and the logs.
+pub fn paths(root: &Path, native: bool) -> (PathBuf, PathBuf) {
+    let exe = if native {
+        root.join("target/release/bench-server")
+    } else {
+        root.join("target/x86_64-pc-windows-gnu/release/bench-server.exe")
+    };
     let logs = root.join("target/bench/logs");
     (exe, logs)
 }

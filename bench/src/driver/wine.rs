@@ -211,12 +211,32 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `bench-server.exe args…` under Wine (through the project's Wine runner); its
-    /// stderr goes to `log`.
-    pub fn start(root: &Path, exe: &Path, args: &[String], log: &Path) -> io::Result<Server> {
+    /// Starts `bench-server.exe args…` under Wine (through the project's Wine runner), or
+    /// natively with `native` (under `strace -f` writing to `strace`, if given); its stderr goes
+    /// to `log`.
+    pub fn start(
+        root: &Path,
+        exe: &Path,
+        args: &[String],
+        log: &Path,
+        native: bool,
+        strace: Option<&Path>,
+    ) -> io::Result<Server> {
         let err = std::fs::File::create(log)?;
-        let mut child = Command::new(root.join("scripts/wine-runner.sh"))
-            .arg(exe)
+        let mut cmd = match (native, strace) {
+            (false, _) => {
+                let mut c = Command::new(root.join("scripts/wine-runner.sh"));
+                c.arg(exe);
+                c
+            }
+            (true, Some(trace)) => {
+                let mut c = Command::new("strace");
+                c.args(["-f", "-qq", "-o"]).arg(trace).arg(exe);
+                c
+            }
+            (true, None) => Command::new(exe),
+        };
+        let mut child = cmd
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -1,7 +1,11 @@
-//! afd-reactor: level-triggered, on each socket or through the helper handle.
+//! afd-reactor: level-triggered; on Windows on each socket or through the helper handle, on
+//! Linux on epoll.
 
 use super::sys::{LISTENER, Ready, Sys, WAKE, WakeFn, Want};
-use afd_reactor::kernel::nt::NtKernel;
+#[cfg(target_os = "linux")]
+use afd_reactor::kernel::epoll::EpollKernel as Kernel;
+#[cfg(windows)]
+use afd_reactor::kernel::nt::NtKernel as Kernel;
 use afd_reactor::{Events, Interest, Reactor, Token};
 use std::io;
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -9,14 +13,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub struct Afd {
-    reactor: Reactor<NtKernel>,
+    reactor: Reactor<Kernel>,
     events: Events,
 }
 
 impl Afd {
     pub fn new(helper: bool) -> io::Result<Self> {
+        #[cfg(windows)]
+        let kernel = Kernel::new()?.force_helper(helper);
+        #[cfg(target_os = "linux")]
+        let kernel = {
+            let _ = helper; // no helper handles on Linux
+            Kernel::new()?
+        };
         Ok(Afd {
-            reactor: Reactor::with_kernel(NtKernel::new()?.force_helper(helper)),
+            reactor: Reactor::with_kernel(kernel),
             events: Events::with_capacity(1024),
         })
     }

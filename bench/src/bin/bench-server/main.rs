@@ -1,4 +1,6 @@
-//! `bench-server` — the Windows side of the benchmark harness (run under Wine by `bench`).
+//! `bench-server` — the server side of the benchmark harness: on Windows (run under Wine by
+//! `bench`), afd-reactor on NT, mio, polling and wepoll; on Linux (`bench --native`), afd-reactor
+//! on epoll, mio and polling.
 //!
 //! ```text
 //! bench-server echo  --system S [--addr 127.0.0.1:0] [--sessions 1]
@@ -12,13 +14,13 @@
 //! `bench::Record`): `ready addr=… tid=…`, `tid id=…`, `mark name=…` (the server then waits for
 //! a line on stdin, so the driver can count wineserver requests at that point), `result …`.
 
-#[cfg(not(windows))]
+#[cfg(not(any(windows, target_os = "linux")))]
 fn main() {
-    eprintln!("bench-server is a Windows program; run it through `bench` (under Wine)");
+    eprintln!("bench-server runs on Windows (under Wine) and Linux; run it through `bench`");
     std::process::exit(2);
 }
 
-#[cfg(windows)]
+#[cfg(any(windows, target_os = "linux"))]
 fn main() {
     if let Err(e) = server::run() {
         eprintln!("bench-server: {e}");
@@ -26,23 +28,23 @@ fn main() {
     }
 }
 
-#[cfg(windows)]
+#[cfg(any(windows, target_os = "linux"))]
 mod afd;
-#[cfg(windows)]
+#[cfg(any(windows, target_os = "linux"))]
 mod echo;
-#[cfg(windows)]
+#[cfg(any(windows, target_os = "linux"))]
 mod micro;
-#[cfg(windows)]
+#[cfg(any(windows, target_os = "linux"))]
 mod mio_sys;
-#[cfg(windows)]
+#[cfg(any(windows, target_os = "linux"))]
 mod polling_sys;
-#[cfg(windows)]
+#[cfg(any(windows, target_os = "linux"))]
 mod sys;
 #[cfg(windows)]
 mod wepoll_sys;
 
 /// A global allocator that keeps a count of live heap bytes (for the heap workload).
-#[cfg(windows)]
+#[cfg(any(windows, target_os = "linux"))]
 mod alloc {
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -88,7 +90,7 @@ mod alloc {
 }
 
 /// Prints one record line and flushes it.
-#[cfg(windows)]
+#[cfg(any(windows, target_os = "linux"))]
 fn record(fields: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
@@ -107,9 +109,21 @@ fn thread_id() {
     let _ = out.flush();
 }
 
+/// Announces the calling thread's id (the id strace shows: the kernel's thread id).
+#[cfg(target_os = "linux")]
+fn thread_id() {
+    use std::io::Write;
+    // SAFETY: no arguments, no preconditions.
+    let id = unsafe { libc::gettid() };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "tid id={id}");
+    let _ = out.flush();
+}
+
 /// Prints `mark name=…` and waits for one line on stdin: the driver counts the wineserver
-/// requests so far, then lets us go on. With stdin closed it does not wait.
-#[cfg(windows)]
+/// requests (natively: system calls) so far, then lets us go on. With stdin closed it does not
+/// wait.
+#[cfg(any(windows, target_os = "linux"))]
 fn mark(name: &str) {
     use std::io::{BufRead, Write};
     {
@@ -121,11 +135,13 @@ fn mark(name: &str) {
     let _ = std::io::stdin().lock().read_line(&mut line);
 }
 
-#[cfg(windows)]
+#[cfg(any(windows, target_os = "linux"))]
 mod server {
     use super::micro::{self, Sizes};
     use super::sys::Sys;
-    use super::{afd::Afd, echo, mio_sys::Mio, polling_sys::Polling, wepoll_sys::Wepoll};
+    #[cfg(windows)]
+    use super::wepoll_sys::Wepoll;
+    use super::{afd::Afd, echo, mio_sys::Mio, polling_sys::Polling};
     use super::{record, thread_id};
     use bench::System;
     use std::io;
@@ -219,10 +235,17 @@ mod server {
         let a = args()?;
         match a.system {
             System::Afd => go(&a, || Afd::new(false)),
-            System::AfdHelper => go(&a, || Afd::new(true)),
             System::Mio => go(&a, Mio::new),
             System::Polling => go(&a, Polling::new),
+            #[cfg(windows)]
+            System::AfdHelper => go(&a, || Afd::new(true)),
+            #[cfg(windows)]
             System::Wepoll => go(&a, Wepoll::new),
+            #[cfg(not(windows))]
+            System::AfdHelper | System::Wepoll => Err(bad(format!(
+                "{} runs on Windows only (under Wine)",
+                a.system
+            ))),
         }
     }
 

@@ -45,10 +45,20 @@ impl Sys for Mio {
         // mio's accept makes the connection non-blocking; hand it over as a std stream so
         // every system starts from the same thing.
         let (s, _) = l.accept()?;
-        use std::os::windows::io::{FromRawSocket, IntoRawSocket};
-        // SAFETY: `into_raw_socket` gives up ownership of a valid socket, which the std stream
-        // takes over; nothing else holds it.
-        Ok(unsafe { StdStream::from_raw_socket(s.into_raw_socket()) })
+        #[cfg(windows)]
+        {
+            use std::os::windows::io::{FromRawSocket, IntoRawSocket};
+            // SAFETY: `into_raw_socket` gives up ownership of a valid socket, which the std
+            // stream takes over; nothing else holds it.
+            Ok(unsafe { StdStream::from_raw_socket(s.into_raw_socket()) })
+        }
+        #[cfg(unix)]
+        {
+            use std::os::fd::{FromRawFd, IntoRawFd};
+            // SAFETY: `into_raw_fd` gives up ownership of a valid socket, which the std stream
+            // takes over; nothing else holds it.
+            Ok(unsafe { StdStream::from_raw_fd(s.into_raw_fd()) })
+        }
     }
     fn listener_done(&mut self, _: &mut Self::Listener) -> io::Result<()> {
         Ok(())
