@@ -17,8 +17,9 @@
 #      README's first command keeps working
 #   7. a short soak (500 connections, 12 s) under each Wine and natively on epoll (the long form:
 #      bash scripts/soak.sh)
-#   8. a smoke run of the benchmark harness under each Wine (`bash scripts/bench.sh --quick`: tiny
-#      sizes, one round; it proves the harness works, its figures are not the benchmark's)
+#   8. a smoke run of the benchmark harness under each Wine and natively (`bash scripts/bench.sh
+#      --quick`, `--native --quick`: tiny sizes, one round; it proves the harness works, its
+#      figures are not the benchmark's)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 step() { printf '\n==> %s\n' "$*"; }
@@ -84,5 +85,8 @@ for wine in 8 10; do
     step "benchmark harness smoke run under Wine $wine (tiny sizes; the real run is bash scripts/bench.sh)"
     bash scripts/bench.sh --quick --wine "$wine" --out "target/bench-quick-wine$wine"
 done
+
+step "benchmark harness smoke run natively (afd-reactor on epoll, mio, polling; tiny sizes)"
+bash scripts/bench.sh --native --quick --out target/bench-quick-native
 
 step "all checks passed"

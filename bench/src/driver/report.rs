@@ -336,6 +336,18 @@ impl Results {
         out
     }
 
+    /// A row's label: natively, system calls where Wine's runs count wineserver requests.
+    fn label(&self, m: &Row) -> String {
+        if self.native {
+            m.label
+                .replace("wineserver req", "syscalls")
+                .replace("reactor NT calls", "reactor kernel calls")
+                .replace("storm: packets", "storm: wake writes")
+        } else {
+            m.label.to_string()
+        }
+    }
+
     /// The table, as printed.
     pub fn table(&self) -> String {
         let mut t = String::new();
@@ -352,15 +364,7 @@ impl Results {
             } else {
                 "↓"
             };
-            let label = if self.native {
-                m.label
-                    .replace("wineserver req", "syscalls")
-                    .replace("reactor NT calls", "reactor kernel calls")
-                    .replace("storm: packets", "storm: wake writes")
-            } else {
-                m.label.clone()
-            };
-            let _ = write!(t, "{:<30}{arrow}", label);
+            let _ = write!(t, "{:<30}{arrow}", self.label(&m));
             for s in &self.systems {
                 let star = if m.key == "teardown_ms" && self.waits_at_teardown.contains(s) {
                     "*"
@@ -569,8 +573,20 @@ impl Results {
         let wine = self
             .config
             .iter()
-            .find(|(k, _)| k == "wine")
+            .find(|(k, _)| k == "wine" || k == "kernel")
             .map_or("Wine", |(_, v)| v.as_str());
+        let peers: Vec<&str> = self
+            .systems
+            .iter()
+            .filter(|s| !matches!(s, System::Afd | System::AfdHelper))
+            .map(|s| s.name())
+            .collect();
+        let peers = peers.join(", ");
+        let place = if self.native {
+            format!("natively ({wine})")
+        } else {
+            format!("under {wine}")
+        };
         let panels: Vec<Row> = self.rows().into_iter().filter(|m| m.chart).collect();
         let (pw, ph, cols) = (460.0, 40.0 + 26.0 * self.systems.len() as f64, 2usize);
         let rows = panels.len().div_ceil(cols);
@@ -578,7 +594,7 @@ impl Results {
         let mut s = format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
              <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-             <text x=\"10\" y=\"24\" font-size=\"16\" font-weight=\"bold\">afd-reactor vs mio, polling, wepoll under {wine} (median of rounds; whisker: min–max)</text>\n"
+             <text x=\"10\" y=\"24\" font-size=\"16\" font-weight=\"bold\">afd-reactor vs {peers} {place} (median of rounds; whisker: min–max)</text>\n"
         );
         for (i, m) in panels.iter().enumerate() {
             let (x0, y0) = (10.0 + pw * (i % cols) as f64, 40.0 + ph * (i / cols) as f64);
@@ -597,7 +613,7 @@ impl Results {
                 s,
                 "<text x=\"{x0}\" y=\"{}\" font-weight=\"bold\">{} <tspan font-weight=\"normal\" fill=\"#666\">({hint})</tspan></text>",
                 y0 + 16.0,
-                m.label
+                self.label(m)
             );
             let (bx, bw) = (x0 + 80.0, pw - 170.0);
             for (j, sys) in self.systems.iter().enumerate() {
