@@ -4,57 +4,39 @@
 
 #[macro_use]
 mod conformance;
+mod net;
 mod platform;
-mod util;
 
 use afd_reactor::kernel::nt::NtKernel;
 use afd_reactor::nt::{CompletionPort, socket_as_handle};
 use afd_reactor::{Reactor, Source};
 use conformance::Harness;
+use net::{TcpPeers, may_open_sockets, no_new_sockets};
 use platform::{Platform, platform};
-use std::collections::HashMap;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io;
+use std::net::TcpStream;
 use std::os::windows::io::AsSocket;
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-/// Tests run in parallel threads of one process, and Wine hands a new handle the lowest free
-/// value: a socket closed by one test is the next socket another test opens. Opening sockets
-/// takes this shared; the closed-socket probes take it exclusively, from the close until they
-/// have tried to register the value.
-///
-/// It does not cover every handle: a reactor opens its `\Device\Afd` helper lazily, on its
-/// first helper-path registration, and libtest and Wine open handles of their own (threads,
-/// events). So a closed value can still be taken by another test's object during the window.
-/// Registering a value this reactor never saw is harmless then (winsock's proof that it is a
-/// socket refuses it first), but a value it knows goes straight to a helper poll: that probe
-/// registers the value only once an object of its own holds it. (Under Wine 8, an
-/// `IOCTL_AFD_POLL` naming another reactor's helper handle makes wineserver abort on an
-/// assertion, `set_fd_events: poll_users[user] == fd`, which leaves every process of the
-/// prefix hung.)
-static OPENING_SOCKETS: RwLock<()> = RwLock::new(());
-
-// A test that panicked while holding the lock poisoned nothing it guards: ignore poisoning.
-fn may_open_sockets() -> RwLockReadGuard<'static, ()> {
-    OPENING_SOCKETS
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-}
-
-/// While the guard lives, no test (this one included) opens a socket or a reactor handle.
-fn no_new_sockets() -> RwLockWriteGuard<'static, ()> {
-    OPENING_SOCKETS
-        .write()
-        .unwrap_or_else(PoisonError::into_inner)
-}
+// Sockets are opened under `net::may_open_sockets`, and the closed-socket probes hold
+// `net::no_new_sockets` from the close until they have tried to register the value: Wine hands
+// a new handle the lowest free value, so a socket closed by one test is the next socket another
+// test opens.
+//
+// The lock does not cover every handle: a reactor opens its `\Device\Afd` helper lazily, on its
+// first helper-path registration, and libtest and Wine open handles of their own (threads,
+// events). So a closed value can still be taken by another test's object during the window.
+// Registering a value this reactor never saw is harmless then (winsock's proof that it is a
+// socket refuses it first), but a value it knows goes straight to a helper poll: that probe
+// registers the value only once an object of its own holds it. (Under Wine 8, an
+// `IOCTL_AFD_POLL` naming another reactor's helper handle makes wineserver abort on an
+// assertion, `set_fd_events: poll_users[user] == fd`, which leaves every process of the
+// prefix hung.)
 
 struct NtHarness<const HELPER: bool> {
     reactor: Reactor<NtKernel>,
     /// One listener for the harness, so each new socket is one client + one accepted handle
-    /// (and a closed socket's handle value is what Wine hands the next client).
-    listener: TcpListener,
-    /// The peer end of each registered socket, by the socket's handle value.
-    peers: HashMap<u64, TcpStream>,
+    /// (and a closed socket's handle value is what Wine hands the next client), and the peers.
+    tcp: TcpPeers,
     /// Ports other "runtimes" bound sockets to.
     foreign: Vec<CompletionPort>,
     /// Non-socket handles kept open for the bad-input test.
@@ -70,8 +52,7 @@ impl<const HELPER: bool> Harness for NtHarness<HELPER> {
         let kernel = NtKernel::new().unwrap().force_helper(HELPER);
         Self {
             reactor: Reactor::with_kernel(kernel),
-            listener: TcpListener::bind("127.0.0.1:0").unwrap(),
-            peers: HashMap::new(),
+            tcp: TcpPeers::new(),
             foreign: Vec::new(),
             keep: Vec::new(),
         }
@@ -83,52 +64,32 @@ impl<const HELPER: bool> Harness for NtHarness<HELPER> {
 
     fn socket(&mut self) -> TcpStream {
         let _opening = may_open_sockets();
-        let a = TcpStream::connect(self.listener.local_addr().unwrap()).unwrap();
-        let (b, _) = self.listener.accept().unwrap();
-        a.set_nonblocking(true).unwrap();
-        self.peers.insert(a.raw_socket(), b);
-        a
+        self.tcp.socket()
     }
 
     fn make_readable(&mut self, s: &TcpStream) {
-        let peer = self.peers.get_mut(&s.raw_socket()).unwrap();
-        peer.write_all(b"ping").unwrap();
+        self.tcp.make_readable(s);
     }
 
     fn drain(&mut self, s: &TcpStream) {
-        let mut buf = [0u8; 4096];
-        loop {
-            match (&*s).read(&mut buf) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => panic!("read: {e}"),
-            }
-        }
+        TcpPeers::drain(s);
     }
 
     fn peer_shutdown(&mut self, s: &TcpStream) {
-        self.peers[&s.raw_socket()]
-            .shutdown(Shutdown::Write)
-            .unwrap();
+        self.tcp.peer_shutdown(s);
     }
 
     fn peer_close(&mut self, s: &TcpStream) {
-        drop(self.peers.remove(&s.raw_socket()));
+        self.tcp.peer_close(s);
     }
 
     fn peer_reset(&mut self, s: &TcpStream) {
-        let peer = self.peers.remove(&s.raw_socket()).unwrap();
-        // SO_LINGER {on, 0} makes the close send RST instead of FIN.
-        socket2::SockRef::from(&peer)
-            .set_linger(Some(std::time::Duration::ZERO))
-            .unwrap();
-        drop(peer);
+        self.tcp.peer_reset(s);
     }
 
     fn failing_connect(&mut self) -> TcpStream {
         let _opening = may_open_sockets();
-        util::failing_connect().into()
+        net::failing_connect().into()
     }
 
     fn patience(&self) -> std::time::Duration {
@@ -137,9 +98,7 @@ impl<const HELPER: bool> Harness for NtHarness<HELPER> {
     }
 
     fn close(&mut self, s: TcpStream) {
-        let peer = self.peers.remove(&s.raw_socket());
-        drop(s); // our side first: a pending poll ends with LOCAL_CLOSE
-        drop(peer);
+        self.tcp.close(s);
     }
 
     fn bind_elsewhere(&mut self, s: &TcpStream) {

@@ -9,10 +9,13 @@
 //! descriptor number `dup2` the socket there, each test to a number of its own.
 #![cfg(target_os = "linux")]
 
+mod net;
+
 use afd_reactor::afd::{AfdPollInfo, CompletionEntry, IoStatusBlock, NtStatus, PollEvents};
 use afd_reactor::kernel::epoll::EpollKernel;
 use afd_reactor::kernel::{HELPER_KEY, Kernel, PollBlock, PollVia, Post, Submitted, WAKE_KEY};
 use afd_reactor::{EpollReactor, Events, Interest, Reactor, Token};
+use net::nonblocking_pair;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -77,14 +80,6 @@ fn dequeue_one(k: &mut EpollKernel) -> CompletionEntry {
     got[0]
 }
 
-fn tcp_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (b, _) = listener.accept().unwrap();
-    a.set_nonblocking(true).unwrap();
-    (a, b)
-}
-
 /// Move `fd`'s file to descriptor number `at` (closing `fd`): the test owns `at` from now on.
 fn move_to(fd: OwnedFd, at: RawFd) -> OwnedFd {
     // SAFETY: `dup2` on a descriptor we own; `at` is a number no other test uses.
@@ -100,7 +95,7 @@ fn move_to(fd: OwnedFd, at: RawFd) -> OwnedFd {
 #[test]
 fn a_readable_socket_completes_its_poll_with_receive() {
     let mut k = EpollKernel::new().unwrap();
-    let (a, mut b) = tcp_pair();
+    let (a, mut b) = nonblocking_pair();
     let fd = a.as_raw_fd();
     k.associate(fd as u64, KEY).unwrap();
     let block = Block::new(fd, PollEvents::RECEIVE);
@@ -135,7 +130,7 @@ fn a_listener_reports_accept() {
 #[test]
 fn a_peer_fin_reports_disconnect() {
     let mut k = EpollKernel::new().unwrap();
-    let (a, b) = tcp_pair();
+    let (a, b) = nonblocking_pair();
     let fd = a.as_raw_fd();
     k.associate(fd as u64, KEY).unwrap();
     let block = Block::new(fd, PollEvents::DISCONNECT | PollEvents::ABORT);
@@ -148,7 +143,7 @@ fn a_peer_fin_reports_disconnect() {
 #[test]
 fn a_reset_reports_abort_alone() {
     let mut k = EpollKernel::new().unwrap();
-    let (a, b) = tcp_pair();
+    let (a, b) = nonblocking_pair();
     let fd = a.as_raw_fd();
     k.associate(fd as u64, KEY).unwrap();
     let all = PollEvents::RECEIVE | PollEvents::SEND | PollEvents::DISCONNECT | PollEvents::ABORT;
@@ -169,15 +164,8 @@ fn a_reset_reports_abort_alone() {
 
 #[test]
 fn a_failed_connect_reports_connect_fail_and_leaves_the_socket_error() {
-    use socket2::{Domain, Socket, Type};
     let mut k = EpollKernel::new().unwrap();
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    s.set_nonblocking(true).unwrap();
-    let _ = s.connect(&addr.into()); // EINPROGRESS, then refused
+    let s = net::failing_connect(); // EINPROGRESS, then refused
     let fd = s.as_raw_fd();
     k.associate(fd as u64, KEY).unwrap();
     let block = Block::new(fd, PollEvents::SEND);
@@ -197,7 +185,7 @@ fn a_failed_connect_reports_connect_fail_and_leaves_the_socket_error() {
 #[test]
 fn a_cancel_queues_exactly_one_cancelled_packet() {
     let mut k = EpollKernel::new().unwrap();
-    let (a, mut b) = tcp_pair();
+    let (a, mut b) = nonblocking_pair();
     let fd = a.as_raw_fd();
     k.associate(fd as u64, KEY).unwrap();
     let block = Block::new(fd, PollEvents::RECEIVE);
@@ -266,7 +254,7 @@ fn a_regular_file_is_not_a_socket() {
 #[test]
 fn a_closed_descriptor_leaves_epoll_silently_and_a_new_file_on_its_number_ends_its_poll() {
     let mut k = EpollKernel::new().unwrap();
-    let (a, mut peer) = tcp_pair();
+    let (a, mut peer) = nonblocking_pair();
     let at = move_to(OwnedFd::from(a), 900);
     k.associate(900, KEY).unwrap();
     let old = Block::new(900, PollEvents::RECEIVE);
@@ -275,7 +263,7 @@ fn a_closed_descriptor_leaves_epoll_silently_and_a_new_file_on_its_number_ends_i
     let _ = peer.write_all(b"after the close");
     assert!(dequeue(&mut k, SHORT).is_empty(), "no LOCAL_CLOSE on Linux");
     // A new socket gets the number: associating it ends the old poll, as LOCAL_CLOSE would.
-    let (c, mut c_peer) = tcp_pair();
+    let (c, mut c_peer) = nonblocking_pair();
     let _new = move_to(OwnedFd::from(c), 900);
     k.associate(900, KEY + 1).unwrap();
     let e = dequeue_one(&mut k);
@@ -291,14 +279,14 @@ fn a_closed_descriptor_leaves_epoll_silently_and_a_new_file_on_its_number_ends_i
 #[test]
 fn a_dup_keeps_a_closed_descriptors_entry_alive_and_its_event_is_dropped() {
     let mut k = EpollKernel::new().unwrap();
-    let (a, mut a_peer) = tcp_pair();
+    let (a, mut a_peer) = nonblocking_pair();
     let at = move_to(OwnedFd::from(a), 901);
     let dup = at.try_clone().unwrap(); // keeps the file, and so its epoll entry, alive
     k.associate(901, KEY).unwrap();
     let old = Block::new(901, PollEvents::RECEIVE);
     submit(&mut k, PollVia::Socket, 901, &old, 1);
     drop(at);
-    let (b, mut b_peer) = tcp_pair();
+    let (b, mut b_peer) = nonblocking_pair();
     let _new = move_to(OwnedFd::from(b), 901);
     k.associate(901, KEY + 1).unwrap();
     assert_eq!(
@@ -321,7 +309,7 @@ fn a_dup_keeps_a_closed_descriptors_entry_alive_and_its_event_is_dropped() {
 #[test]
 fn a_helper_poll_on_a_reused_number_watches_the_new_file() {
     let mut k = EpollKernel::new().unwrap();
-    let (a, _a_peer) = tcp_pair();
+    let (a, _a_peer) = nonblocking_pair();
     let at = move_to(OwnedFd::from(a), 902);
     k.associate(902, KEY).unwrap();
     let first = Block::new(902, PollEvents::RECEIVE);
@@ -332,7 +320,7 @@ fn a_helper_poll_on_a_reused_number_watches_the_new_file() {
     );
     assert_eq!(dequeue_one(&mut k).status(), NtStatus::CANCELLED);
     drop(at);
-    let (b, mut b_peer) = tcp_pair();
+    let (b, mut b_peer) = nonblocking_pair();
     let _new = move_to(OwnedFd::from(b), 902);
     // The reactor remembers the number was associated, and polls it through the "helper".
     let block = Block::new(902, PollEvents::RECEIVE);
@@ -349,7 +337,7 @@ fn a_helper_poll_on_a_reused_number_watches_the_new_file() {
 #[test]
 fn a_socket_poll_on_a_closed_number_completes_at_once_with_local_close() {
     let mut k = EpollKernel::new().unwrap();
-    let (a, _peer) = tcp_pair();
+    let (a, _peer) = nonblocking_pair();
     let at = move_to(OwnedFd::from(a), 903);
     k.associate(903, KEY).unwrap();
     drop(at);

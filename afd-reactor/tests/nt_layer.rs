@@ -4,6 +4,7 @@
 //! Windows, the assert says so.
 #![cfg(windows)]
 
+mod net;
 mod platform;
 mod util;
 
@@ -12,12 +13,13 @@ use afd_reactor::nt::{
     self, AfdHelper, CompletionPort, base_socket, is_already_associated, is_not_a_socket,
     socket_as_handle,
 };
+use net::tcp_pair;
 use platform::{Platform, platform};
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::windows::io::{AsHandle, AsRawSocket, AsSocket, BorrowedSocket};
 use std::time::{Duration, Instant};
-use util::{PollBuf, dequeue_one, expect_nothing, tcp_pair};
+use util::{PollBuf, dequeue_one, expect_nothing};
 
 const KEY: usize = 0x5157_0001;
 const HELPER_KEY: usize = 0x5157_0002;
@@ -380,7 +382,7 @@ fn a_reset_behind_unread_data_differs_by_version() {
 
 #[test]
 fn failed_connect_reports_connect_fail() {
-    let s = util::failing_connect();
+    let s = net::failing_connect();
     let port = CompletionPort::new().unwrap();
     port.associate(socket_as_handle(s.as_socket()), KEY)
         .unwrap();

@@ -5,10 +5,13 @@
 //! triggered), then probes of what was checked and found sound.
 #![cfg(target_os = "linux")]
 
+mod net;
+
 use afd_reactor::afd::{AfdPollInfo, CompletionEntry, IoStatusBlock, PollEvents};
 use afd_reactor::kernel::epoll::EpollKernel;
 use afd_reactor::kernel::{HELPER_KEY, Kernel, PollBlock, PollVia, Post, Submitted, WAKE_KEY};
 use afd_reactor::{EpollReactor, Events, Interest, Mode, Token};
+use net::nonblocking_pair;
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
@@ -19,14 +22,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(5);
-
-fn tcp_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (b, _) = listener.accept().unwrap();
-    a.set_nonblocking(true).unwrap();
-    (a, b)
-}
 
 /// Poll until an event for `token` arrives (at most 5 s).
 #[track_caller]
@@ -67,7 +62,7 @@ fn waits_in_a_quiet_poll(r: &mut EpollReactor) -> u64 {
 #[test]
 fn f1_edge_readable_with_unread_data_does_not_spin() {
     let mut r = EpollReactor::new().unwrap();
-    let (a, mut b) = tcp_pair();
+    let (a, mut b) = nonblocking_pair();
     r.register_with_mode(&a, Token(1), Interest::READABLE, Mode::Edge)
         .unwrap();
     b.write_all(b"ping").unwrap();
@@ -85,7 +80,7 @@ fn f1_edge_readable_with_unread_data_does_not_spin() {
 #[test]
 fn f1_edge_readable_after_fin_does_not_spin_even_after_reading_to_eof() {
     let mut r = EpollReactor::new().unwrap();
-    let (mut a, b) = tcp_pair();
+    let (mut a, b) = nonblocking_pair();
     r.register_with_mode(&a, Token(1), Interest::READABLE, Mode::Edge)
         .unwrap();
     b.shutdown(Shutdown::Write).unwrap();
@@ -308,7 +303,7 @@ impl Drop for Block {
 #[test]
 fn probe_one_event_completing_two_polls_with_a_one_entry_buffer() {
     let mut k = EpollKernel::new().unwrap();
-    let (a, mut b) = tcp_pair();
+    let (a, mut b) = nonblocking_pair();
     let fd = a.as_raw_fd();
     let x = Block::new(fd, PollEvents::RECEIVE);
     let y = Block::new(fd, PollEvents::RECEIVE | PollEvents::SEND);
@@ -439,7 +434,7 @@ fn f4_a_refused_registration_leaves_no_level_triggered_entry_behind() {
     use socket2::{Domain, Socket, Type};
     const AT: RawFd = 913;
     let mut r = EpollReactor::new().unwrap();
-    let (a, mut b) = tcp_pair();
+    let (a, mut b) = nonblocking_pair();
     let a = TcpStream::from(move_to(a.into(), AT));
     // Registered once, deregistered, registered again: the hint puts it on the helper path.
     r.register(&a, Token(1), Interest::READABLE).unwrap();

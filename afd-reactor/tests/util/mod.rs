@@ -3,35 +3,8 @@
 
 use afd_reactor::afd::{AfdPollInfo, CompletionEntry, IoStatusBlock, NtStatus, PollEvents};
 use afd_reactor::nt::{self, CompletionPort};
-use std::net::{TcpListener, TcpStream};
 use std::os::windows::io::{AsRawSocket, BorrowedHandle, BorrowedSocket};
 use std::time::Duration;
-
-/// A connected loopback pair (client, server side).
-#[track_caller]
-pub fn tcp_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    (client, server)
-}
-
-/// A non-blocking socket whose connect is in progress and will fail: it connects to a loopback
-/// port nobody listens on (a listener's, closed).
-#[track_caller]
-pub fn failing_connect() -> socket2::Socket {
-    use socket2::{Domain, Socket, Type};
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    s.set_nonblocking(true).unwrap();
-    match s.connect(&addr.into()) {
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => s,
-        other => panic!("expected a connect in progress, got {other:?}"),
-    }
-}
 
 /// Dequeue exactly one entry within `timeout`.
 #[track_caller]
