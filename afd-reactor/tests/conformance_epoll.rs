@@ -9,9 +9,9 @@ mod conformance;
 mod net;
 
 use afd_reactor::kernel::epoll::EpollKernel;
-use afd_reactor::{EpollReactor, Reactor, Source};
+use afd_reactor::{EpollReactor, Reactor};
 use conformance::Harness;
-use net::{TcpPeers, may_open_sockets, no_new_sockets};
+use net::{TcpPeers, may_open_sockets};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 
@@ -39,39 +39,9 @@ impl Harness for EpollHarness {
         &mut self.reactor
     }
 
-    fn socket(&mut self) -> TcpStream {
-        let _opening = may_open_sockets();
-        self.tcp.socket()
-    }
-
-    fn make_readable(&mut self, s: &TcpStream) {
-        self.tcp.make_readable(s);
-    }
-
-    fn drain(&mut self, s: &TcpStream) {
-        TcpPeers::drain(s);
-    }
-
-    fn peer_shutdown(&mut self, s: &TcpStream) {
-        self.tcp.peer_shutdown(s);
-    }
-
-    fn peer_close(&mut self, s: &TcpStream) {
-        self.tcp.peer_close(s);
-    }
-
-    fn peer_reset(&mut self, s: &TcpStream) {
-        self.tcp.peer_reset(s);
-    }
-
-    fn failing_connect(&mut self) -> TcpStream {
-        let _opening = may_open_sockets();
-        net::failing_connect().into()
-    }
-
-    fn close(&mut self, s: TcpStream) {
-        self.tcp.close(s);
-    }
+    // socket, make_readable, drain, peer_shutdown, peer_close, peer_reset, failing_connect,
+    // close, closed_socket_value: on the harness's real TCP peers (`self.tcp`).
+    net::tcp_harness_sockets!();
 
     fn bind_elsewhere(&mut self, _s: &TcpStream) {
         unreachable!("epoll has no binding to a port: the bodies that need one are not expanded")
@@ -104,14 +74,6 @@ impl Harness for EpollHarness {
 
     fn invalid_value(&self) -> u64 {
         0x00FF_FFF0
-    }
-
-    fn closed_socket_value(&mut self) -> (u64, Box<dyn std::any::Any>) {
-        let s = self.socket();
-        let raw = s.raw_socket();
-        let guard = no_new_sockets();
-        self.close(s);
-        (raw, Box::new(guard))
     }
 
     fn churn_rounds(&self) -> usize {

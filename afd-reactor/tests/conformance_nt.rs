@@ -62,43 +62,13 @@ impl<const HELPER: bool> Harness for NtHarness<HELPER> {
         &mut self.reactor
     }
 
-    fn socket(&mut self) -> TcpStream {
-        let _opening = may_open_sockets();
-        self.tcp.socket()
-    }
-
-    fn make_readable(&mut self, s: &TcpStream) {
-        self.tcp.make_readable(s);
-    }
-
-    fn drain(&mut self, s: &TcpStream) {
-        TcpPeers::drain(s);
-    }
-
-    fn peer_shutdown(&mut self, s: &TcpStream) {
-        self.tcp.peer_shutdown(s);
-    }
-
-    fn peer_close(&mut self, s: &TcpStream) {
-        self.tcp.peer_close(s);
-    }
-
-    fn peer_reset(&mut self, s: &TcpStream) {
-        self.tcp.peer_reset(s);
-    }
-
-    fn failing_connect(&mut self) -> TcpStream {
-        let _opening = may_open_sockets();
-        net::failing_connect().into()
-    }
+    // socket, make_readable, drain, peer_shutdown, peer_close, peer_reset, failing_connect,
+    // close, closed_socket_value: on the harness's real TCP peers (`self.tcp`).
+    net::tcp_harness_sockets!();
 
     fn patience(&self) -> std::time::Duration {
         // Windows retries a refused SYN for about 2 s before a connect fails.
         std::time::Duration::from_secs(10)
-    }
-
-    fn close(&mut self, s: TcpStream) {
-        self.tcp.close(s);
     }
 
     fn bind_elsewhere(&mut self, s: &TcpStream) {
@@ -154,14 +124,6 @@ impl<const HELPER: bool> Harness for NtHarness<HELPER> {
 
     fn invalid_value(&self) -> u64 {
         0x00FF_FFF0
-    }
-
-    fn closed_socket_value(&mut self) -> (u64, Box<dyn std::any::Any>) {
-        let s = self.socket();
-        let raw = s.raw_socket();
-        let guard = no_new_sockets();
-        self.close(s);
-        (raw, Box::new(guard))
     }
 
     fn churn_rounds(&self) -> usize {

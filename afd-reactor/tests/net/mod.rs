@@ -147,3 +147,55 @@ impl TcpPeers {
         drop(peer);
     }
 }
+
+/// The `Harness` methods that act on sockets, for a harness whose sockets are real TCP streams
+/// with their peers in a field `tcp: TcpPeers`. Expand it inside `impl Harness for …`.
+#[allow(unused_macros)] // not every test crate that includes this module has a harness
+macro_rules! tcp_harness_sockets {
+    () => {
+        fn socket(&mut self) -> std::net::TcpStream {
+            let _opening = net::may_open_sockets();
+            self.tcp.socket()
+        }
+
+        fn make_readable(&mut self, s: &std::net::TcpStream) {
+            self.tcp.make_readable(s);
+        }
+
+        fn drain(&mut self, s: &std::net::TcpStream) {
+            net::TcpPeers::drain(s);
+        }
+
+        fn peer_shutdown(&mut self, s: &std::net::TcpStream) {
+            self.tcp.peer_shutdown(s);
+        }
+
+        fn peer_close(&mut self, s: &std::net::TcpStream) {
+            self.tcp.peer_close(s);
+        }
+
+        fn peer_reset(&mut self, s: &std::net::TcpStream) {
+            self.tcp.peer_reset(s);
+        }
+
+        fn failing_connect(&mut self) -> std::net::TcpStream {
+            let _opening = net::may_open_sockets();
+            net::failing_connect().into()
+        }
+
+        fn close(&mut self, s: std::net::TcpStream) {
+            self.tcp.close(s);
+        }
+
+        fn closed_socket_value(&mut self) -> (u64, Box<dyn std::any::Any>) {
+            use afd_reactor::Source;
+            let s = self.socket();
+            let raw = s.raw_socket();
+            let guard = net::no_new_sockets();
+            self.close(s);
+            (raw, Box::new(guard))
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use tcp_harness_sockets;
