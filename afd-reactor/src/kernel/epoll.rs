@@ -16,13 +16,16 @@
 //! stands for), `EPOLLOUT` to `SEND`, `EPOLLRDHUP` to `DISCONNECT`, `EPOLLPRI` to
 //! `RECEIVE_EXPEDITED`. `EPOLLERR` with `EPOLLHUP` (a reset, or a failed connect) is
 //! `CONNECT_FAIL` (alone, with an error status for the socket) on a TCP socket that never
-//! completed a handshake (`TCP_INFO` has measured no round trip), and `ABORT` (alone) otherwise, as
+//! completed a handshake (`TCP_INFO`: nothing it sent was ever acknowledged), and `ABORT` (alone)
+//! otherwise, as
 //! AFD reports them; the socket's error itself (`SO_ERROR`) is left for the user's `take_error`.
 //! `EPOLLERR` alone (a UDP socket's ICMP error, an error queue) is not a reset: the poll is
 //! answered with the readiness it asked for, so the next read or write says what happened.
-//! `EPOLLHUP` alone is `DISCONNECT`, except on a TCP socket that has not tried to connect yet
-//! (Linux reports a hang-up for it): nothing is reported, and its polls wait, disarmed, until it
-//! has (looked at again before each wait). Only events a poll asked for complete it.
+//! `EPOLLHUP` alone is `DISCONNECT`, except on a stream socket that has not tried to connect yet
+//! (Linux reports a hang-up for it): nothing is reported. Only events a poll asked for complete
+//! it. Polls that an error or a hang-up does not answer (epoll reports those for as long as they
+//! last) wait armed edge-triggered, so they hear of the socket's next change (a connect tried or
+//! failing, a reset) without a system call while they wait.
 //!
 //! # Closed descriptors
 //! Linux tells nobody when a descriptor is closed: its epoll entry just goes (unless a `dup` of it
@@ -119,6 +122,10 @@ struct Watch {
     /// A listening socket (readability is `ACCEPT`): asked of `TCP_INFO` at the first
     /// readability, not before (a registration that never becomes readable costs no probe).
     listener: Option<bool>,
+    /// Armed edge-triggered (`EPOLLET`, not oneshot): the polls wait while a condition epoll
+    /// reports for as long as it lasts (an error, a hang-up) answers none of them, and hear of
+    /// the socket's next change. See `on_event`.
+    quiet: bool,
 }
 
 /// What posters share with the kernel: the wakes not yet dequeued, and the eventfd.
@@ -167,9 +174,6 @@ pub struct EpollKernel {
     calls: Syscalls,
     /// Epoll events that named an earlier file under a number (kept open by a `dup`), dropped.
     stale: u64,
-    /// Descriptors whose polls wait, disarmed, because the TCP socket has not tried to connect
-    /// yet (see `Reading::unconnected`): looked at again before each wait.
-    dormant: Vec<RawFd>,
 }
 
 // SAFETY: the raw pointers in `watches` name poll blocks in the reactor's pool; the kernel writes
@@ -227,6 +231,7 @@ struct Reading {
 /// readability), and after an error or a hang-up.
 fn read_events(
     events: u32,
+    fd: RawFd,
     listener: &mut Option<bool>,
     probe: &mut dyn FnMut() -> Option<linux::TcpInfo>,
 ) -> Reading {
@@ -239,7 +244,7 @@ fn read_events(
     };
     if err && hup {
         // A reset or a failed connect (Linux sets both): AFD reports either alone.
-        let never_connected = probe().is_some_and(|i| i.rtt == 0);
+        let never_connected = probe().is_some_and(|i| i.never_connected());
         reading.afd = if never_connected {
             PollEvents::CONNECT_FAIL
         } else {
@@ -247,9 +252,16 @@ fn read_events(
         };
         return reading;
     }
-    if hup && probe().is_some_and(|i| i.never_tried()) {
-        reading.unconnected = true;
-        return reading;
+    if hup && !err {
+        let unconnected = match probe() {
+            Some(tcp) => tcp.never_tried(),
+            // Not TCP: a Unix stream socket not connected yet also reports a hang-up.
+            None => linux::unconnected_stream(fd),
+        };
+        if unconnected {
+            reading.unconnected = true;
+            return reading;
+        }
     }
     if has(linux::EPOLLIN) {
         let is_listener =
@@ -272,11 +284,16 @@ fn read_events(
     if err {
         // An error alone (a UDP socket's ICMP error, a TCP error queue): not a reset. The socket
         // may be fine; its next read or write (or `take_error`) says what happened, so it is
-        // reported as ready for whatever was asked.
-        reading.afd |= PollEvents::RECEIVE
-            | PollEvents::ACCEPT
-            | PollEvents::SEND
-            | PollEvents::RECEIVE_EXPEDITED;
+        // reported as ready for whatever was asked (readable as what it stands for on this
+        // file: AFD never reports ACCEPT but on a listener).
+        let is_listener =
+            *listener.get_or_insert_with(|| probe().is_some_and(|i| i.state == linux::TCP_LISTEN));
+        let readable = if is_listener {
+            PollEvents::ACCEPT
+        } else {
+            PollEvents::RECEIVE
+        };
+        reading.afd |= readable | PollEvents::SEND | PollEvents::RECEIVE_EXPEDITED;
     }
     reading
 }
@@ -338,7 +355,6 @@ impl EpollKernel {
             events: vec![EpollEvent { events: 0, u64: 0 }; WAIT_BATCH],
             calls: Syscalls::default(),
             stale: 0,
-            dormant: Vec::new(),
         })
     }
 
@@ -363,6 +379,7 @@ impl EpollKernel {
             key,
             polls: Vec::new(),
             listener: None,
+            quiet: false,
         }
     }
 
@@ -390,18 +407,28 @@ impl EpollKernel {
         Ok(())
     }
 
-    /// Arm `fd`'s entry for the union of its polls' events. Always a system call, even if the
-    /// entry looks armed already: it is how the kernel learns that the number names another file
-    /// now (`ENOENT`) or none (`EBADF`).
-    fn arm(&mut self, fd: RawFd) -> io::Result<()> {
+    /// Arm `fd`'s entry for the union of its polls' events: oneshot, or with `quiet`
+    /// edge-triggered (see `Watch::quiet`). Always a system call, even if the entry looks armed
+    /// already: it is how the kernel learns that the number names another file now (`ENOENT`)
+    /// or none (`EBADF`).
+    fn arm_as(&mut self, fd: RawFd, quiet: bool) -> io::Result<()> {
         let watch = self.watches.get_mut(&fd).expect("armed after recording");
         let mask = watch
             .polls
             .iter()
             .fold(PollEvents::NONE, |m, p| m.union(p.mask));
-        let events = epoll_events(mask, watch.listener);
+        let mut events = epoll_events(mask, watch.listener);
+        if quiet {
+            events = (events & !(linux::EPOLLONESHOT as u32)) | linux::EPOLLET as u32;
+        }
         self.calls.modify += 1;
+        watch.quiet = quiet;
         self.epoll.modify(fd, events, data(watch.id, fd))
+    }
+
+    /// Arm `fd`'s entry, oneshot, for its polls.
+    fn arm(&mut self, fd: RawFd) -> io::Result<()> {
+        self.arm_as(fd, false)
     }
 
     /// One epoll event: complete the polls it answers.
@@ -420,7 +447,7 @@ impl EpollKernel {
                 linux::tcp_info(fd)
             })
         };
-        let reading = read_events(event.events, &mut watch.listener, &mut probe);
+        let reading = read_events(event.events, fd, &mut watch.listener, &mut probe);
         self.calls.probe += probes;
         let mut i = 0;
         while i < watch.polls.len() {
@@ -437,39 +464,17 @@ impl EpollKernel {
         if watch.polls.is_empty() {
             return;
         }
-        if reading.unconnected {
-            // Re-armed once the socket has tried to connect (`wake_dormant`).
-            if !self.dormant.contains(&fd) {
-                self.dormant.push(fd);
-            }
-        } else if !reading.lasting {
-            // Polls this event did not answer wait on: re-arm for them. (After an error or a
-            // hang-up, which epoll reports for as long as it lasts, re-arming would only report
-            // it again: they wait, disarmed, for a cancel or a new interest.)
-            if self.arm(fd).is_err() {
-                self.gone(fd);
-            }
+        let quiet = reading.lasting || reading.unconnected;
+        if quiet && watch.quiet {
+            // Already edge-triggered: the polls wait for the socket's next change.
+            return;
         }
-    }
-
-    /// Re-arm the dormant descriptors whose TCP socket has tried to connect since.
-    fn wake_dormant(&mut self) {
-        let mut i = 0;
-        while i < self.dormant.len() {
-            let fd = self.dormant[i];
-            if self.watches.get(&fd).is_none_or(|w| w.polls.is_empty()) {
-                self.dormant.swap_remove(i);
-                continue;
-            }
-            self.calls.probe += 1;
-            if linux::tcp_info(fd).is_some_and(|i| i.never_tried()) {
-                i += 1;
-                continue;
-            }
-            self.dormant.swap_remove(i);
-            if self.arm(fd).is_err() {
-                self.gone(fd);
-            }
+        // Polls this event did not answer wait on. After a condition epoll reports for as long
+        // as it lasts (an error, a hang-up), a oneshot re-arm would report it again at once, for
+        // ever: re-arm edge-triggered, which reports it once more (ignored, being quiet now) and
+        // then only the socket's next change (a connect tried or failing, a reset, data).
+        if self.arm_as(fd, quiet).is_err() {
+            self.gone(fd);
         }
     }
 
@@ -594,17 +599,12 @@ unsafe impl Kernel for EpollKernel {
             if let Err(e) = self.add(fd, None, Some(mask)) {
                 return Submitted::Refused(status_of(&e));
             }
-            self.watches
-                .get_mut(&fd)
-                .expect("added")
-                .polls
-                .push(pending);
+            self.watches.get_mut(&fd).expect("added").push(pending);
             return Submitted::Queued;
         }
         self.watches
             .get_mut(&fd)
             .expect("checked above")
-            .polls
             .push(pending);
         let Err(e) = self.arm(fd) else {
             return Submitted::Queued;
@@ -658,7 +658,6 @@ unsafe impl Kernel for EpollKernel {
             return Ok(self.take_ready(out));
         }
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        self.wake_dormant();
         loop {
             let wait = match deadline {
                 None if timeout.is_none() => None,

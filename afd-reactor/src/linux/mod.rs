@@ -11,7 +11,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 pub use libc::epoll_event as EpollEvent;
-pub use libc::{EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLONESHOT, EPOLLOUT, EPOLLPRI, EPOLLRDHUP};
+pub use libc::{
+    EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLONESHOT, EPOLLOUT, EPOLLPRI, EPOLLRDHUP,
+};
 
 /// The result of a system call that returns -1 and sets `errno` on failure.
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -150,12 +152,25 @@ pub struct TcpInfo {
     pub rtt: u32,
     /// `tcpi_segs_out`: segments sent, 0 on a socket that never tried to connect (no SYN).
     pub segs_out: u32,
+    /// `tcpi_delivered` (Linux 4.18 and later): segments the peer acknowledged, the SYN
+    /// included, so 0 only while no handshake has completed.
+    pub delivered: Option<u32>,
 }
 
 impl TcpInfo {
     /// A TCP socket that never tried to connect (`connect` not called yet).
     pub fn never_tried(&self) -> bool {
         self.state == TCP_CLOSE && self.segs_out == 0
+    }
+
+    /// A TCP socket whose handshake never completed (a failed connect): nothing it sent was
+    /// ever acknowledged. Without `tcpi_delivered` (kernels before 4.18), no round trip was
+    /// measured, which an accepted connection without timestamps can also show.
+    pub fn never_connected(&self) -> bool {
+        match self.delivered {
+            Some(delivered) => delivered == 0,
+            None => self.rtt == 0,
+        }
     }
 }
 
@@ -177,10 +192,40 @@ pub fn tcp_info(fd: RawFd) -> Option<TcpInfo> {
             &mut len,
         )
     };
+    let has = |end: usize| len as usize >= end;
     let needed = std::mem::offset_of!(libc::tcp_info, tcpi_segs_out) + size_of::<u32>();
-    (ret == 0 && len as usize >= needed).then_some(TcpInfo {
+    let delivered_end = std::mem::offset_of!(libc::tcp_info, tcpi_delivered) + size_of::<u32>();
+    (ret == 0 && has(needed)).then_some(TcpInfo {
         state: info.tcpi_state,
         rtt: info.tcpi_rtt,
         segs_out: info.tcpi_segs_out,
+        delivered: has(delivered_end).then_some(info.tcpi_delivered),
     })
+}
+
+/// True for a stream socket (a Unix one, say) that has never been connected: `SO_TYPE` is a
+/// stream or sequenced-packet type and `getpeername` says `ENOTCONN`. (Linux reports a hang-up
+/// for such a socket, as for a TCP socket not connected yet.)
+pub fn unconnected_stream(fd: RawFd) -> bool {
+    let mut kind: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `kind` is valid for `len` bytes of writes; the kernel validates `fd`.
+    let ret = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&raw mut kind).cast(),
+            &mut len,
+        )
+    };
+    if ret != 0 || !(kind == libc::SOCK_STREAM || kind == libc::SOCK_SEQPACKET) {
+        return false;
+    }
+    // SAFETY: `sockaddr_storage` is plain data, valid when zeroed.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `addr` is valid for `len` bytes of writes; the kernel validates `fd`.
+    let ret = unsafe { libc::getpeername(fd, (&raw mut addr).cast(), &mut len) };
+    ret != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN)
 }
