@@ -603,7 +603,7 @@ fn probe_a_udp_socket_shut_down_is_read_closed_not_dormant() {
     assert!(e.is_read_closed(), "{e:?}");
     assert_eq!(
         r.kernel().syscalls().probe,
-        1,
-        "one probe: not a TCP socket"
+        2,
+        "two probes, once: TCP_INFO (not TCP), then SO_TYPE (not a stream)"
     );
 }

@@ -122,6 +122,10 @@ struct Watch {
     /// A listening socket (readability is `ACCEPT`): asked of `TCP_INFO` at the first
     /// readability, not before (a registration that never becomes readable costs no probe).
     listener: Option<bool>,
+    /// A hang-up of this file means the peer is gone (`DISCONNECT`): known once a probe found
+    /// it is not a stream socket that never tried to connect, which it cannot become again; until
+    /// then each hang-up is probed.
+    hup_is_disconnect: bool,
     /// Armed edge-triggered (`EPOLLET`, not oneshot): the polls wait while a condition epoll
     /// reports for as long as it lasts (an error, a hang-up) answers none of them, and hear of
     /// the socket's next change. See `on_event`.
@@ -228,12 +232,14 @@ struct Reading {
 
 /// Read epoll's `events` for a file, asking `probe` (its `TCP_INFO`, `None` for anything but a
 /// TCP socket) only when the answer depends on it: whether it is a `listener` (once, at its first
-/// readability), and after an error or a hang-up.
+/// readability), and after an error or a hang-up; and `unconnected_stream` (is it a stream
+/// socket, not TCP, never connected?) at a hang-up until `hup_is_disconnect` is known.
 fn read_events(
     events: u32,
-    fd: RawFd,
     listener: &mut Option<bool>,
+    hup_is_disconnect: &mut bool,
     probe: &mut dyn FnMut() -> Option<linux::TcpInfo>,
+    unconnected_stream: &mut dyn FnMut() -> bool,
 ) -> Reading {
     let has = |bit: libc::c_int| events & bit as u32 != 0;
     let (err, hup) = (has(linux::EPOLLERR), has(linux::EPOLLHUP));
@@ -252,15 +258,20 @@ fn read_events(
         };
         return reading;
     }
-    if hup && !err {
-        let unconnected = match probe() {
-            Some(tcp) => tcp.never_tried(),
-            // Not TCP: a Unix stream socket not connected yet also reports a hang-up.
-            None => linux::unconnected_stream(fd),
-        };
-        if unconnected {
-            reading.unconnected = true;
-            return reading;
+    // A hang-up alone of a stream socket that never connected has no peer behind it: Linux
+    // reports one for every such socket. A TCP socket's connect wakes it (the SYN-ACK, or the
+    // refusal): its polls wait quiet until then. A Unix socket's connect does not wake it, so
+    // its readiness (writable) is still reported, only not as a peer's close.
+    let mut hup_means_disconnect = hup;
+    if hup && !err && !*hup_is_disconnect {
+        match probe() {
+            Some(tcp) if tcp.never_tried() => {
+                reading.unconnected = true;
+                return reading;
+            }
+            Some(_) => *hup_is_disconnect = true,
+            None if unconnected_stream() => hup_means_disconnect = false,
+            None => *hup_is_disconnect = true,
         }
     }
     if has(linux::EPOLLIN) {
@@ -275,7 +286,7 @@ fn read_events(
     if has(linux::EPOLLOUT) {
         reading.afd |= PollEvents::SEND;
     }
-    if has(linux::EPOLLRDHUP) || hup {
+    if has(linux::EPOLLRDHUP) || hup_means_disconnect {
         reading.afd |= PollEvents::DISCONNECT;
     }
     if has(linux::EPOLLPRI) {
@@ -379,6 +390,7 @@ impl EpollKernel {
             key,
             polls: Vec::new(),
             listener: None,
+            hup_is_disconnect: false,
             quiet: false,
         }
     }
@@ -447,8 +459,21 @@ impl EpollKernel {
                 linux::tcp_info(fd)
             })
         };
-        let reading = read_events(event.events, fd, &mut watch.listener, &mut probe);
-        self.calls.probe += probes;
+        let mut stream_probes = 0;
+        let mut unconnected_stream = || {
+            let (unconnected, calls) = linux::unconnected_stream(fd);
+            stream_probes += calls;
+            unconnected
+        };
+        let reading = read_events(
+            event.events,
+            &mut watch.listener,
+            &mut watch.hup_is_disconnect,
+            &mut probe,
+            &mut unconnected_stream,
+        );
+        self.calls.probe += probes + stream_probes;
+        let mut answered = false;
         let mut i = 0;
         while i < watch.polls.len() {
             let got = reading.afd.intersection(watch.polls[i].mask);
@@ -456,23 +481,35 @@ impl EpollKernel {
                 i += 1;
                 continue;
             }
+            answered = true;
             let pending = watch.polls.swap_remove(i);
             // SAFETY: the poll was held by this kernel until `swap_remove` just now.
             let entry = unsafe { finish(&pending, NtStatus::SUCCESS, got) };
             self.ready.push_back(entry);
         }
         if watch.polls.is_empty() {
+            if watch.quiet {
+                // No poll waits on an edge-triggered entry any more: disarm it (oneshot, armed
+                // for nothing), or each change of the socket would wake the wait for nobody.
+                watch.quiet = false;
+                self.calls.modify += 1;
+                let (events, data) = (linux::EPOLLONESHOT as u32, data(watch.id, fd));
+                if self.epoll.modify(fd, events, data).is_err() {
+                    self.gone(fd);
+                }
+            }
             return;
         }
         let quiet = reading.lasting || reading.unconnected;
-        if quiet && watch.quiet {
-            // Already edge-triggered: the polls wait for the socket's next change.
+        if quiet && watch.quiet && !answered {
+            // Already edge-triggered for these polls: they wait for the socket's next change.
             return;
         }
         // Polls this event did not answer wait on. After a condition epoll reports for as long
         // as it lasts (an error, a hang-up), a oneshot re-arm would report it again at once, for
-        // ever: re-arm edge-triggered, which reports it once more (ignored, being quiet now) and
-        // then only the socket's next change (a connect tried or failing, a reset, data).
+        // ever: re-arm edge-triggered (for the polls left), which reports it once more (ignored,
+        // being quiet now) and then only the socket's next change (a connect tried or failing, a
+        // reset, data).
         if self.arm_as(fd, quiet).is_err() {
             self.gone(fd);
         }

@@ -203,10 +203,11 @@ pub fn tcp_info(fd: RawFd) -> Option<TcpInfo> {
     })
 }
 
-/// True for a stream socket (a Unix one, say) that has never been connected: `SO_TYPE` is a
-/// stream or sequenced-packet type and `getpeername` says `ENOTCONN`. (Linux reports a hang-up
-/// for such a socket, as for a TCP socket not connected yet.)
-pub fn unconnected_stream(fd: RawFd) -> bool {
+/// Whether `fd` is a stream socket (a Unix one, say) that has never been connected: `SO_TYPE`
+/// is a stream or sequenced-packet type and `getpeername` says `ENOTCONN`. (Linux reports a
+/// hang-up for such a socket, as for a TCP socket not connected yet.) Also returns the system
+/// calls it made (1 or 2).
+pub fn unconnected_stream(fd: RawFd) -> (bool, u64) {
     let mut kind: libc::c_int = 0;
     let mut len = size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `kind` is valid for `len` bytes of writes; the kernel validates `fd`.
@@ -220,12 +221,13 @@ pub fn unconnected_stream(fd: RawFd) -> bool {
         )
     };
     if ret != 0 || !(kind == libc::SOCK_STREAM || kind == libc::SOCK_SEQPACKET) {
-        return false;
+        return (false, 1);
     }
     // SAFETY: `sockaddr_storage` is plain data, valid when zeroed.
     let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: `addr` is valid for `len` bytes of writes; the kernel validates `fd`.
     let ret = unsafe { libc::getpeername(fd, (&raw mut addr).cast(), &mut len) };
-    ret != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN)
+    let unconnected = ret != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN);
+    (unconnected, 2)
 }
