@@ -9,57 +9,23 @@
 //! descriptor number `dup2` the socket there, each test to a number of its own.
 #![cfg(target_os = "linux")]
 
+mod epoll_util;
 mod net;
 
-use afd_reactor::afd::{AfdPollInfo, CompletionEntry, IoStatusBlock, NtStatus, PollEvents};
+use afd_reactor::afd::{CompletionEntry, NtStatus, PollEvents};
 use afd_reactor::kernel::epoll::EpollKernel;
-use afd_reactor::kernel::{HELPER_KEY, Kernel, PollBlock, PollVia, Post, Submitted, WAKE_KEY};
+use afd_reactor::kernel::{HELPER_KEY, Kernel, PollVia, Post, Submitted, WAKE_KEY};
 use afd_reactor::{EpollReactor, Events, Interest, Reactor, Token};
+use epoll_util::{Block, LONG, move_to};
 use net::nonblocking_pair;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::ptr::NonNull;
 use std::time::Duration;
 
 const KEY: usize = 0x5157_0001;
 const ALWAYS: PollEvents = PollEvents(PollEvents::CONNECT_FAIL.0 | PollEvents::LOCAL_CLOSE.0);
-const LONG: Duration = Duration::from_secs(5);
 const SHORT: Duration = Duration::from_millis(50);
-
-/// A poll block on the heap, freed when dropped (only after its packet was dequeued).
-struct Block(NonNull<PollBlock>);
-
-impl Block {
-    fn new(fd: RawFd, events: PollEvents) -> Self {
-        let block = PollBlock {
-            iosb: IoStatusBlock::pending(),
-            info: AfdPollInfo::new(fd as usize, events | ALWAYS),
-        };
-        Self(NonNull::from(Box::leak(Box::new(block))))
-    }
-
-    fn ptr(&self) -> NonNull<PollBlock> {
-        self.0
-    }
-
-    /// The result, once the poll is over.
-    fn get(&self) -> PollBlock {
-        // SAFETY: the block is live (freed only on drop); the kernel is done with it.
-        unsafe { self.0.as_ptr().read() }
-    }
-
-    fn reported(&self) -> PollEvents {
-        self.get().info.reported_events()
-    }
-}
-
-impl Drop for Block {
-    fn drop(&mut self) {
-        // SAFETY: made by `Box::leak` in `new`; dropped only once its poll is over.
-        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
-    }
-}
 
 fn submit(k: &mut EpollKernel, via: PollVia, fd: RawFd, block: &Block, apc: usize) -> Submitted {
     // SAFETY: the block is live and untouched until its packet is dequeued (each test keeps it
@@ -80,16 +46,6 @@ fn dequeue_one(k: &mut EpollKernel) -> CompletionEntry {
     got[0]
 }
 
-/// Move `fd`'s file to descriptor number `at` (closing `fd`): the test owns `at` from now on.
-fn move_to(fd: OwnedFd, at: RawFd) -> OwnedFd {
-    // SAFETY: `dup2` on a descriptor we own; `at` is a number no other test uses.
-    let got = unsafe { libc::dup2(fd.as_raw_fd(), at) };
-    assert_eq!(got, at, "dup2: {}", io::Error::last_os_error());
-    drop(fd);
-    // SAFETY: `at` now names the file, and nothing else owns that descriptor.
-    unsafe { OwnedFd::from_raw_fd(at) }
-}
-
 // --- the contract ---------------------------------------------------------------------------------
 
 #[test]
@@ -98,7 +54,7 @@ fn a_readable_socket_completes_its_poll_with_receive() {
     let (a, mut b) = nonblocking_pair();
     let fd = a.as_raw_fd();
     k.associate(fd as u64, KEY).unwrap();
-    let block = Block::new(fd, PollEvents::RECEIVE);
+    let block = Block::new(fd, PollEvents::RECEIVE | ALWAYS);
     assert_eq!(
         submit(&mut k, PollVia::Socket, fd, &block, 7),
         Submitted::Queued
@@ -120,7 +76,7 @@ fn a_listener_reports_accept() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let fd = listener.as_raw_fd();
     k.associate(fd as u64, KEY).unwrap();
-    let block = Block::new(fd, PollEvents::RECEIVE | PollEvents::ACCEPT);
+    let block = Block::new(fd, PollEvents::RECEIVE | PollEvents::ACCEPT | ALWAYS);
     submit(&mut k, PollVia::Socket, fd, &block, 1);
     let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     dequeue_one(&mut k);
@@ -133,7 +89,7 @@ fn a_peer_fin_reports_disconnect() {
     let (a, b) = nonblocking_pair();
     let fd = a.as_raw_fd();
     k.associate(fd as u64, KEY).unwrap();
-    let block = Block::new(fd, PollEvents::DISCONNECT | PollEvents::ABORT);
+    let block = Block::new(fd, PollEvents::DISCONNECT | PollEvents::ABORT | ALWAYS);
     submit(&mut k, PollVia::Socket, fd, &block, 1);
     b.shutdown(Shutdown::Write).unwrap();
     dequeue_one(&mut k);
@@ -152,7 +108,7 @@ fn a_reset_reports_abort_alone() {
         .unwrap();
     drop(b);
     std::thread::sleep(SHORT); // the RST has arrived
-    let block = Block::new(fd, all);
+    let block = Block::new(fd, all | ALWAYS);
     submit(&mut k, PollVia::Socket, fd, &block, 1);
     dequeue_one(&mut k);
     assert_eq!(
@@ -168,7 +124,7 @@ fn a_failed_connect_reports_connect_fail_and_leaves_the_socket_error() {
     let s = net::failing_connect(); // EINPROGRESS, then refused
     let fd = s.as_raw_fd();
     k.associate(fd as u64, KEY).unwrap();
-    let block = Block::new(fd, PollEvents::SEND);
+    let block = Block::new(fd, PollEvents::SEND | ALWAYS);
     submit(&mut k, PollVia::Socket, fd, &block, 1);
     dequeue_one(&mut k);
     let result = block.get();
@@ -188,7 +144,7 @@ fn a_cancel_queues_exactly_one_cancelled_packet() {
     let (a, mut b) = nonblocking_pair();
     let fd = a.as_raw_fd();
     k.associate(fd as u64, KEY).unwrap();
-    let block = Block::new(fd, PollEvents::RECEIVE);
+    let block = Block::new(fd, PollEvents::RECEIVE | ALWAYS);
     submit(&mut k, PollVia::Socket, fd, &block, 3);
     assert_eq!(
         k.cancel(PollVia::Socket, fd as u64, block.ptr()),
@@ -257,7 +213,7 @@ fn a_closed_descriptor_leaves_epoll_silently_and_a_new_file_on_its_number_ends_i
     let (a, mut peer) = nonblocking_pair();
     let at = move_to(OwnedFd::from(a), 900);
     k.associate(900, KEY).unwrap();
-    let old = Block::new(900, PollEvents::RECEIVE);
+    let old = Block::new(900, PollEvents::RECEIVE | ALWAYS);
     submit(&mut k, PollVia::Socket, 900, &old, 1);
     drop(at); // closed: the entry leaves the epoll set, and nobody says so
     let _ = peer.write_all(b"after the close");
@@ -269,7 +225,7 @@ fn a_closed_descriptor_leaves_epoll_silently_and_a_new_file_on_its_number_ends_i
     let e = dequeue_one(&mut k);
     assert_eq!((e.key, e.apc_context), (KEY, 1));
     assert_eq!(old.reported(), PollEvents::LOCAL_CLOSE);
-    let new = Block::new(900, PollEvents::RECEIVE);
+    let new = Block::new(900, PollEvents::RECEIVE | ALWAYS);
     submit(&mut k, PollVia::Socket, 900, &new, 2);
     c_peer.write_all(b"new").unwrap();
     let e = dequeue_one(&mut k);
@@ -283,7 +239,7 @@ fn a_dup_keeps_a_closed_descriptors_entry_alive_and_its_event_is_dropped() {
     let at = move_to(OwnedFd::from(a), 901);
     let dup = at.try_clone().unwrap(); // keeps the file, and so its epoll entry, alive
     k.associate(901, KEY).unwrap();
-    let old = Block::new(901, PollEvents::RECEIVE);
+    let old = Block::new(901, PollEvents::RECEIVE | ALWAYS);
     submit(&mut k, PollVia::Socket, 901, &old, 1);
     drop(at);
     let (b, mut b_peer) = nonblocking_pair();
@@ -294,7 +250,7 @@ fn a_dup_keeps_a_closed_descriptors_entry_alive_and_its_event_is_dropped() {
         1,
         "the old poll: LOCAL_CLOSE"
     );
-    let new = Block::new(901, PollEvents::RECEIVE);
+    let new = Block::new(901, PollEvents::RECEIVE | ALWAYS);
     submit(&mut k, PollVia::Socket, 901, &new, 2);
     // The old file, still open through the dup, becomes readable: epoll reports it under its
     // old data, and the kernel drops it.
@@ -312,7 +268,7 @@ fn a_helper_poll_on_a_reused_number_watches_the_new_file() {
     let (a, _a_peer) = nonblocking_pair();
     let at = move_to(OwnedFd::from(a), 902);
     k.associate(902, KEY).unwrap();
-    let first = Block::new(902, PollEvents::RECEIVE);
+    let first = Block::new(902, PollEvents::RECEIVE | ALWAYS);
     submit(&mut k, PollVia::Socket, 902, &first, 1);
     assert_eq!(
         k.cancel(PollVia::Socket, 902, first.ptr()),
@@ -323,7 +279,7 @@ fn a_helper_poll_on_a_reused_number_watches_the_new_file() {
     let (b, mut b_peer) = nonblocking_pair();
     let _new = move_to(OwnedFd::from(b), 902);
     // The reactor remembers the number was associated, and polls it through the "helper".
-    let block = Block::new(902, PollEvents::RECEIVE);
+    let block = Block::new(902, PollEvents::RECEIVE | ALWAYS);
     assert_eq!(
         submit(&mut k, PollVia::Helper(0), 902, &block, 2),
         Submitted::Queued
@@ -341,7 +297,7 @@ fn a_socket_poll_on_a_closed_number_completes_at_once_with_local_close() {
     let at = move_to(OwnedFd::from(a), 903);
     k.associate(903, KEY).unwrap();
     drop(at);
-    let block = Block::new(903, PollEvents::RECEIVE);
+    let block = Block::new(903, PollEvents::RECEIVE | ALWAYS);
     assert_eq!(
         submit(&mut k, PollVia::Socket, 903, &block, 1),
         Submitted::Completed

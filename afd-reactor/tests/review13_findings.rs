@@ -5,36 +5,22 @@
 //! triggered), then probes of what was checked and found sound.
 #![cfg(target_os = "linux")]
 
+mod epoll_util;
 mod net;
 
-use afd_reactor::afd::{AfdPollInfo, CompletionEntry, IoStatusBlock, PollEvents};
+use afd_reactor::afd::{CompletionEntry, PollEvents};
 use afd_reactor::kernel::epoll::EpollKernel;
-use afd_reactor::kernel::{HELPER_KEY, Kernel, PollBlock, PollVia, Post, Submitted, WAKE_KEY};
+use afd_reactor::kernel::{HELPER_KEY, Kernel, PollVia, Post, Submitted, WAKE_KEY};
 use afd_reactor::{EpollReactor, Events, Interest, Mode, Token};
+use epoll_util::{Block, LONG, move_to, wait_for};
 use net::nonblocking_pair;
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
-use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-const LONG: Duration = Duration::from_secs(5);
-
-/// Poll until an event for `token` arrives (at most 5 s).
-#[track_caller]
-fn wait_for(r: &mut EpollReactor, events: &mut Events, token: Token) -> afd_reactor::Event {
-    let end = Instant::now() + LONG;
-    while Instant::now() < end {
-        r.poll(events, Some(Duration::from_millis(100))).unwrap();
-        if let Some(e) = events.iter().find(|e| e.token() == token) {
-            return *e;
-        }
-    }
-    panic!("no event for {token:?} within 5 s");
-}
 
 /// `epoll_wait` calls made by one `poll(200 ms)` that delivers nothing.
 fn waits_in_a_quiet_poll(r: &mut EpollReactor) -> u64 {
@@ -281,23 +267,6 @@ fn probe_wakes_from_many_threads_racing_the_dequeue_are_each_delivered_once() {
     assert_eq!(k.syscalls().wait - w, 1);
 }
 
-struct Block(NonNull<PollBlock>);
-impl Block {
-    fn new(fd: RawFd, events: PollEvents) -> Self {
-        let block = PollBlock {
-            iosb: IoStatusBlock::pending(),
-            info: AfdPollInfo::new(fd as usize, events),
-        };
-        Self(NonNull::from(Box::leak(Box::new(block))))
-    }
-}
-impl Drop for Block {
-    fn drop(&mut self) {
-        // SAFETY: from Box::leak; dropped only after its packet.
-        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
-    }
-}
-
 /// One epoll event completing two polls of one descriptor, dequeued one entry at a time: two
 /// packets, one each, the second without a new epoll event.
 #[test]
@@ -416,17 +385,6 @@ fn f4_an_associated_socket_without_a_poll_does_not_wake_the_loop() {
         waits < 10,
         "an idle 200 ms dequeue made {waits} epoll_wait calls"
     );
-}
-
-/// Move `fd`'s file to descriptor number `at` (closing `fd`).
-fn move_to(fd: std::os::fd::OwnedFd, at: RawFd) -> std::os::fd::OwnedFd {
-    use std::os::fd::FromRawFd;
-    // SAFETY: `dup2` on a descriptor we own; `at` is a number no other test uses.
-    let got = unsafe { libc::dup2(fd.as_raw_fd(), at) };
-    assert_eq!(got, at, "dup2: {}", io::Error::last_os_error());
-    drop(fd);
-    // SAFETY: `at` now names the file, and nothing else owns that descriptor.
-    unsafe { std::os::fd::OwnedFd::from_raw_fd(at) }
 }
 
 #[test]

@@ -9,55 +9,22 @@
 //! sound.
 #![cfg(target_os = "linux")]
 
+mod epoll_util;
 mod net;
 
-use afd_reactor::afd::{AfdPollInfo, CompletionEntry, IoStatusBlock, PollEvents};
+use afd_reactor::afd::{CompletionEntry, PollEvents};
 use afd_reactor::kernel::epoll::EpollKernel;
-use afd_reactor::kernel::{Kernel, PollBlock, PollVia, Submitted};
+use afd_reactor::kernel::{Kernel, PollVia, Submitted};
 use afd_reactor::{EpollReactor, Events, Interest, Mode, Token};
+use epoll_util::{Block, LONG, events_over, move_to, unconnected_tcp, wait_for};
 use net::nonblocking_pair;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::{self, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const LONG: Duration = Duration::from_secs(5);
-
-/// Poll until an event for `token` arrives (at most 5 s).
-#[track_caller]
-fn wait_for(r: &mut EpollReactor, events: &mut Events, token: Token) -> afd_reactor::Event {
-    let end = Instant::now() + LONG;
-    while Instant::now() < end {
-        r.poll(events, Some(Duration::from_millis(100))).unwrap();
-        if let Some(e) = events.iter().find(|e| e.token() == token) {
-            return *e;
-        }
-    }
-    panic!("no event for {token:?} within 5 s");
-}
-
-/// Every event for `token` over `polls` polls of 20 ms each.
-fn events_over(r: &mut EpollReactor, token: Token, polls: usize) -> Vec<afd_reactor::Event> {
-    let mut events = Events::with_capacity(16);
-    let mut got = Vec::new();
-    for _ in 0..polls {
-        r.poll(&mut events, Some(Duration::from_millis(20)))
-            .unwrap();
-        got.extend(events.iter().filter(|e| e.token() == token).copied());
-    }
-    got
-}
-
-fn unconnected_tcp() -> socket2::Socket {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    s.set_nonblocking(true).unwrap();
-    s
-}
 
 // =================================================================================================
 // Counting heap bytes per thread (for the Watch::push finding).
@@ -94,23 +61,6 @@ static ALLOC: Counting = Counting;
 
 fn live_bytes() -> isize {
     LIVE.with(Cell::get)
-}
-
-struct Block(NonNull<PollBlock>);
-impl Block {
-    fn new(fd: RawFd, events: PollEvents) -> Self {
-        let block = PollBlock {
-            iosb: IoStatusBlock::pending(),
-            info: AfdPollInfo::new(fd as usize, events),
-        };
-        Self(NonNull::from(Box::leak(Box::new(block))))
-    }
-}
-impl Drop for Block {
-    fn drop(&mut self) {
-        // SAFETY: from Box::leak; dropped only after its packet.
-        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
-    }
 }
 
 /// poll(2)'s revents for `fd`, now.
@@ -197,15 +147,6 @@ fn tcp_rtt(fd: RawFd) -> u32 {
     };
     assert_eq!(ret, 0);
     info.tcpi_rtt
-}
-
-fn move_to(fd: OwnedFd, at: RawFd) -> OwnedFd {
-    // SAFETY: `dup2` on a descriptor we own; `at` is a number no other test of this file uses.
-    let got = unsafe { libc::dup2(fd.as_raw_fd(), at) };
-    assert_eq!(got, at, "dup2: {}", io::Error::last_os_error());
-    drop(fd);
-    // SAFETY: `at` now names the file, and nothing else owns that descriptor.
-    unsafe { OwnedFd::from_raw_fd(at) }
 }
 
 // =================================================================================================

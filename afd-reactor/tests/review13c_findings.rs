@@ -5,19 +5,18 @@
 //! cached), one known cost pinned (F2c), then probes of what was checked and found sound.
 #![cfg(target_os = "linux")]
 
+mod epoll_util;
 mod net;
 
-use afd_reactor::afd::{AfdPollInfo, CompletionEntry, IoStatusBlock, PollEvents};
+use afd_reactor::afd::{CompletionEntry, PollEvents};
 use afd_reactor::kernel::epoll::EpollKernel;
-use afd_reactor::kernel::{Kernel, PollBlock, PollVia, Submitted};
+use afd_reactor::kernel::{Kernel, PollVia, Submitted};
 use afd_reactor::{EpollReactor, Events, Interest, Mode, Token};
+use epoll_util::{Block, LONG, events_over, unconnected_tcp};
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
-use std::ptr::NonNull;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
-
-const LONG: Duration = Duration::from_secs(5);
 
 /// The masks the reactor asks for (READABLE | WRITABLE, plus what it always asks).
 fn rw_mask() -> PollEvents {
@@ -28,42 +27,6 @@ fn rw_mask() -> PollEvents {
         | PollEvents::SEND
         | PollEvents::CONNECT_FAIL
         | PollEvents::LOCAL_CLOSE
-}
-
-struct Block(NonNull<PollBlock>);
-impl Block {
-    fn new(fd: RawFd, events: PollEvents) -> Self {
-        let block = PollBlock {
-            iosb: IoStatusBlock::pending(),
-            info: AfdPollInfo::new(fd as usize, events),
-        };
-        Self(NonNull::from(Box::leak(Box::new(block))))
-    }
-}
-impl Drop for Block {
-    fn drop(&mut self) {
-        // SAFETY: from Box::leak; dropped only after its packet.
-        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
-    }
-}
-
-fn unconnected_tcp() -> socket2::Socket {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    s.set_nonblocking(true).unwrap();
-    s
-}
-
-/// Every event for `token` over `polls` polls of 20 ms each.
-fn events_over(r: &mut EpollReactor, token: Token, polls: usize) -> Vec<afd_reactor::Event> {
-    let mut events = Events::with_capacity(16);
-    let mut got = Vec::new();
-    for _ in 0..polls {
-        r.poll(&mut events, Some(Duration::from_millis(20)))
-            .unwrap();
-        got.extend(events.iter().filter(|e| e.token() == token).copied());
-    }
-    got
 }
 
 fn unix_path(tag: &str) -> std::path::PathBuf {
