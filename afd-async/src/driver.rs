@@ -124,6 +124,9 @@ impl<T> Slab<T> {
     pub(crate) fn len(&self) -> usize {
         self.entries.len() - self.free.len()
     }
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.entries.iter().flatten()
+    }
 }
 
 /// One timer of the thread: the reactor timer behind it and the task waiting for it.
@@ -292,9 +295,25 @@ impl Driver {
         }
     }
 
-    /// The number of registrations and timers this driver serves.
-    pub(crate) fn load(&self) -> (usize, usize) {
-        (self.sources.borrow().len(), self.timers.borrow().len())
+    /// What this driver holds.
+    pub(crate) fn held(&self) -> crate::Held {
+        let sources = self.sources.borrow();
+        let waiters = sources
+            .iter()
+            .map(|s| {
+                s.state
+                    .borrow()
+                    .dirs
+                    .iter()
+                    .map(|d| d.waiters.len())
+                    .sum::<usize>()
+            })
+            .sum();
+        crate::Held {
+            sources: sources.len(),
+            timers: self.timers.borrow().len(),
+            waiters,
+        }
     }
 
     /// Wait for events (at most `timeout`), call `awake`, and wake the tasks they concern.

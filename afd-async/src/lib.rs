@@ -156,20 +156,30 @@ pub fn stats() -> std::io::Result<Stats> {
     Ok(Driver::current()?.stats())
 }
 
-/// The number of registrations and timers the async layer holds on this thread (0 and 0 if it
-/// has no reactor): what a test checks to see that dropped futures and `Async`s left nothing.
+/// What the async layer holds on this thread: registrations, timers, and tasks waiting for an
+/// event. What a test checks to see that dropped futures and `Async`s left nothing behind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Registered I/O objects (live [`Async`]s).
+    pub sources: usize,
+    /// Armed timers ([`Timer`]s being awaited).
+    pub timers: usize,
+    /// Tasks waiting for an event in some direction of some registration.
+    pub waiters: usize,
+}
+
+/// What the async layer holds on this thread (all zero if it has no reactor).
 ///
 /// # Examples
 /// ```
-/// use afd_async::{Timer, block_on};
+/// use afd_async::{Held, Timer, block_on};
 /// # #[cfg(any(windows, target_os = "linux"))] {
-/// let t = Timer::after(std::time::Duration::from_millis(1));
-/// block_on(t);
-/// assert_eq!(afd_async::held(), (0, 0));
+/// block_on(Timer::after(std::time::Duration::from_millis(1)));
+/// assert_eq!(afd_async::held(), Held::default());
 /// # }
 /// ```
-pub fn held() -> (usize, usize) {
-    Driver::existing().map_or((0, 0), |d| d.load())
+pub fn held() -> Held {
+    Driver::existing().map_or_else(Held::default, |d| d.held())
 }
 
 /// Forget this thread's reactor: the next [`Async`], [`Timer`] or [`block_on`] makes a new one
