@@ -66,7 +66,7 @@ fn many_clients_echo_through_many_tasks_on_a_local_executor() {
                 let verified = Rc::clone(&verified);
                 clients.push(ex.spawn(async move {
                     let mut stream = Async::<TcpStream>::connect(addr).await.unwrap();
-                    let mut buf = vec![0; 64];
+                    let mut buf = [0; 64];
                     for m in 0..MESSAGES {
                         let msg = format!("client {c} message {m:>4}\n");
                         stream.write_all(msg.as_bytes()).await.unwrap();
