@@ -3,7 +3,9 @@
 
 use crate::source::Source;
 use afd_reactor::kernel::Kernel;
-use afd_reactor::{Events, Interest, Mode, Reactor, Source as Registrable, Stats, TimerId, Token};
+use afd_reactor::{
+    Events, Interest, Mode, Reactor, Source as Registrable, Stats, Teardown, TimerId, Token,
+};
 use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
@@ -35,6 +37,7 @@ pub(crate) trait Backend {
     fn add_timer(&mut self, token: Token, delay: Duration) -> io::Result<TimerId>;
     fn cancel_timer(&mut self, id: TimerId) -> bool;
     fn stats(&self) -> Stats;
+    fn shutdown(&mut self) -> io::Result<Teardown>;
     #[cfg(feature = "test-rig")]
     fn kernel_any(&self) -> &dyn std::any::Any;
 }
@@ -76,6 +79,9 @@ impl<K: Kernel + 'static> Backend for Reactor<K> {
     }
     fn stats(&self) -> Stats {
         Reactor::stats(self)
+    }
+    fn shutdown(&mut self) -> io::Result<Teardown> {
+        Reactor::shutdown(self)
     }
     #[cfg(feature = "test-rig")]
     fn kernel_any(&self) -> &dyn std::any::Any {
@@ -214,6 +220,10 @@ impl Driver {
 
     pub(crate) fn stats(&self) -> Stats {
         self.backend.borrow().stats()
+    }
+
+    pub(crate) fn shutdown(&self) -> io::Result<Teardown> {
+        self.backend.borrow_mut().shutdown()
     }
 
     #[cfg(feature = "test-rig")]

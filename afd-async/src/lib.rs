@@ -76,8 +76,8 @@
 //! - A failed connect is an error, never a hang.
 //!
 //! # Threads
-//! Each thread has its own reactor, made on first use (an [`afd_reactor::NtReactor`] on
-//! Windows, an [`afd_reactor::EpollReactor`] on Linux); [`with_reactor`] installs another one.
+//! Each thread has its own reactor, made on first use (an `NtReactor` on
+//! Windows, an `EpollReactor` on Linux); [`with_reactor`] installs another one.
 //! [`Async<T>`] and [`Timer`] belong to the thread that made them (they are not `Send`), and
 //! the thread's `block_on` drives them. To use several cores, run one `block_on` per thread.
 //! The reactor is torn down (its polls drained) when the thread ends and the last `Async` and
@@ -197,6 +197,34 @@ pub fn held() -> Held {
 /// ```
 pub fn forget_reactor() -> bool {
     Driver::uninstall()
+}
+
+/// Shut this thread's reactor down now and forget it: every poll is cancelled and drained, and
+/// the report says how that went (see [`Reactor::shutdown`]). The `Async`s and `Timer`s made on
+/// it stop working (their operations fail with `NotConnected`, or never fire); the next ones
+/// made on this thread get a new reactor. Without this call the reactor is torn down when the
+/// thread ends, silently.
+///
+/// # Errors
+/// The reactor's teardown error (polls the kernel did not give back in time; see
+/// [`Reactor::shutdown`]). A thread without a reactor has nothing to shut down: `Ok`, with an
+/// empty report.
+///
+/// # Examples
+/// ```
+/// # #[cfg(any(windows, target_os = "linux"))] {
+/// let socket = afd_async::Async::<std::net::UdpSocket>::bind(([127, 0, 0, 1], 0))?;
+/// let report = afd_async::shutdown()?;
+/// assert_eq!(report.leaked, 0);
+/// # }
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn shutdown() -> std::io::Result<afd_reactor::Teardown> {
+    let Some(driver) = Driver::existing() else {
+        return Ok(afd_reactor::Teardown::default());
+    };
+    Driver::uninstall();
+    driver.shutdown()
 }
 
 /// Run `f` on this thread's reactor's kernel, if the thread has a reactor whose kernel is a `K`
