@@ -14,7 +14,7 @@
 #      simulated suites again as Windows code. A behaviour the two Wines differ in is a fact a test
 #      pins per version (tests/platform), never a skipped test.
 #   6. a short run of the demo (100 connections, 2 s) under each Wine and natively on epoll, so the
-#      README's first command keeps working
+#      README's first command keeps working, and of the async demo (--async, afd-async)
 #   7. a short soak (500 connections, 12 s) under each Wine and natively on epoll (the long form:
 #      bash scripts/soak.sh)
 #   8. a smoke run of the benchmark harness under each Wine and natively (`bash scripts/bench.sh
