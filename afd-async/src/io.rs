@@ -372,6 +372,24 @@ pub(crate) fn arm_failed() -> io::Error {
 ///
 /// Dropping it before it completes loses nothing: other tasks waiting in the same direction are
 /// woken by the event all the same, and the task is forgotten.
+///
+/// # Examples
+/// ```
+/// use afd_async::{Async, Readiness, block_on};
+/// use futures_lite::future;
+/// use std::net::UdpSocket;
+/// # #[cfg(any(windows, target_os = "linux"))]
+/// block_on(async {
+///     let a = Async::<UdpSocket>::bind(([127, 0, 0, 1], 0))?;
+///     // Nothing to read: the future waits; dropping it is harmless.
+///     let mut wait: Readiness<'_, UdpSocket> = a.readable();
+///     assert!(future::poll_once(&mut wait).await.is_none());
+///     drop(wait);
+///     assert_eq!(afd_async::held().waiters, 0);
+///     std::io::Result::Ok(())
+/// })?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[must_use = "futures do nothing unless polled"]
 pub struct Readiness<'a, T: Registrable> {
     io: &'a Async<T>,

@@ -158,6 +158,18 @@ pub fn stats() -> std::io::Result<Stats> {
 
 /// What the async layer holds on this thread: registrations, timers, and tasks waiting for an
 /// event. What a test checks to see that dropped futures and `Async`s left nothing behind.
+///
+/// # Examples
+/// ```
+/// use afd_async::{Async, Held};
+/// # #[cfg(any(windows, target_os = "linux"))] {
+/// let socket = Async::<std::net::UdpSocket>::bind(([127, 0, 0, 1], 0))?;
+/// assert_eq!(afd_async::held(), Held { sources: 1, timers: 0, waiters: 0 });
+/// drop(socket);
+/// assert_eq!(afd_async::held(), Held::default());
+/// # }
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Held {
     /// Registered I/O objects (live [`Async`]s).
