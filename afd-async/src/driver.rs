@@ -252,7 +252,9 @@ impl Driver {
     /// Deregister `io` and forget its source.
     pub(crate) fn remove_source(&self, source: &Source, io: &dyn Registrable) -> io::Result<()> {
         let result = self.backend.borrow_mut().deregister(io);
-        self.sources.borrow_mut().remove(source.key.get());
+        let removed = self.sources.borrow_mut().remove(source.key.get());
+        // Dropped with no borrow held: the wakers it may still hold run code of their own.
+        drop(removed);
         result
     }
 
@@ -279,30 +281,38 @@ impl Driver {
 
     /// Poll timer `key`: true once it fired (then it is gone), else its waker is kept.
     pub(crate) fn poll_timer(&self, key: usize, waker: &Waker) -> bool {
+        // What is replaced or removed is dropped after the borrow ends: a waker's drop runs code
+        // of its own, which may use the timers.
         let mut timers = self.timers.borrow_mut();
         let Some(slot) = timers.get_mut(key) else {
             return true;
         };
         if slot.fired {
-            timers.remove(key);
+            let gone = timers.remove(key);
+            drop(timers);
+            drop(gone);
             return true;
         }
-        match &mut slot.waker {
-            Some(w) if w.will_wake(waker) => {}
-            w => *w = Some(waker.clone()),
-        }
+        let old = match &mut slot.waker {
+            Some(w) if w.will_wake(waker) => None,
+            w => w.replace(waker.clone()),
+        };
+        drop(timers);
+        drop(old);
         false
     }
 
     pub(crate) fn remove_timer(&self, key: usize) {
+        let removed = self.timers.borrow_mut().remove(key);
         if let Some(TimerSlot {
             id: Some(id),
             fired: false,
             ..
-        }) = self.timers.borrow_mut().remove(key)
+        }) = &removed
         {
-            self.backend.borrow_mut().cancel_timer(id);
+            self.backend.borrow_mut().cancel_timer(*id);
         }
+        drop(removed);
     }
 
     /// What this driver holds.
@@ -310,14 +320,8 @@ impl Driver {
         let sources = self.sources.borrow();
         let waiters = sources
             .iter()
-            .map(|s| {
-                s.state
-                    .borrow()
-                    .dirs
-                    .iter()
-                    .map(|d| d.waiters.len())
-                    .sum::<usize>()
-            })
+            .filter_map(|s| s.state.try_borrow().ok())
+            .map(|s| s.dirs.iter().map(|d| d.waiters.len()).sum::<usize>())
             .sum();
         crate::Held {
             sources: sources.len(),

@@ -434,13 +434,18 @@ impl<T: Registrable> Future for Readiness<'_, T> {
                 let mut state = source.state.borrow_mut();
                 let d = &mut state.dirs[this.dir as usize];
                 if d.tick == start {
-                    d.update_waiter(id, cx.waker());
+                    let old = d.update_waiter(id, cx.waker());
+                    drop(state);
+                    drop(old);
                     return Poll::Pending;
                 }
-                d.remove_waiter(id);
+                let old = d.remove_waiter(id);
                 this.waiting = None;
                 // Failed if the reactor's failure to arm came after we started waiting.
-                if d.failed_tick.is_some_and(|t| t > start) {
+                let failed = d.failed_tick.is_some_and(|t| t > start);
+                drop(state);
+                drop(old);
+                if failed {
                     return Poll::Ready(Err(arm_failed()));
                 }
                 Poll::Ready(Ok(()))
@@ -452,10 +457,13 @@ impl<T: Registrable> Future for Readiness<'_, T> {
 impl<T: Registrable> Drop for Readiness<'_, T> {
     fn drop(&mut self) {
         if let Some((_, id)) = self.waiting {
-            // A waker is dropped here: never let a panic in its drop poison the state.
-            if let Ok(mut state) = self.io.source.state.try_borrow_mut() {
-                state.dirs[self.dir as usize].remove_waiter(id);
-            }
+            // If the state is borrowed (this drop runs inside a waker's drop), the waiter stays
+            // until the next event, which drops it.
+            let old = match self.io.source.state.try_borrow_mut() {
+                Ok(mut state) => state.dirs[self.dir as usize].remove_waiter(id),
+                Err(_) => None,
+            };
+            drop(old); // with no borrow held
         }
     }
 }
