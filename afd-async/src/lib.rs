@@ -199,16 +199,24 @@ pub fn held() -> Held {
 /// drained, once the last `Async` and `Timer` made on it are dropped. Returns true if the
 /// thread had one.
 ///
+/// `Async`s made on the old reactor stop working: their waits fail with `NotConnected` (no
+/// `block_on` drives that reactor any more). Timers move to the new one.
+///
+/// # Errors
+/// `ResourceBusy` if a `block_on` is running on this thread (its tasks would be left waiting on
+/// a reactor nobody drives).
+///
 /// # Examples
 /// ```
 /// # #[cfg(any(windows, target_os = "linux"))] {
 /// afd_async::block_on(async {});
-/// assert!(afd_async::forget_reactor());
-/// assert!(!afd_async::forget_reactor());
+/// assert!(afd_async::forget_reactor()?);
+/// assert!(!afd_async::forget_reactor()?);
 /// # }
+/// # Ok::<(), std::io::Error>(())
 /// ```
-pub fn forget_reactor() -> bool {
-    Driver::uninstall()
+pub fn forget_reactor() -> std::io::Result<bool> {
+    Ok(Driver::uninstall()?.is_some())
 }
 
 /// Shut this thread's reactor down now and forget it: every poll is cancelled and drained, and
@@ -218,9 +226,9 @@ pub fn forget_reactor() -> bool {
 /// thread ends, silently.
 ///
 /// # Errors
-/// The reactor's teardown error (polls the kernel did not give back in time; see
-/// [`Reactor::shutdown`]). A thread without a reactor has nothing to shut down: `Ok`, with an
-/// empty report.
+/// `ResourceBusy` if a `block_on` is running on this thread; the reactor's teardown error (polls
+/// the kernel did not give back in time; see [`Reactor::shutdown`]). A thread without a reactor
+/// has nothing to shut down: `Ok`, with an empty report.
 ///
 /// # Examples
 /// ```
@@ -232,11 +240,10 @@ pub fn forget_reactor() -> bool {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn shutdown() -> std::io::Result<afd_reactor::Teardown> {
-    let Some(driver) = Driver::existing() else {
-        return Ok(afd_reactor::Teardown::default());
-    };
-    Driver::uninstall();
-    driver.shutdown()
+    match Driver::uninstall()? {
+        Some(driver) => driver.shutdown(),
+        None => Ok(afd_reactor::Teardown::default()),
+    }
 }
 
 /// Run `f` on this thread's reactor's kernel, if the thread has a reactor whose kernel is a `K`

@@ -120,13 +120,17 @@ fn f1a_dropping_a_timer_whose_waker_drops_another_timer_does_not_panic() {
             let waker = Waker::from(Arc::new(DropsATimer));
             assert!(poll(&mut outer, &waker).is_pending());
         }
-        assert_eq!(held(), (0, 2));
+        assert_eq!((held().sources, held().timers), (0, 2));
         let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(outer)));
         assert!(
             dropped.is_ok(),
             "dropping a Timer panicked: its slot's waker was dropped under the timers borrow"
         );
-        assert_eq!(held(), (0, 0), "both timers are gone");
+        assert_eq!(
+            (held().sources, held().timers),
+            (0, 0),
+            "both timers are gone"
+        );
     });
 }
 
@@ -148,7 +152,7 @@ fn f1b_polling_a_timer_from_another_task_does_not_panic() {
             "re-polling a Timer from another task panicked (old waker dropped under the borrow)"
         );
         drop(timer);
-        assert_eq!(held(), (0, 0));
+        assert_eq!((held().sources, held().timers), (0, 0));
     });
 }
 
@@ -224,11 +228,16 @@ fn f3_an_abandoned_poll_read_does_not_keep_its_tasks_waker() {
             // Let the reactor turn, as the task would before its timeout fires.
             block_on(Timer::after(Duration::from_millis(1)));
         }
+        // Resolution: a poll-style wait has no future of its own to remove it (futures-lite's
+        // `read` wraps `poll_read`), so a direction keeps at most 4 such wakers; past that the
+        // oldest is woken and forgotten (a task still waiting polls again). Ten abandoned reads
+        // leave four wakers, not ten, and `held()` counts them.
         let kept: usize = tasks.iter().map(|t| Arc::strong_count(t) - 1).sum();
-        assert_eq!(
-            kept, 0,
+        assert!(
+            kept <= 4,
             "{kept} wakers of dropped read futures are still held by the idle registration"
         );
+        assert_eq!(afd_async::held().waiters, kept);
     });
 }
 
@@ -428,18 +437,18 @@ fn f5_a_failed_wake_post_does_not_leave_block_on_asleep_for_good() {
 fn f6a_a_timer_awaited_after_forget_reactor_inside_block_on_fires() {
     on_thread(5, || {
         block_on(async {
-            afd_async::forget_reactor();
+            let _ = afd_async::forget_reactor();
             Timer::after(Duration::from_millis(10)).await;
         });
     });
 }
 
 #[test]
-fn f6b_an_async_made_before_forget_reactor_is_heard_by_a_later_block_on() {
+fn f6b_an_async_made_before_forget_reactor_fails_under_a_later_block_on() {
     on_thread(5, || {
         let a = Async::<std::net::UdpSocket>::bind(([127, 0, 0, 1], 0)).unwrap();
         let to = a.get_ref().local_addr().unwrap();
-        afd_async::forget_reactor();
+        let _ = afd_async::forget_reactor();
         let sender = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
             std::net::UdpSocket::bind("127.0.0.1:0")
@@ -447,9 +456,11 @@ fn f6b_an_async_made_before_forget_reactor_is_heard_by_a_later_block_on() {
                 .send_to(b"ping", to)
                 .unwrap();
         });
+        // Resolution: an error, not a hang (the fix the finding offers first). The `Async`
+        // belongs to a reactor no `block_on` drives any more.
         let mut buf = [0; 8];
-        let n = block_on(a.recv(&mut buf)).unwrap();
-        assert_eq!(&buf[..n], b"ping");
+        let err = block_on(a.recv(&mut buf)).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotConnected, "{err}");
         sender.join().unwrap();
     });
 }
@@ -544,7 +555,7 @@ fn p1_nested_block_on_and_drops_inside_woken_tasks() {
             .send_to(b"x", to)
             .unwrap();
         assert_eq!(block_on(ex.run(t)), 7);
-        assert_eq!(held(), (0, 0));
+        assert_eq!((held().sources, held().timers), (0, 0));
         // A task dropped with its futures pending.
         let b = Async::<std::net::UdpSocket>::bind(([127, 0, 0, 1], 0)).unwrap();
         let t = ex.spawn(async move {
@@ -555,7 +566,7 @@ fn p1_nested_block_on_and_drops_inside_woken_tasks() {
         block_on(ex.run(Timer::after(Duration::from_millis(5))));
         drop(t);
         block_on(ex.run(Timer::after(Duration::from_millis(1))));
-        assert_eq!(held(), (0, 0));
+        assert_eq!((held().sources, held().timers), (0, 0));
     });
 }
 
@@ -567,11 +578,11 @@ fn p2_dropping_after_forget_reactor_is_fine() {
         let b = Async::<std::net::UdpSocket>::bind(([127, 0, 0, 1], 0)).unwrap();
         let mut t = Timer::after(Duration::from_secs(10));
         assert!(block_on(poll_once(&mut t)).is_none());
-        assert!(afd_async::forget_reactor());
+        assert!(afd_async::forget_reactor().unwrap());
         block_on(Timer::after(Duration::from_millis(1)));
         drop(b);
         drop(t);
-        assert_eq!(held(), (0, 0));
+        assert_eq!((held().sources, held().timers), (0, 0));
     });
 }
 
@@ -728,6 +739,6 @@ fn p6_no_stale_event_after_drop_and_handle_reuse() {
             },
         ));
         assert!(!woke, "the new stream heard the old one's traffic");
-        assert_eq!(held(), (1, 0));
+        assert_eq!((held().sources, held().timers), (1, 0));
     });
 }
