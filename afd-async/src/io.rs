@@ -102,8 +102,8 @@ impl<T: Registrable + std::os::windows::io::AsSocket> Async<T> {
 }
 
 impl<T: Registrable> Async<T> {
-    /// Register `io`, already in non-blocking mode, with the thread's reactor (readable; the
-    /// writable side is added the first time a task waits for it).
+    /// Register `io`, already in non-blocking mode, with the thread's reactor (readable and
+    /// writable, both disarmed: a direction is armed only while a task waits for it).
     ///
     /// # Errors
     /// The reactor's error: `AlreadyExists` if `io` is registered already, `NotConnected` if the

@@ -58,10 +58,14 @@
 //! costs the call alone. A wait re-arms the one direction that blocked: the registration is in
 //! the reactor's [`Edge`](afd_reactor::Mode::Edge) mode, and a wait is a
 //! [`rearm`](afd_reactor::Reactor::rearm), one poll submission made by the reactor's next turn
-//! (on Windows, one `IOCTL_AFD_POLL`; on Linux, one `epoll_ctl`). A read that returns less than
-//! its buffer holds means the socket was drained: the stream is re-armed then, and the next read
-//! waits for the event instead of making a call that would return `WouldBlock`. The writable
-//! side is added to a registration the first time a task waits for it.
+//! (on Windows, one `IOCTL_AFD_POLL`; on Linux, one `epoll_ctl`). A direction is armed only
+//! while a task waits for it (registrations start [disarmed](afd_reactor::Reactor::disarm)), so
+//! a writer that blocks never has to cancel a poll for reading that no task waits for; only a
+//! reader and a writer waiting at once on one socket share its one poll (a cancel and a
+//! resubmission when the second starts waiting). A read that returns less than its buffer holds
+//! means the socket was drained: the next read waits for the event instead of making a call
+//! that would return `WouldBlock`. A registration costs one poll submission (the reactor checks
+//! the socket with it).
 //!
 //! A task woken from another thread costs one kernel call (the reactor's
 //! [`Waker`](afd_reactor::Waker)), and only if the loop is waiting in the kernel; a task woken
