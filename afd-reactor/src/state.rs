@@ -106,6 +106,9 @@ const fn rearmed(interest: PollEvents, reported: PollEvents, conditions: PollEve
 /// | mio | new readiness after you have seen `WouldBlock` | nothing: on Windows, mio's own `read`/`write` re-arm when they return `WouldBlock` |
 /// | afd-reactor `Edge` | the readiness holds after you have called `rearm` | `rearm`, when you see `WouldBlock` |
 ///
+/// [`disarm`](crate::Reactor::disarm) is the inverse: a readiness it names counts as reported
+/// until its `rearm`, so a registration made and disarmed polls nothing until a task waits.
+///
 /// This is mio's contract with its hidden call made visible: AFD has no edge trigger (a poll
 /// reports what holds when it is submitted, and a writable socket is always writable), so an
 /// edge must be re-armed by someone. An async layer makes the call in its I/O wrappers, as mio
