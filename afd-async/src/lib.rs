@@ -62,10 +62,12 @@
 //! while a task waits for it (registrations start [disarmed](afd_reactor::Reactor::disarm)), so
 //! a writer that blocks never has to cancel a poll for reading that no task waits for; only a
 //! reader and a writer waiting at once on one socket share its one poll (a cancel and a
-//! resubmission when the second starts waiting). A read that returns less than its buffer holds
-//! means the socket was drained: the next read waits for the event instead of making a call
-//! that would return `WouldBlock`. A registration costs one poll submission (the reactor checks
-//! the socket with it).
+//! resubmission when the second starts waiting). On Linux, a read that returns less than its
+//! buffer holds means the socket was drained: the next read waits for the event instead of
+//! making a call that would return `WouldBlock` (as tokio does). On Windows the next read is
+//! tried: a fast peer's next message is often there by then, and a wait that puts the thread to
+//! sleep costs more than a read that fails. A registration costs one poll submission (the
+//! reactor checks the socket with it).
 //!
 //! A task woken from another thread costs one kernel call (the reactor's
 //! [`Waker`](afd_reactor::Waker)), and only if the loop is waiting in the kernel; a task woken
