@@ -40,22 +40,26 @@ impl Wake for Signal {
 
 impl Signal {
     /// End the loop's wait in the kernel. A post that fails (the port is out of quota) is tried
-    /// again; if it still fails, the loop is marked asleep again so that the next wake tries
-    /// too. A reactor that has shut down has no loop to wake.
+    /// again, with a growing pause, until it succeeds or the reactor is gone: the loop sleeps
+    /// until a packet comes, so a wake whose post is given up would be lost. A reactor that has
+    /// shut down has no loop to wake.
     fn post(&self) {
-        for _ in 0..POST_TRIES {
+        let mut pause = Duration::from_micros(50);
+        loop {
             match self.reactor.wake() {
                 Ok(()) => return,
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                Err(_) => std::thread::yield_now(),
+                Err(_) => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(MAX_POST_PAUSE);
+                }
             }
         }
-        self.sleeping.store(true, Ordering::SeqCst);
     }
 }
 
-/// How many times a failed wake post is tried before it is left to the next wake.
-const POST_TRIES: usize = 3;
+/// The longest pause between two tries of a failed wake post.
+const MAX_POST_PAUSE: Duration = Duration::from_millis(100);
 
 /// Run `future` to completion on this thread, driving the thread's reactor while it waits.
 ///

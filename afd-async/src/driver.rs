@@ -261,10 +261,12 @@ impl Driver {
         let key = sources.insert(Rc::clone(&source));
         source.key.set(key);
         let mut backend = self.backend.borrow_mut();
-        let registered = backend
-            .register(io, Token(key), both)
-            .and_then(|()| backend.disarm(io, both));
-        if let Err(e) = registered {
+        if let Err(e) = backend.register(io, Token(key), both) {
+            // Nothing of ours was registered (`AlreadyExists` means someone else's is: leave it).
+            sources.remove(key);
+            return Err(e);
+        }
+        if let Err(e) = backend.disarm(io, both) {
             let _ = backend.deregister(io);
             sources.remove(key);
             return Err(e);

@@ -303,9 +303,10 @@ impl<T: Registrable> Async<T> {
         match d.parked_at {
             Some(at) if at == d.tick => {
                 let arm = d.armed_at != Some(at);
-                let evicted = d.add_poll_waiter(cx);
+                d.add_poll_waiter(cx);
                 drop(state);
-                drop(evicted); // woken, with no borrow held
+                // Every wait checks it is driven (not only the one that arms).
+                self.check_driver()?;
                 if arm {
                     self.arm(dir)?;
                     self.source.state.borrow_mut().dirs[dir as usize].armed_at = Some(at);
@@ -443,6 +444,7 @@ impl<T: Registrable> Future for Readiness<'_, T> {
                     let old = d.update_waiter(id, cx.waker());
                     drop(state);
                     drop(old);
+                    this.io.check_driver()?;
                     return Poll::Pending;
                 }
                 let old = d.remove_waiter(id);

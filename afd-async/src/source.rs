@@ -42,12 +42,6 @@ pub(crate) struct Direction {
     pub(crate) armed_at: Option<u64>,
 }
 
-/// How many poll-style waiters (tasks in `poll_read`, `poll_write`, `accept`...) a direction
-/// keeps. A poll-style wait has no future to remove it when abandoned, so its waker stays until
-/// the next event; past this many, the oldest is woken and forgotten (if it still waits, it
-/// polls again and is kept again). It bounds what abandoned reads can hold on an idle socket.
-pub(crate) const POLL_WAITERS: usize = 4;
-
 impl Direction {
     /// Wait for the next event: returns the tick to compare with and the waiter's id.
     pub(crate) fn add_waiter(&mut self, waker: &Waker) -> (u64, u64) {
@@ -78,28 +72,19 @@ impl Direction {
         Some(self.waiters.swap_remove(at).1)
     }
 
-    /// Keep a poll-style waiter's waker (once per task). Returns the waker it evicts (the
-    /// oldest, past [`POLL_WAITERS`]), for the caller to wake once it holds no borrow.
-    #[must_use = "wake the evicted waker after the borrow ends"]
-    pub(crate) fn add_poll_waiter(&mut self, cx: &Context<'_>) -> Evicted {
+    /// Keep a poll-style waiter's waker, once per task (`will_wake`). A poll-style wait has no
+    /// future to remove it when abandoned, so it stays until the next event in this direction:
+    /// one waker per task that waited, counted by `held()`. (Evicting some to bound them would
+    /// wake tasks that still wait, and five of them would wake each other for ever.)
+    pub(crate) fn add_poll_waiter(&mut self, cx: &Context<'_>) {
         let waker = cx.waker();
-        let mut poll_style = self.waiters.iter().filter(|(id, _)| *id == POLL_WAITER);
-        if poll_style.any(|(_, w)| w.will_wake(waker)) {
-            return Evicted(None);
-        }
-        let count = self
+        let known = self
             .waiters
             .iter()
-            .filter(|(id, _)| *id == POLL_WAITER)
-            .count();
-        let evicted = if count >= POLL_WAITERS {
-            let oldest = self.waiters.iter().position(|(id, _)| *id == POLL_WAITER);
-            oldest.map(|at| self.waiters.remove(at).1)
-        } else {
-            None
-        };
-        self.waiters.push((POLL_WAITER, waker.clone()));
-        Evicted(evicted)
+            .any(|(id, w)| *id == POLL_WAITER && w.will_wake(waker));
+        if !known {
+            self.waiters.push((POLL_WAITER, waker.clone()));
+        }
     }
 
     fn fire(&mut self, failed: bool, to_wake: &mut Vec<Waker>) {
@@ -143,18 +128,6 @@ impl Source {
         }
         if event.is_writable() || event.is_write_closed() || failed {
             state.dirs[Dir::Write as usize].fire(failed, to_wake);
-        }
-    }
-}
-
-/// A poll-style waiter evicted from a full direction: woken when dropped (with no borrow held),
-/// so a task that still waits polls again and loses nothing.
-pub(crate) struct Evicted(Option<Waker>);
-
-impl Drop for Evicted {
-    fn drop(&mut self) {
-        if let Some(w) = self.0.take() {
-            w.wake();
         }
     }
 }

@@ -373,10 +373,35 @@ impl Machine {
         self.reported = rearmed(self.interest, self.reported, conditions);
     }
 
+    /// What a `disarm` of `conditions` withholds from an answer already in flight or kept for a
+    /// later poll: in edge mode the readinesses it names (and `ABORT` only if no readiness of the
+    /// interest it leaves armed shares it); in oneshot mode everything; in level mode nothing.
+    pub const fn withheld_by_disarm(&self, conditions: PollEvents) -> PollEvents {
+        match self.mode {
+            Mode::Level => PollEvents::NONE,
+            Mode::Oneshot => PollEvents(u32::MAX),
+            Mode::Edge => {
+                let mut named = PollEvents::NONE;
+                let mut left = PollEvents::NONE;
+                let mut i = 0;
+                while i < READINESS.len() {
+                    let mine = READINESS[i].intersection(self.interest);
+                    if conditions.intersects(READINESS[i].difference(PollEvents::ABORT)) {
+                        named = named.union(mine);
+                    } else if !self.reported.contains(mine) {
+                        left = left.union(mine);
+                    }
+                    i += 1;
+                }
+                named.difference(left)
+            }
+        }
+    }
+
     /// The user disarmed the conditions `conditions` (AFD events of an interest) until their
     /// `rearm`: in edge mode the readinesses they name count as reported; in oneshot mode the
-    /// registration is disarmed; in level mode nothing changes. A poll in flight is kept (its
-    /// answer is filtered).
+    /// registration is disarmed; in level mode nothing changes. A poll in flight is kept, and
+    /// what it reports is filtered (see [`Machine::withheld_by_disarm`]).
     pub fn on_disarm(&mut self, conditions: PollEvents) {
         match self.mode {
             Mode::Level => {}
@@ -438,6 +463,8 @@ impl Machine {
         }
         let open = match self.mode {
             Mode::Edge => unreported(self.interest, self.reported),
+            // Disarmed while its poll was out (`disarm`): nothing until it is re-armed.
+            Mode::Oneshot if !self.armed => PollEvents::NONE,
             Mode::Level | Mode::Oneshot => self.interest,
         };
         let deliver = reported
@@ -605,10 +632,12 @@ mod tests {
         m.on_disarm(R);
         assert_eq!(
             m.on_completion(NtStatus::SUCCESS, R),
-            Completed::Deliver(R),
-            "oneshot: an answer already in flight is still delivered"
+            Completed::Deliver(PollEvents::NONE),
+            "oneshot: an answer already in flight is withheld"
         );
         assert_eq!(m.update(), Update::Nothing);
+        m.on_rearm(R);
+        assert_eq!(m.update(), Update::Submit(R | ALWAYS));
     }
 
     #[test]

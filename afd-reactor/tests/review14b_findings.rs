@@ -36,7 +36,7 @@ use std::time::Duration;
 // =================================================================================================
 
 #[test]
-fn r1_register_then_disarm_submits_no_poll_as_documented() {
+fn r1_register_then_disarm_submits_only_the_registrations_poll_as_documented() {
     let mut reactor = Reactor::with_kernel(SimKernel::new(1));
     let s = SimSocket(reactor.kernel().open_socket());
     let both = Interest::READABLE | Interest::WRITABLE;
@@ -55,12 +55,18 @@ fn r1_register_then_disarm_submits_no_poll_as_documented() {
         events.is_empty(),
         "a disarmed registration reported {events:?}"
     );
+    // Resolution: the docs now say what happens (the fix the finding offers first):
+    // `register` submits the registration's one poll (it checks the socket), and a `disarm`
+    // right after it submits nothing more until a `rearm`.
     assert_eq!(
         reactor.stats().nt.submit,
-        0,
-        "Reactor::disarm's docs: a registration made and disarmed before the next poll costs \
-         no poll submission at all until a rearm (register submitted its first poll itself)"
+        1,
+        "the registration's own poll, and nothing after the disarm"
     );
+    reactor
+        .poll(&mut events, Some(Duration::from_millis(10)))
+        .unwrap();
+    assert_eq!(reactor.stats().nt.submit, 1, "still nothing until a rearm");
 }
 
 // =================================================================================================

@@ -929,14 +929,16 @@ impl<K: Kernel> Reactor<K> {
     /// The inverse of [`rearm`](Self::rearm): stop reporting what `conditions` names until its
     /// `rearm`, keeping the token, interest and mode.
     ///
-    /// - `Edge`: the readiness `conditions` names counts as reported. A registration made and
-    ///   disarmed before the next `poll` costs no poll submission at all until a `rearm`; this is
-    ///   how an async layer arms a direction only when a task waits for it.
+    /// - `Edge`: the readiness `conditions` names counts as reported. A registration disarmed
+    ///   right after `register` costs that registration's one poll submission (with which the
+    ///   reactor checks the socket) and none after it until a `rearm`: this is how an async layer
+    ///   arms a direction only when a task waits for it.
     /// - `Oneshot`: the registration is disarmed, as after an event.
     /// - `Level`: nothing changes (narrow the interest with `reregister` instead).
     ///
-    /// It makes no kernel call. A poll already in the kernel is kept, and what it reports of a
-    /// disarmed readiness is not delivered.
+    /// It makes no kernel call. A poll already in the kernel is kept, and what it or an event
+    /// kept for a later `poll` reports of what is disarmed is not delivered (a reset still reaches
+    /// a readiness left armed).
     ///
     /// # Errors
     /// `NotFound` if the socket is not registered; `NotConnected` after shutdown.
@@ -951,13 +953,13 @@ impl<K: Kernel> Reactor<K> {
     /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
     /// let s = SimSocket(reactor.kernel().open_socket());
     /// let both = Interest::READABLE | Interest::WRITABLE;
-    /// reactor.register_with_mode(&s, Token(1), both, Mode::Edge)?;
-    /// reactor.disarm(&s, both)?; // nothing is polled until a rearm
+    /// reactor.register_with_mode(&s, Token(1), both, Mode::Edge)?; // one submission
+    /// reactor.disarm(&s, both)?; // nothing more is polled until a rearm
     /// reactor.kernel().set_readiness(s.0, PollEvents::RECEIVE | PollEvents::SEND);
     /// let mut events = Events::with_capacity(8);
     /// reactor.poll(&mut events, Some(Duration::from_millis(10)))?;
     /// assert!(events.is_empty());
-    /// assert_eq!(reactor.stats().nt.submit, 0);
+    /// assert_eq!(reactor.stats().nt.submit, 1);
     /// reactor.rearm(&s, Interest::READABLE)?; // a task waits to read
     /// reactor.poll(&mut events, Some(Duration::from_secs(1)))?;
     /// assert!(events.iter().all(|e| e.is_readable() && !e.is_writable()));
@@ -971,7 +973,18 @@ impl<K: Kernel> Reactor<K> {
         self.check_running()?;
         let index = self.index_of(socket.raw_socket())?;
         let meta = self.pool.meta_mut(index).expect("registered");
+        let withheld = meta.machine.withheld_by_disarm(conditions.afd_events());
+        let generation = meta.generation;
         meta.machine.on_disarm(conditions.afd_events());
+        // An event kept for a later poll loses what is disarmed (emptied, it is dropped when its
+        // turn comes, and the registration re-armed as it would be).
+        for item in &mut self.stash {
+            if let Stashed::Ready { generation: g, afd } = item
+                && *g == generation
+            {
+                *afd = afd.difference(withheld);
+            }
+        }
         self.queue_update(index);
         Ok(())
     }
