@@ -89,7 +89,7 @@ impl fmt::Display for System {
 /// spaces).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
-    /// The first word (`ready`, `mark`, `tid`, `session`, `result`).
+    /// The first word (`ready`, `mark`, `tid`, `result`).
     pub kind: String,
     /// The fields, in order.
     pub fields: Vec<(String, String)>,

@@ -17,10 +17,12 @@
 //!   a stack whose contract is edge-triggered, tokio's, reads on until `WouldBlock`, as mio does
 //!   in the raw rows), write back with `write_all`.
 //!
-//! The server exits once `sessions` sessions have come and gone (the number of open connections
-//! fell back to zero that many times), printing `session done=k` at the end of each. A
-//! connection counts as open from its first byte received: wrk opens one connection and closes
-//! it at once to try the address before its run, which must not end a session.
+//! The echo server exits once `sessions` sessions have come and gone (the number of open
+//! connections fell back to zero that many times), as the raw one does; a connection counts as
+//! open from its first byte received. The HTTP server exits when the driver connects to its
+//! control address (`ready addr=… control=…`), once wrk is done: wrk tries the address with a
+//! connection it closes at once, and a run's connections close in any order, so counting open
+//! connections cannot tell where a wrk run ends.
 
 use bench::System;
 use std::future::Future;
@@ -142,9 +144,10 @@ impl Shared {
     /// An open connection ended: the end of a session when it was the last one open.
     fn closed(&self) {
         if self.open.fetch_sub(1, Ordering::SeqCst) == 1 {
-            let k = self.sessions_done.fetch_add(1, Ordering::SeqCst) + 1;
-            session_record(k);
-            if self.sessions_left.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.sessions_done.fetch_add(1, Ordering::SeqCst);
+            if self.sessions_left.load(Ordering::SeqCst) > 0
+                && self.sessions_left.fetch_sub(1, Ordering::SeqCst) == 1
+            {
                 self.done.set();
             }
         }
@@ -164,13 +167,6 @@ impl Shared {
             super::mark_fields(&format!("name=http-{i} requests={total}"));
         }
     }
-}
-
-fn session_record(k: usize) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "session done={k}");
-    let _ = out.flush();
 }
 
 /// The task of one connection.
@@ -271,20 +267,32 @@ async fn echo<C: Conn>(mut conn: C, shared: &Shared, open: &mut bool) {
 pub struct Served {
     pub accepted: u64,
     pub requests: u64,
+    pub sessions: usize,
 }
 
-/// Accepts connections and spawns their tasks until `sessions` sessions have ended.
+/// Accepts connections and spawns their tasks until `sessions` sessions have ended, or with a
+/// `control` listener until a connection comes to it.
 async fn accept_loop<S: Stack>(
-    stack: S,
+    stack: &S,
     listener: S::Listener,
+    control: Option<S::Listener>,
     job: Job,
     shared: Arc<Shared>,
 ) -> io::Result<()> {
+    // One future for the whole loop: the control listener is armed once.
+    let stop = async {
+        match &control {
+            Some(c) => drop(stack.accept(c).await),
+            None => shared.done.wait().await,
+        }
+        None
+    };
+    let mut stop = std::pin::pin!(stop);
     loop {
-        let next = futures_lite::future::or(async { Some(stack.accept(&listener).await) }, async {
-            shared.done.wait().await;
-            None
-        })
+        let next = futures_lite::future::or(
+            async { Some(stack.accept(&listener).await) },
+            stop.as_mut(),
+        )
         .await;
         let conn = match next {
             None => return Ok(()),
@@ -306,7 +314,8 @@ async fn accept_loop<S: Stack>(
     }
 }
 
-/// Serves `job` on stack `S`: `ready addr=…`, the threads, then the sessions.
+/// Serves `job` on stack `S`: `ready addr=… [control=…]`, the threads, then the connections
+/// until the end (the module documentation).
 pub fn serve<S: Stack>(
     listener: TcpListener,
     job: Job,
@@ -315,22 +324,39 @@ pub fn serve<S: Stack>(
 ) -> io::Result<Served> {
     let shared = Arc::new(Shared::new(sessions, marks));
     let addr = listener.local_addr()?;
+    let control = match job {
+        Job::Http => {
+            let c = TcpListener::bind((addr.ip(), 0))?;
+            c.set_nonblocking(true)?;
+            Some(c)
+        }
+        Job::Echo => None,
+    };
     let s = Arc::clone(&shared);
     S::run(move |stack| async move {
         // Wrapped first: a stack may start its threads with its first registration.
         let listener = stack.listener(listener)?;
+        let mut ready = format!("ready addr={addr}");
+        let control = match control {
+            Some(c) => {
+                ready += &format!(" control={}", c.local_addr()?);
+                Some(stack.listener(c)?)
+            }
+            None => None,
+        };
         {
             use std::io::Write;
-            println!("ready addr={addr}");
+            println!("{ready}");
             let _ = std::io::stdout().flush();
         }
         announce_threads();
-        accept_loop(stack, listener, job, s).await
+        accept_loop(&stack, listener, control, job, s).await
     })?;
     announce_threads();
     Ok(Served {
         accepted: shared.accepted.load(Ordering::SeqCst),
         requests: shared.requests.load(Ordering::SeqCst),
+        sessions: shared.sessions_done.load(Ordering::SeqCst),
     })
 }
 

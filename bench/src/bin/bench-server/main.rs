@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! bench-server echo  --system S [--addr 127.0.0.1:0] [--sessions 1]
-//! bench-server http  --system A [--addr 127.0.0.1:0] [--sessions 1] [--marks W,E]
+//! bench-server http  --system A [--addr 127.0.0.1:0] [--marks W,E]
 //! bench-server micro --system S [--sockets 10000] [--churn-ops 5000] [--wakes 2000]
 //!                               [--storm-wakes 10000] [--idle] [--idle-secs 1]
 //!                               [--teardown-only] [--no-wait]
@@ -15,10 +15,10 @@
 //! S is one of afd, afd-helper, mio, polling, wepoll, or an async stack A: afd-async, smol,
 //! tokio (`echo` and `http` only). `--marks W,E` stops at a mark after W, W+E and W+4E answered
 //! HTTP requests (`mark name=http-0 requests=…`, …). Output is one record per line (see
-//! `bench::Record`): `ready addr=… tid=…`, `tid id=…` (an async server announces every thread of
-//! its process, again at each mark and at the end), `mark name=…` (the server then waits for
-//! a line on stdin, so the driver can count wineserver requests at that point), `session
-//! done=k` (an async server's k-th session ended), `result …`.
+//! `bench::Record`): `ready addr=… tid=…` (`http` adds `control=…`: a connection there ends
+//! the server), `tid id=…` (an async server announces every thread of its process, again at
+//! each mark and at the end), `mark name=…` (the server then waits for a line on stdin, so the
+//! driver can count wineserver requests at that point), `result …`.
 
 #[cfg(not(any(windows, target_os = "linux")))]
 fn main() {
@@ -289,8 +289,8 @@ mod server {
         };
         let served = asyncs::run(a.system, &a.what, listener, a.sessions, marks)?;
         record(&format!(
-            "workload={} accepted={} requests={}",
-            a.what, served.accepted, served.requests
+            "workload={} accepted={} requests={} sessions={}",
+            a.what, served.accepted, served.requests, served.sessions
         ));
         Ok(())
     }
