@@ -136,17 +136,21 @@
 //! ([`Event::is_timer`], [`Event::is_wake`], neither for a socket).
 //!
 //! ### Modes
-//! | [`Mode`] | after an event | you call `reregister` |
+//! | [`Mode`] | after an event | you call |
 //! |---|---|---|
-//! | `Level` (default) | re-armed with the same interest: a condition that still holds is reported again by the next `poll` | only to change the interest |
-//! | `Oneshot` | disarmed | to hear anything more from the socket |
-//! | `Edge` | the conditions just reported are disarmed; the others stay armed | to hear again of a condition once reported (after reading or writing to `WouldBlock`) |
+//! | `Level` (default) | re-armed with the same interest: a condition that still holds is reported again by the next `poll` | `reregister`, only to change the interest |
+//! | `Oneshot` | disarmed | `reregister` or `rearm`, to hear anything more from the socket |
+//! | `Edge` | the conditions just reported are disarmed; the others stay armed | [`rearm`](Reactor::rearm) for the readiness that returned `WouldBlock` |
 //!
-//! **Coming from mio?** This crate's `Edge` is not mio's edge-triggered mode. In mio, once you
-//! have seen `WouldBlock`, new data brings a new event without any call. Here, a condition
-//! reported in `Edge` mode stays quiet until you `reregister`. A program ported from mio that
-//! reads to `WouldBlock` and never calls `reregister` never hears from that socket's readable
-//! side again. Use `Level` (the default) for mio-like code that does not reregister.
+//! `Edge` in one sentence: each readiness is reported once, and once more after every `rearm` of
+//! it, which you call when an operation returns `WouldBlock`. [`Mode`] sets it beside epoll's
+//! `EPOLLET` and mio's contract.
+//!
+//! **Coming from mio?** mio's edge-triggered contract is "another event after you have seen
+//! `WouldBlock`", and on Windows mio keeps it by re-arming inside its own `read` and `write`.
+//! Here that call is yours: a program ported from mio that reads to `WouldBlock` and never calls
+//! `rearm` never hears from that socket's readable side again. Use `Level` (the default) for
+//! mio-like code that does not re-arm.
 //!
 //! ### Backpressure
 //! Change what you ask for with [`reregister`](Reactor::reregister). Narrowing the interest (even
@@ -173,19 +177,20 @@
 //! ### Half-close
 //! A peer's FIN is a condition that holds for good, so in `Level` mode every `poll` reports it
 //! again for as long as you ask for `READABLE`. When a read returns `Ok(0)` and you want to go
-//! on writing to that peer (it only shut down its sending side), stop asking for `READABLE`, or
-//! switch the registration to `Edge` mode: the FIN is then reported once more and never again,
-//! while a later reset still is.
+//! on writing to that peer (it only shut down its sending side), stop asking for `READABLE`: ask
+//! for `WRITABLE` while you have something to write (a later reset is reported there, as
+//! `is_reset`), and for [`Interest::NONE`] otherwise (a reset is then reported once you widen
+//! again).
 //! ```
 //! # #[cfg(any(windows, target_os = "linux"))] fn main() -> std::io::Result<()> {
-//! # use afd_reactor::{Interest, Mode, Reactor, Token};
+//! # use afd_reactor::{Interest, Reactor, Token};
 //! # let mut reactor = Reactor::new()?;
 //! # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
 //! # let stream = std::net::TcpStream::connect(listener.local_addr()?)?;
 //! # reactor.register(&stream, Token(1), Interest::READABLE)?;
 //! # let token = Token(1);
-//! // After `read` returned Ok(0) on `stream`:
-//! reactor.reregister_with_mode(&stream, token, Interest::READABLE, Mode::Edge)?;
+//! // After `read` returned Ok(0) on `stream`, with nothing left to write for now:
+//! reactor.reregister(&stream, token, Interest::NONE)?;
 //! # reactor.deregister(&stream)?;
 //! # Ok(()) }
 //! # #[cfg(not(any(windows, target_os = "linux")))] fn main() {}
@@ -267,7 +272,8 @@
 //! **Deregister a socket before you close (drop) it**, as with mio. If you don't, nothing unsafe
 //! happens, and the reactor removes the registration when the kernel reports the close (no event
 //! is delivered for it). A registration with no poll in the kernel (a `Oneshot` one after its
-//! event, one disarmed by an error event) cannot hear of the close and stays until you
+//! event, an `Edge` one whose every readiness was reported and not re-armed, one disarmed by an
+//! error event) cannot hear of the close and stays until you
 //! `deregister` it or shut the reactor down. Until the registration goes:
 //! - the old token may still get events: ones the kernel queued before the close and, if the
 //!   reactor re-armed on the handle value after Windows gave it to a new socket, that socket's

@@ -21,23 +21,101 @@ use crate::kernel::Submitted;
 /// socket closed without deregistering must be noticed (docs/design.md §9).
 pub const ALWAYS: PollEvents = PollEvents(PollEvents::CONNECT_FAIL.0 | PollEvents::LOCAL_CLOSE.0);
 
+/// The conditions of every readiness (readable, writable, priority) that `delivered` reports,
+/// within `interest`: what an `Edge` registration stops asking for once they are delivered. A
+/// readiness is reported as a whole (an event for data disarms the peer-closed condition of
+/// readable too), as the user sees it, so that `rearm` of it costs one submission.
+const fn readiness_of(delivered: PollEvents, interest: PollEvents) -> PollEvents {
+    let read = crate::Interest::READABLE.afd_events();
+    let write = crate::Interest::WRITABLE.afd_events();
+    let prio = crate::Interest::PRIORITY.afd_events();
+    let fail = PollEvents::CONNECT_FAIL;
+    let mut out = PollEvents::NONE;
+    if delivered.intersects(read.union(fail)) {
+        out = out.union(read);
+    }
+    if delivered.intersects(write.union(fail)) {
+        out = out.union(write);
+    }
+    if delivered.intersects(prio) {
+        out = out.union(prio);
+    }
+    out.intersection(interest)
+}
+
+/// The conditions of the readinesses of `interest` not wholly in `reported`: what an `Edge`
+/// registration still asks for. A condition two readinesses share (`ABORT`) is asked for while
+/// either is armed, so a reset still reaches a writer after the reader's event.
+const fn unreported(interest: PollEvents, reported: PollEvents) -> PollEvents {
+    let mut out = PollEvents::NONE;
+    let mut i = 0;
+    while i < READINESS.len() {
+        let mine = READINESS[i].intersection(interest);
+        if !reported.contains(mine) {
+            out = out.union(mine);
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The conditions of each readiness (readable, writable, priority).
+const READINESS: [PollEvents; 3] = [
+    crate::Interest::READABLE.afd_events(),
+    crate::Interest::WRITABLE.afd_events(),
+    crate::Interest::PRIORITY.afd_events(),
+];
+
+/// `reported` after a `rearm` of `conditions`: the readinesses `conditions` names in full are
+/// armed again, the other reported ones stay reported (with their shared conditions), and so
+/// does a failed connect.
+const fn rearmed(interest: PollEvents, reported: PollEvents, conditions: PollEvents) -> PollEvents {
+    let mut out = reported.intersection(PollEvents::CONNECT_FAIL);
+    let mut i = 0;
+    while i < READINESS.len() {
+        let mine = READINESS[i].intersection(interest);
+        // Named by any condition of its own (ABORT, which two share, names neither).
+        let named = conditions.intersects(READINESS[i].difference(PollEvents::ABORT));
+        if reported.contains(mine) && !named {
+            out = out.union(mine);
+        }
+        i += 1;
+    }
+    out
+}
+
 /// How readiness is reported after an event. Set for every registration with
 /// [`Config::mode`](crate::Config::mode), or for one with
 /// [`register_with_mode`](crate::Reactor::register_with_mode).
 ///
-/// | mode | after an event | call `reregister` |
+/// | mode | after an event | you call |
 /// |---|---|---|
-/// | `Level` | re-armed: a condition that still holds is reported again by the next `poll` | only to change the interest |
-/// | `Oneshot` | disarmed | to hear anything more from the socket |
-/// | `Edge` | the conditions just reported are disarmed, the others stay armed | to hear again of a condition once reported |
+/// | `Level` | re-armed: a condition that still holds is reported again by the next `poll` | `reregister`, only to change the interest |
+/// | `Oneshot` | disarmed | `reregister` or [`rearm`](crate::Reactor::rearm), to hear anything more from the socket |
+/// | `Edge` | the conditions just reported are disarmed, the others stay armed | [`rearm`](crate::Reactor::rearm) for the one that returned `WouldBlock` |
+///
+/// # The `Edge` contract
+/// **Each readiness is reported once, and once more after every `rearm` of it, which you call
+/// when an operation returns `WouldBlock`.** A `rearm` costs the re-arm alone: no call at once,
+/// and one poll submission at the next `poll`, shared by the socket's other re-arms. Beside the
+/// two contracts Rust users know:
+///
+/// | | a new event comes when | what you call |
+/// |---|---|---|
+/// | epoll `EPOLLET` | the state changes (new data, new room), whether you drained or not | nothing |
+/// | mio | new readiness after you have seen `WouldBlock` | nothing: on Windows, mio's own `read`/`write` re-arm when they return `WouldBlock` |
+/// | afd-reactor `Edge` | the readiness holds after you have called `rearm` | `rearm`, when you see `WouldBlock` |
+///
+/// This is mio's contract with its hidden call made visible: AFD has no edge trigger (a poll
+/// reports what holds when it is submitted, and a writable socket is always writable), so an
+/// edge must be re-armed by someone. An async layer makes the call in its I/O wrappers, as mio
+/// does.
 ///
 /// # Coming from mio
-/// `Edge` is **not** mio's edge-triggered mode. With mio, once a read has returned `WouldBlock`,
-/// new data brings a new event without any call. Here, a condition reported in `Edge` mode stays
-/// quiet until you call `reregister`, whatever you read. A program ported from mio that reads to
-/// `WouldBlock` and never calls `reregister` never hears from that socket's readable side again.
-/// Use `Level` (the default) for mio-style code that does not reregister; it costs one poll
-/// submission per event, as `Edge` does.
+/// A program ported from mio that reads to `WouldBlock` and never calls `rearm` (or
+/// `reregister`) never hears from that socket's readable side again. Use `Level` (the default)
+/// for mio-style code that does not re-arm; it costs one poll submission per event, as `Edge`
+/// does.
 ///
 /// # Examples
 /// ```
@@ -53,10 +131,10 @@ pub const ALWAYS: PollEvents = PollEvents(PollEvents::CONNECT_FAIL.0 | PollEvent
 /// let mut events = Events::with_capacity(8);
 /// reactor.poll(&mut events, Some(Duration::from_secs(1)))?;
 /// assert_eq!(events.len(), 1);
-/// // Still readable, but Edge reported it once: nothing more until `reregister`.
+/// // Still readable, but Edge reported it once: nothing more until `rearm`.
 /// reactor.poll(&mut events, Some(Duration::from_millis(10)))?;
 /// assert!(events.is_empty());
-/// reactor.reregister(&s, Token(1), Interest::READABLE)?;
+/// reactor.rearm(&s, Interest::READABLE)?;
 /// reactor.poll(&mut events, Some(Duration::from_secs(1)))?;
 /// assert_eq!(events.len(), 1);
 /// # Ok::<(), std::io::Error>(())
@@ -69,8 +147,9 @@ pub enum Mode {
     Level,
     /// One-shot: after an event the socket is disarmed until the user calls `reregister`.
     Oneshot,
-    /// Edge-style: each condition is reported once; it is re-armed by `reregister` (typically
-    /// after the user has read or written until `WouldBlock`). Other conditions stay armed.
+    /// Edge: each readiness is reported once, and once more after every
+    /// [`rearm`](crate::Reactor::rearm) of it (call it when an operation returns `WouldBlock`).
+    /// `reregister` re-arms every condition. Other conditions stay armed.
     Edge,
 }
 
@@ -200,7 +279,21 @@ impl Machine {
         if !matches!(self.life, Life::Active) || self.closed || !self.armed {
             return None;
         }
-        Some(self.interest.union(ALWAYS).difference(self.reported))
+        let interest = match self.mode {
+            Mode::Edge => {
+                let left = unreported(self.interest, self.reported);
+                if left.is_empty() && !self.interest.is_empty() {
+                    // Every readiness reported and none re-armed: no poll, so that the next
+                    // `rearm` is one submission (a poll for the always-requested bits alone
+                    // would have to be cancelled first).
+                    return None;
+                }
+                left
+            }
+            Mode::Level | Mode::Oneshot => self.interest,
+        };
+        let once = self.reported.intersection(PollEvents::CONNECT_FAIL);
+        Some(interest.union(ALWAYS).difference(once))
     }
 
     /// What to do before the next dequeue. Never asks for a second poll while one is out.
@@ -255,7 +348,7 @@ impl Machine {
         match self.mode {
             Mode::Level => {}
             Mode::Oneshot => self.armed = false,
-            Mode::Edge => self.reported |= delivered.intersection(self.interest),
+            Mode::Edge => self.reported |= readiness_of(delivered, self.interest),
         }
         self.reported |= delivered.intersection(PollEvents::CONNECT_FAIL);
     }
@@ -266,6 +359,15 @@ impl Machine {
         self.mode = mode;
         self.armed = true;
         self.reported = PollEvents::NONE;
+    }
+
+    /// The user re-armed the conditions `conditions` (AFD events of an interest): in edge mode
+    /// they are reported again; in oneshot mode the registration is re-armed; in every mode a
+    /// registration disarmed by an error is retried. The interest, the mode and a failed
+    /// connect's once-only report are kept.
+    pub fn on_rearm(&mut self, conditions: PollEvents) {
+        self.armed = true;
+        self.reported = rearmed(self.interest, self.reported, conditions);
     }
 
     /// The user deregistered. A pending poll makes the machine a zombie.
@@ -311,14 +413,18 @@ impl Machine {
         if matches!(self.life, Life::Zombie) || self.closed {
             return Completed::Free;
         }
+        let open = match self.mode {
+            Mode::Edge => unreported(self.interest, self.reported),
+            Mode::Level | Mode::Oneshot => self.interest,
+        };
         let deliver = reported
-            .intersection(self.interest.union(PollEvents::CONNECT_FAIL))
-            .difference(self.reported);
+            .intersection(open.union(PollEvents::CONNECT_FAIL))
+            .difference(self.reported.intersection(PollEvents::CONNECT_FAIL));
         if !deliver.is_empty() {
             match self.mode {
                 Mode::Level => {}
                 Mode::Oneshot => self.armed = false,
-                Mode::Edge => self.reported |= deliver.intersection(self.interest),
+                Mode::Edge => self.reported |= readiness_of(deliver, self.interest),
             }
             // A failed connect stays failed: report it once per (re)registration in every mode,
             // so neither a paused registration nor an edge one spins on it.
@@ -426,9 +532,81 @@ mod tests {
         );
         assert!(m.on_submitted(R | ALWAYS, Submitted::Queued));
         assert_eq!(m.on_completion(NtStatus::SUCCESS, R), Completed::Deliver(R));
-        assert_eq!(m.update(), Update::Submit(ALWAYS));
+        assert_eq!(m.update(), Update::Nothing, "all reported: no poll");
         m.on_reregister(R | S, Mode::Edge);
         assert_eq!(m.update(), Update::Submit(R | S | ALWAYS), "re-established");
+    }
+
+    #[test]
+    fn edge_rearm_re_establishes_only_what_it_names() {
+        let mut m = armed(R | S, Mode::Edge);
+        assert_eq!(
+            m.on_completion(NtStatus::SUCCESS, R | S),
+            Completed::Deliver(R | S)
+        );
+        assert_eq!(m.update(), Update::Nothing, "both reported: no poll");
+        m.on_rearm(R);
+        assert_eq!(m.update(), Update::Submit(R | ALWAYS), "SEND stays quiet");
+        assert!(m.on_submitted(R | ALWAYS, Submitted::Queued));
+        m.on_rearm(R);
+        assert_eq!(m.update(), Update::Nothing, "already armed: no call");
+        m.on_rearm(S);
+        assert_eq!(
+            m.update(),
+            Update::Cancel,
+            "widening a pending poll cancels it"
+        );
+        m.on_rearm(PollEvents::RECEIVE_EXPEDITED);
+        assert_eq!(m.interest, R | S, "rearm never widens the interest");
+    }
+
+    #[test]
+    fn edge_reports_a_readiness_as_a_whole() {
+        let read = crate::Interest::READABLE.afd_events();
+        let write = crate::Interest::WRITABLE.afd_events();
+        let mut m = armed(read | write, Mode::Edge);
+        // Data: readable is reported, its peer-closed condition with it; writable stays armed.
+        assert_eq!(m.on_completion(NtStatus::SUCCESS, R), Completed::Deliver(R));
+        assert_eq!(m.update(), Update::Submit(write | ALWAYS));
+        assert!(m.on_submitted(write | ALWAYS, Submitted::Queued));
+        assert_eq!(m.on_completion(NtStatus::SUCCESS, S), Completed::Deliver(S));
+        assert_eq!(m.update(), Update::Nothing);
+        m.on_rearm(read);
+        assert_eq!(m.update(), Update::Submit(read | ALWAYS), "one submission");
+        // A reset is both readinesses.
+        assert!(m.on_submitted(read | ALWAYS, Submitted::Queued));
+        let abort = PollEvents::ABORT;
+        assert_eq!(
+            m.on_completion(NtStatus::SUCCESS, abort),
+            Completed::Deliver(abort)
+        );
+        assert_eq!(m.update(), Update::Nothing);
+        // A paused edge registration keeps its always-requested poll.
+        let m = armed(PollEvents::NONE, Mode::Edge);
+        assert_eq!(m.poll, PollState::Pending { mask: ALWAYS });
+    }
+
+    #[test]
+    fn rearm_keeps_a_failed_connect_reported_and_retries_a_disarmed_registration() {
+        let mut m = armed(S, Mode::Edge);
+        assert_eq!(
+            m.on_completion(NtStatus::SUCCESS, PollEvents::CONNECT_FAIL),
+            Completed::Deliver(PollEvents::CONNECT_FAIL)
+        );
+        m.on_rearm(S | PollEvents::CONNECT_FAIL);
+        assert_eq!(m.update(), Update::Submit(S | PollEvents::LOCAL_CLOSE));
+        let mut m = armed(R, Mode::Oneshot);
+        assert_eq!(m.on_completion(NtStatus::SUCCESS, R), Completed::Deliver(R));
+        m.on_rearm(R);
+        assert_eq!(m.update(), Update::Submit(R | ALWAYS), "oneshot: re-armed");
+        let mut m = armed(R, Mode::Level);
+        assert_eq!(
+            m.on_completion(NtStatus::CANCELLED, PollEvents::NONE),
+            Completed::Interrupted
+        );
+        assert_eq!(m.update(), Update::Nothing);
+        m.on_rearm(R);
+        assert_eq!(m.update(), Update::Submit(R | ALWAYS), "retried");
     }
 
     #[test]

@@ -257,9 +257,14 @@ fn fc_edge_reports_readable_once_when_an_error_follows_the_data() {
 // EPOLLERR alone is `lasting`: polls it does not answer wait, disarmed, "for a cancel or a new
 // interest". But an error-queue EPOLLERR (SO_TIMESTAMPING, MSG_ZEROCOPY, IP_RECVERR on TCP) is
 // ordinary on a healthy connection, and what follows it (a reset, a FIN) is then never reported.
-// Here: WRITABLE in Edge mode, SEND already reported, so the poll asks for ABORT; a transmit
+// Here: WRITABLE in Edge mode, SEND already reported, so the poll asked for ABORT; a transmit
 // timestamp makes EPOLLERR alone, which maps to no ABORT; the peer's reset (EPOLLERR | EPOLLHUP)
-// never reaches the disarmed entry. The crate docs: "a later reset still is [reported]".
+// never reached the disarmed entry.
+//
+// Since issue 14, `Edge` reports a readiness as a whole: once writable is reported, the
+// registration has no poll until `rearm` (so that the re-arm is one submission). The test now
+// checks what the contract promises: the reset is reported once writable is re-armed, whatever
+// the error queue did meanwhile.
 // =================================================================================================
 
 #[test]
@@ -282,6 +287,11 @@ fn fd_a_reset_after_an_error_queue_event_is_still_reported() {
         .set_linger(Some(Duration::ZERO))
         .unwrap();
     drop(b);
+    assert!(
+        events_over(&mut r, Token(1), 3).is_empty(),
+        "writable was reported: nothing until rearm"
+    );
+    r.rearm(&a, Interest::WRITABLE).unwrap();
     let got = events_over(&mut r, Token(1), 25);
     assert!(
         got.iter().any(|e| e.is_reset()),

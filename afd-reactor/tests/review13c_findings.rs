@@ -231,7 +231,8 @@ fn f2c_a_quiet_poll_on_an_error_queue_wakes_the_wait_per_send() {
         )
     };
     (&a).write_all(b"x").unwrap();
-    assert!(events_over(&mut r, Token(1), 3).is_empty(), "quiet now");
+    let q = events_over(&mut r, Token(1), 3);
+    assert!(q.is_empty(), "quiet now: {q:?}");
     let fd = a.as_raw_fd();
     let writer = std::thread::spawn(move || {
         for _ in 0..20 {
@@ -248,10 +249,12 @@ fn f2c_a_quiet_poll_on_an_error_queue_wakes_the_wait_per_send() {
     writer.join().unwrap();
     assert!(events.is_empty());
     let waits = after.wait - before.wait;
+    // Before issue 14 the poll left after writable's event (ABORT alone) waited quiet and the
+    // error queue woke the wait once per send (3..=62 calls). Since then an `Edge` registration
+    // whose readinesses are all reported has no poll until `rearm`, and its entry is disarmed.
     assert!(
-        (3..=3 * 20 + 2).contains(&waits),
-        "a quiet poll on an error queue wakes the wait once per change (about one per send, \
-         20 sends), never more: {waits} epoll_wait calls"
+        waits <= 2,
+        "no poll is waiting, so the error queue wakes nothing: {waits} epoll_wait calls"
     );
 }
 

@@ -24,7 +24,8 @@ pub struct Token(pub usize);
 /// Whatever the interest, a failed connect is reported (as an [`Event::is_error`] event), and a
 /// socket closed while registered is noticed (its registration is removed, with no event), as
 /// long as the registration has a poll in the kernel: every registration does, except a `Oneshot`
-/// one after its event and one disarmed by an error event, until `reregister`. Everything else is
+/// one after its event, an `Edge` one whose every readiness was reported, and one disarmed by an
+/// error event, until `rearm` or `reregister`. Everything else is
 /// reported only if asked for.
 ///
 /// The interest may be empty ([`Interest::NONE`]): the registration then stays, but is *paused*.

@@ -869,6 +869,63 @@ impl<K: Kernel> Reactor<K> {
         Ok(())
     }
 
+    /// Re-arm what `conditions` names on `socket`, keeping its token, interest and mode: the
+    /// call an [`Edge`](Mode::Edge) registration needs after an operation returned `WouldBlock`.
+    ///
+    /// - `Edge`: the readiness `conditions` names (within the interest) is reported again when
+    ///   it holds, even if it was reported before. The others stay as they are.
+    /// - `Oneshot`: the registration is re-armed (all of its interest; `conditions` only has to
+    ///   be non-empty to mean something to a reader).
+    /// - `Level`: nothing was disarmed, so there is nothing to do.
+    /// - In every mode, a registration disarmed by an error event is retried, as
+    ///   [`reregister`](Self::reregister) would.
+    ///
+    /// A condition already armed costs nothing, and no kernel call is made here: the re-arm is
+    /// one poll submission at the start of the next [`poll`](Self::poll), shared by every re-arm
+    /// of the socket made before it. If a poll for the socket's other conditions is in the
+    /// kernel then, it is cancelled and resubmitted with the wider mask (one call more). A failed
+    /// connect stays reported once; `rearm` does not make it report again.
+    ///
+    /// # Errors
+    /// `NotFound` if the socket is not registered; `NotConnected` after shutdown.
+    ///
+    /// # Examples
+    /// ```
+    /// use afd_reactor::afd::PollEvents;
+    /// use afd_reactor::kernel::sim::SimKernel;
+    /// use afd_reactor::{Events, Interest, Mode, Reactor, SimSocket, Token};
+    /// use std::time::Duration;
+    /// // On the simulated kernel (feature `test-rig`), which lets the example make data arrive.
+    /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
+    /// let s = SimSocket(reactor.kernel().open_socket());
+    /// reactor.register_with_mode(&s, Token(1), Interest::READABLE, Mode::Edge)?;
+    /// reactor.kernel().set_readiness(s.0, PollEvents::RECEIVE);
+    /// let mut events = Events::with_capacity(8);
+    /// reactor.poll(&mut events, Some(Duration::from_secs(1)))?;
+    /// assert!(events.iter().any(|e| e.is_readable()));
+    /// // ... read until `WouldBlock`, then re-arm: the next data is reported.
+    /// reactor.kernel().set_readiness(s.0, PollEvents::NONE);
+    /// reactor.rearm(&s, Interest::READABLE)?;
+    /// reactor.poll(&mut events, Some(Duration::from_millis(10)))?;
+    /// assert!(events.is_empty());
+    /// reactor.kernel().set_readiness(s.0, PollEvents::RECEIVE);
+    /// reactor.poll(&mut events, Some(Duration::from_secs(1)))?;
+    /// assert!(events.iter().any(|e| e.is_readable()));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn rearm<S: Source + ?Sized>(
+        &mut self,
+        socket: &S,
+        conditions: Interest,
+    ) -> io::Result<()> {
+        self.check_running()?;
+        let index = self.index_of(socket.raw_socket())?;
+        let meta = self.pool.meta_mut(index).expect("registered");
+        meta.machine.on_rearm(conditions.afd_events());
+        self.queue_update(index);
+        Ok(())
+    }
+
     fn change(&mut self, index: u32, token: Token, interest: Interest, mode: Mode) {
         let meta = self.pool.meta_mut(index).expect("registered");
         meta.token = token;

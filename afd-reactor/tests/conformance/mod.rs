@@ -217,6 +217,60 @@ pub fn edge_reports_each_condition_once<H: Harness>() {
     assert!(e.is_writable(), "{e:?}");
 }
 
+/// The `Edge` contract: each readiness once, and once more after every `rearm` of it, at the
+/// cost of the re-arm alone.
+pub fn edge_rearm_reports_once_more_for_one_submission<H: Harness>() {
+    let mut h = H::new();
+    let s = h.socket();
+    let both = Interest::READABLE | Interest::WRITABLE;
+    h.reactor()
+        .register_with_mode(&s, A, both, Mode::Edge)
+        .unwrap();
+    let e = wait_for(&mut h, A);
+    assert!(e.is_writable(), "{e:?}");
+    h.make_readable(&s);
+    let e = wait_for(&mut h, A);
+    assert!(e.is_readable(), "{e:?}");
+    assert_no_event_for(&mut h, A);
+    // Read to WouldBlock, re-arm readable: nothing until new data, and writable stays quiet.
+    h.drain(&s);
+    let before = h.reactor().stats().nt;
+    h.reactor().rearm(&s, Interest::READABLE).unwrap();
+    assert_eq!(h.reactor().stats().nt, before, "rearm itself makes no call");
+    assert_no_event_for(&mut h, A);
+    let after = h.reactor().stats().nt;
+    assert!(
+        after.submit - before.submit <= 1 && after.cancel == before.cancel,
+        "one submission for the re-arm: {before:?} -> {after:?}"
+    );
+    h.make_readable(&s);
+    let e = wait_for(&mut h, A);
+    assert!(e.is_readable() && !e.is_writable(), "{e:?}");
+    // Re-arming a condition that holds reports it at once (writable), and only it.
+    h.reactor().rearm(&s, Interest::WRITABLE).unwrap();
+    let e = wait_for(&mut h, A);
+    assert!(e.is_writable() && !e.is_readable(), "{e:?}");
+    // Re-arming twice before a poll is one re-arm; re-arming what is armed is none.
+    h.drain(&s);
+    h.reactor().rearm(&s, Interest::READABLE).unwrap();
+    h.reactor().rearm(&s, Interest::READABLE).unwrap();
+    let before = h.reactor().stats().nt;
+    assert_no_event_for(&mut h, A);
+    h.reactor().rearm(&s, Interest::READABLE).unwrap();
+    assert_no_event_for(&mut h, A);
+    let after = h.reactor().stats().nt;
+    assert!(after.submit - before.submit <= 1, "{before:?} -> {after:?}");
+    // Unknown sockets are refused.
+    let other = h.socket();
+    assert_eq!(
+        h.reactor()
+            .rearm(&other, Interest::READABLE)
+            .unwrap_err()
+            .kind(),
+        io::ErrorKind::NotFound
+    );
+}
+
 pub fn no_spin_on_writable_without_interest<H: Harness>() {
     let mut h = H::new();
     let s = h.socket(); // always writable
@@ -1180,6 +1234,7 @@ macro_rules! afd_reactor_conformance {
             level_reports_again_until_drained,
             oneshot_disarms_until_reregister,
             edge_reports_each_condition_once,
+            edge_rearm_reports_once_more_for_one_submission,
             no_spin_on_writable_without_interest,
             backpressure_pauses_without_spinning,
             interest_change_mid_poll_cancels_and_resubmits,

@@ -1,0 +1,359 @@
+//! The thread's reactor: one [`Reactor`] per thread, the registrations and timers it serves, and
+//! the dispatch of its events to the tasks that wait for them.
+
+use crate::source::Source;
+use afd_reactor::kernel::Kernel;
+use afd_reactor::{Events, Interest, Mode, Reactor, Source as Registrable, Stats, TimerId, Token};
+use std::cell::RefCell;
+use std::io;
+use std::rc::Rc;
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+/// The token of the reactor waker that ends a blocking `poll` when a task is woken from another
+/// thread. Wake events are told apart by `is_wake`, so it may equal a socket's or timer's token.
+const WAKE_TOKEN: Token = Token(usize::MAX);
+
+/// How many events one `poll` may return.
+const EVENTS: usize = 1024;
+
+/// What the async layer asks of a reactor, whatever its kernel: `Reactor<K>` with the kernel
+/// type erased, so the layer's types need no kernel parameter.
+pub(crate) trait Backend {
+    fn register(&mut self, s: &dyn Registrable, token: Token, interest: Interest)
+    -> io::Result<()>;
+    fn reregister(
+        &mut self,
+        s: &dyn Registrable,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()>;
+    fn rearm(&mut self, s: &dyn Registrable, interest: Interest) -> io::Result<()>;
+    fn deregister(&mut self, s: &dyn Registrable) -> io::Result<()>;
+    fn poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()>;
+    fn waker(&mut self, token: Token) -> io::Result<afd_reactor::Waker>;
+    fn add_timer(&mut self, token: Token, delay: Duration) -> io::Result<TimerId>;
+    fn cancel_timer(&mut self, id: TimerId) -> bool;
+    fn stats(&self) -> Stats;
+    #[cfg(feature = "test-rig")]
+    fn kernel_any(&self) -> &dyn std::any::Any;
+}
+
+impl<K: Kernel + 'static> Backend for Reactor<K> {
+    fn register(
+        &mut self,
+        s: &dyn Registrable,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        self.register_with_mode(s, token, interest, Mode::Edge)
+    }
+    fn reregister(
+        &mut self,
+        s: &dyn Registrable,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        self.reregister_with_mode(s, token, interest, Mode::Edge)
+    }
+    fn rearm(&mut self, s: &dyn Registrable, interest: Interest) -> io::Result<()> {
+        Reactor::rearm(self, s, interest)
+    }
+    fn deregister(&mut self, s: &dyn Registrable) -> io::Result<()> {
+        Reactor::deregister(self, s)
+    }
+    fn poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        Reactor::poll(self, events, timeout)
+    }
+    fn waker(&mut self, token: Token) -> io::Result<afd_reactor::Waker> {
+        Reactor::waker(self, token)
+    }
+    fn add_timer(&mut self, token: Token, delay: Duration) -> io::Result<TimerId> {
+        Reactor::add_timer(self, token, delay, None)
+    }
+    fn cancel_timer(&mut self, id: TimerId) -> bool {
+        Reactor::cancel_timer(self, id)
+    }
+    fn stats(&self) -> Stats {
+        Reactor::stats(self)
+    }
+    #[cfg(feature = "test-rig")]
+    fn kernel_any(&self) -> &dyn std::any::Any {
+        self.kernel()
+    }
+}
+
+/// A vector with reusable keys.
+pub(crate) struct Slab<T> {
+    entries: Vec<Option<T>>,
+    free: Vec<usize>,
+}
+
+impl<T> Slab<T> {
+    const fn new() -> Self {
+        Self {
+            entries: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+    pub(crate) fn insert(&mut self, value: T) -> usize {
+        match self.free.pop() {
+            Some(key) => {
+                self.entries[key] = Some(value);
+                key
+            }
+            None => {
+                self.entries.push(Some(value));
+                self.entries.len() - 1
+            }
+        }
+    }
+    pub(crate) fn remove(&mut self, key: usize) -> Option<T> {
+        let value = self.entries.get_mut(key)?.take();
+        if value.is_some() {
+            self.free.push(key);
+        }
+        value
+    }
+    pub(crate) fn get(&self, key: usize) -> Option<&T> {
+        self.entries.get(key)?.as_ref()
+    }
+    pub(crate) fn get_mut(&mut self, key: usize) -> Option<&mut T> {
+        self.entries.get_mut(key)?.as_mut()
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len() - self.free.len()
+    }
+}
+
+/// One timer of the thread: the reactor timer behind it and the task waiting for it.
+pub(crate) struct TimerSlot {
+    pub(crate) id: Option<TimerId>,
+    pub(crate) fired: bool,
+    pub(crate) waker: Option<Waker>,
+}
+
+/// The thread's reactor and everything it serves.
+pub(crate) struct Driver {
+    backend: RefCell<Box<dyn Backend>>,
+    sources: RefCell<Slab<Rc<Source>>>,
+    timers: RefCell<Slab<TimerSlot>>,
+    events: RefCell<Events>,
+    /// Wakers taken out of the sources during a dispatch, woken once no borrow is held.
+    to_wake: RefCell<Vec<Waker>>,
+    /// Ends a blocking `poll` from another thread.
+    pub(crate) reactor_waker: afd_reactor::Waker,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<Driver>>> = const { RefCell::new(None) };
+}
+
+impl Driver {
+    fn new(mut backend: Box<dyn Backend>) -> io::Result<Self> {
+        let reactor_waker = backend.waker(WAKE_TOKEN)?;
+        Ok(Self {
+            backend: RefCell::new(backend),
+            sources: RefCell::new(Slab::new()),
+            timers: RefCell::new(Slab::new()),
+            events: RefCell::new(Events::with_capacity(EVENTS)),
+            to_wake: RefCell::new(Vec::new()),
+            reactor_waker,
+        })
+    }
+
+    /// The thread's driver, made with the platform's reactor on first use.
+    pub(crate) fn current() -> io::Result<Rc<Driver>> {
+        CURRENT.with(|cell| {
+            if let Some(d) = &*cell.borrow() {
+                return Ok(Rc::clone(d));
+            }
+            let driver = Rc::new(Driver::new(default_backend()?)?);
+            *cell.borrow_mut() = Some(Rc::clone(&driver));
+            Ok(driver)
+        })
+    }
+
+    /// Make `reactor` the thread's reactor. Fails if the thread already has one.
+    pub(crate) fn install(backend: Box<dyn Backend>) -> io::Result<()> {
+        CURRENT.with(|cell| {
+            if cell.borrow().is_some() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "afd-async: this thread already has a reactor (with_reactor must come before \
+                     the thread's first Async, Timer or block_on)",
+                ));
+            }
+            *cell.borrow_mut() = Some(Rc::new(Driver::new(backend)?));
+            Ok(())
+        })
+    }
+
+    /// The thread's driver if it has one (never makes one).
+    pub(crate) fn existing() -> Option<Rc<Driver>> {
+        CURRENT
+            .try_with(|cell| cell.borrow().clone())
+            .ok()
+            .flatten()
+    }
+
+    /// Forget the thread's driver; it is torn down once the last `Async` and `Timer` using it
+    /// are dropped. Returns true if there was one.
+    pub(crate) fn uninstall() -> bool {
+        CURRENT
+            .try_with(|cell| cell.borrow_mut().take().is_some())
+            .unwrap_or(false)
+    }
+
+    pub(crate) fn backend(&self) -> std::cell::RefMut<'_, Box<dyn Backend>> {
+        self.backend.borrow_mut()
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        self.backend.borrow().stats()
+    }
+
+    #[cfg(feature = "test-rig")]
+    pub(crate) fn with_kernel<K: 'static, R>(&self, f: impl FnOnce(&K) -> R) -> Option<R> {
+        let backend = self.backend.borrow();
+        backend.kernel_any().downcast_ref::<K>().map(f)
+    }
+
+    /// Register `io`, readable, and keep its source: its key is its token.
+    pub(crate) fn add_source(&self, io: &dyn Registrable) -> io::Result<Rc<Source>> {
+        let mut sources = self.sources.borrow_mut();
+        let source = Rc::new(Source::new(Interest::READABLE));
+        let key = sources.insert(Rc::clone(&source));
+        source.key.set(key);
+        if let Err(e) = self
+            .backend
+            .borrow_mut()
+            .register(io, Token(key), Interest::READABLE)
+        {
+            sources.remove(key);
+            return Err(e);
+        }
+        Ok(source)
+    }
+
+    /// Deregister `io` and forget its source.
+    pub(crate) fn remove_source(&self, source: &Source, io: &dyn Registrable) -> io::Result<()> {
+        let result = self.backend.borrow_mut().deregister(io);
+        self.sources.borrow_mut().remove(source.key.get());
+        result
+    }
+
+    pub(crate) fn add_timer(&self, delay: Duration) -> io::Result<usize> {
+        let mut timers = self.timers.borrow_mut();
+        let key = timers.insert(TimerSlot {
+            id: None,
+            fired: false,
+            waker: None,
+        });
+        match self.backend.borrow_mut().add_timer(Token(key), delay) {
+            Ok(id) => {
+                if let Some(slot) = timers.get_mut(key) {
+                    slot.id = Some(id);
+                }
+                Ok(key)
+            }
+            Err(e) => {
+                timers.remove(key);
+                Err(e)
+            }
+        }
+    }
+
+    /// Poll timer `key`: true once it fired (then it is gone), else its waker is kept.
+    pub(crate) fn poll_timer(&self, key: usize, waker: &Waker) -> bool {
+        let mut timers = self.timers.borrow_mut();
+        let Some(slot) = timers.get_mut(key) else {
+            return true;
+        };
+        if slot.fired {
+            timers.remove(key);
+            return true;
+        }
+        match &mut slot.waker {
+            Some(w) if w.will_wake(waker) => {}
+            w => *w = Some(waker.clone()),
+        }
+        false
+    }
+
+    pub(crate) fn remove_timer(&self, key: usize) {
+        if let Some(TimerSlot {
+            id: Some(id),
+            fired: false,
+            ..
+        }) = self.timers.borrow_mut().remove(key)
+        {
+            self.backend.borrow_mut().cancel_timer(id);
+        }
+    }
+
+    /// The number of registrations and timers this driver serves.
+    pub(crate) fn load(&self) -> (usize, usize) {
+        (self.sources.borrow().len(), self.timers.borrow().len())
+    }
+
+    /// Wait for events (at most `timeout`), call `awake`, and wake the tasks they concern.
+    pub(crate) fn react(&self, timeout: Option<Duration>, awake: impl FnOnce()) -> io::Result<()> {
+        let mut to_wake = std::mem::take(&mut *self.to_wake.borrow_mut());
+        {
+            let mut events = self.events.borrow_mut();
+            let polled = self.backend.borrow_mut().poll(&mut events, timeout);
+            awake();
+            polled?;
+            let sources = self.sources.borrow();
+            let mut timers = self.timers.borrow_mut();
+            for event in events.iter() {
+                let key = event.token().0;
+                if event.is_wake() {
+                    continue;
+                }
+                if event.is_timer() {
+                    if let Some(slot) = timers.get_mut(key) {
+                        slot.fired = true;
+                        to_wake.extend(slot.waker.take());
+                    }
+                } else if let Some(source) = sources.get(key) {
+                    source.on_event(event, &mut to_wake);
+                }
+            }
+        }
+        // No borrow is held: a waker may do anything, even drop an `Async`.
+        for waker in to_wake.drain(..) {
+            waker.wake();
+        }
+        let mut kept = self.to_wake.borrow_mut();
+        if kept.capacity() < to_wake.capacity() {
+            *kept = to_wake;
+        }
+        Ok(())
+    }
+}
+
+/// How long a `Timer` at `when` waits from now.
+pub(crate) fn delay_until(when: Instant) -> Duration {
+    when.saturating_duration_since(Instant::now())
+}
+
+#[cfg(windows)]
+fn default_backend() -> io::Result<Box<dyn Backend>> {
+    Ok(Box::new(afd_reactor::NtReactor::new()?))
+}
+
+#[cfg(target_os = "linux")]
+fn default_backend() -> io::Result<Box<dyn Backend>> {
+    Ok(Box::new(afd_reactor::EpollReactor::new()?))
+}
+
+#[cfg(not(any(windows, target_os = "linux")))]
+fn default_backend() -> io::Result<Box<dyn Backend>> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "afd-async: no reactor for this platform (Windows and Linux have one); install one with \
+         with_reactor",
+    ))
+}

@@ -1,0 +1,208 @@
+//! `async`/`.await` on [afd-reactor](afd_reactor): the reactor's readiness events wake tasks, as
+//! async-io does on `polling`.
+//!
+//! - [`Async<T>`] wraps a socket (on Linux, any file epoll can watch): `readable().await`,
+//!   `writable().await`, [`read_with`](Async::read_with) / [`write_with`](Async::write_with);
+//!   futures-io `AsyncRead`/`AsyncWrite` for `Async<TcpStream>` and `&Async<TcpStream>` (so one
+//!   task can read while another writes); [`accept`](Async::accept) and
+//!   [`incoming`](Async::incoming) for listeners; [`connect`](Async::connect); UDP
+//!   `send_to`/`recv_from`/`send`/`recv`.
+//! - [`Timer`]: after, at, interval (a `Stream`), on the reactor's timers.
+//! - [`block_on`] drives the reactor on the current thread. Run `async_executor::LocalExecutor`
+//!   on it to have many tasks.
+//!
+//! # A complete program
+//! An echo server and a client, on one thread:
+//! ```
+//! use afd_async::{Async, block_on};
+//! use async_executor::LocalExecutor;
+//! use futures_lite::{AsyncReadExt, AsyncWriteExt};
+//! use std::net::{TcpListener, TcpStream};
+//!
+//! async fn echo(mut stream: Async<TcpStream>) -> std::io::Result<()> {
+//!     let mut buf = vec![0; 16 * 1024];
+//!     loop {
+//!         let n = stream.read(&mut buf).await?;
+//!         if n == 0 {
+//!             return Ok(()); // the peer closed
+//!         }
+//!         stream.write_all(&buf[..n]).await?;
+//!     }
+//! }
+//!
+//! # #[cfg(any(windows, target_os = "linux"))]
+//! # fn main() -> std::io::Result<()> {
+//! let ex = LocalExecutor::new();
+//! block_on(ex.run(async {
+//!     let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0))?;
+//!     let addr = listener.get_ref().local_addr()?;
+//!     let client = ex.spawn(async move {
+//!         let mut client = Async::<TcpStream>::connect(addr).await?;
+//!         client.write_all(b"hello").await?;
+//!         let mut buf = [0; 5];
+//!         client.read_exact(&mut buf).await?;
+//!         assert_eq!(&buf, b"hello");
+//!         std::io::Result::Ok(())
+//!     });
+//!     // Serve: a task per connection (here, until the client is done).
+//!     let (stream, _peer) = listener.accept().await?;
+//!     ex.spawn(echo(stream)).detach();
+//!     client.await
+//! }))
+//! # }
+//! # #[cfg(not(any(windows, target_os = "linux")))] fn main() {}
+//! ```
+//!
+//! # What it costs
+//! Every operation tries the I/O first and waits only after `WouldBlock`, so a ready socket
+//! costs the call alone. A wait re-arms the one direction that blocked: the registration is in
+//! the reactor's [`Edge`](afd_reactor::Mode::Edge) mode, and a wait is a
+//! [`rearm`](afd_reactor::Reactor::rearm), one poll submission made by the reactor's next turn
+//! (on Windows, one `IOCTL_AFD_POLL`; on Linux, one `epoll_ctl`). A read that returns less than
+//! its buffer holds means the socket was drained: the stream is re-armed then, and the next read
+//! waits for the event instead of making a call that would return `WouldBlock`. The writable
+//! side is added to a registration the first time a task waits for it.
+//!
+//! A task woken from another thread costs one kernel call (the reactor's
+//! [`Waker`](afd_reactor::Waker)), and only if the loop is waiting in the kernel; a task woken
+//! by an event on the loop's own thread costs nothing.
+//!
+//! # Guarantees
+//! - Dropping a future in the middle of a wait loses no wakeup: every task waiting in a
+//!   direction is woken by its next event, so two tasks waiting to read one socket both wake.
+//! - Dropping a future leaks nothing; dropping an [`Async<T>`] deregisters it before the I/O
+//!   object closes. No event reaches a registration after it is gone, even if the socket's
+//!   handle value is reused at once (the reactor's guarantee).
+//! - A failed connect is an error, never a hang.
+//!
+//! # Threads
+//! Each thread has its own reactor, made on first use (an [`afd_reactor::NtReactor`] on
+//! Windows, an [`afd_reactor::EpollReactor`] on Linux); [`with_reactor`] installs another one.
+//! [`Async<T>`] and [`Timer`] belong to the thread that made them (they are not `Send`), and
+//! the thread's `block_on` drives them. To use several cores, run one `block_on` per thread.
+//! The reactor is torn down (its polls drained) when the thread ends and the last `Async` and
+//! `Timer` made on it are gone.
+//!
+//! # Compared with smol and tokio
+//! smol's async-io has one reactor for the process, driven by whichever thread blocks (or by
+//! its own thread), and on Windows re-arms through `polling`, which cancels and resubmits a
+//! socket's poll whenever its interest grows. tokio's current-thread runtime owns its tasks and
+//! its reactor (mio). Here, as with tokio's current-thread runtime, one thread owns the reactor
+//! and its sockets; the executor is yours. The benchmark (`bash scripts/bench.sh`, see the
+//! repository's README) runs the same HTTP server on all three.
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
+
+mod block_on;
+mod driver;
+mod io;
+mod net;
+mod source;
+mod timer;
+
+pub use block_on::{block_on, try_block_on};
+pub use io::{Async, Readiness};
+pub use net::Incoming;
+pub use timer::Timer;
+
+use afd_reactor::kernel::Kernel;
+use afd_reactor::{Reactor, Stats};
+use driver::Driver;
+
+/// Make `reactor` this thread's reactor, instead of the platform's default one (made with
+/// `Reactor::new()`). Call it before the thread's first [`Async`], [`Timer`] or [`block_on`].
+///
+/// Use it to choose a [`Config`](afd_reactor::Config) (batch size, teardown bound), or, with
+/// the `test-rig` feature, to run the async layer on the simulated kernel.
+///
+/// # Errors
+/// `AlreadyExists` if the thread already has a reactor; the reactor's error if it cannot make
+/// its waker (it has shut down).
+///
+/// # Examples
+/// ```
+/// # #[cfg(windows)] fn main() -> std::io::Result<()> {
+/// use afd_reactor::{Config, NtReactor};
+/// afd_async::with_reactor(NtReactor::from_config(Config::default().batch(256))?)?;
+/// afd_async::block_on(async { /* ... */ });
+/// # Ok(()) }
+/// # #[cfg(target_os = "linux")] fn main() -> std::io::Result<()> {
+/// # use afd_reactor::{Config, EpollReactor};
+/// # afd_async::with_reactor(EpollReactor::from_config(Config::default().batch(256))?)?;
+/// # afd_async::block_on(async { /* ... */ });
+/// # Ok(()) }
+/// # #[cfg(not(any(windows, target_os = "linux")))] fn main() {}
+/// ```
+pub fn with_reactor<K: Kernel + 'static>(reactor: Reactor<K>) -> std::io::Result<()> {
+    Driver::install(Box::new(reactor))
+}
+
+/// This thread's reactor's statistics (registrations, polls in flight, kernel calls...), made
+/// on first use like the reactor itself.
+///
+/// # Errors
+/// The error of making the thread's reactor.
+///
+/// # Examples
+/// ```
+/// use afd_async::Async;
+/// # #[cfg(any(windows, target_os = "linux"))] {
+/// let socket = Async::<std::net::UdpSocket>::bind(([127, 0, 0, 1], 0))?;
+/// assert_eq!(afd_async::stats()?.registered, 1);
+/// # }
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn stats() -> std::io::Result<Stats> {
+    Ok(Driver::current()?.stats())
+}
+
+/// The number of registrations and timers the async layer holds on this thread (0 and 0 if it
+/// has no reactor): what a test checks to see that dropped futures and `Async`s left nothing.
+///
+/// # Examples
+/// ```
+/// use afd_async::{Timer, block_on};
+/// # #[cfg(any(windows, target_os = "linux"))] {
+/// let t = Timer::after(std::time::Duration::from_millis(1));
+/// block_on(t);
+/// assert_eq!(afd_async::held(), (0, 0));
+/// # }
+/// ```
+pub fn held() -> (usize, usize) {
+    Driver::existing().map_or((0, 0), |d| d.load())
+}
+
+/// Forget this thread's reactor: the next [`Async`], [`Timer`] or [`block_on`] makes a new one
+/// (or uses the one [`with_reactor`] installs). The old reactor is torn down, its polls
+/// drained, once the last `Async` and `Timer` made on it are dropped. Returns true if the
+/// thread had one.
+///
+/// # Examples
+/// ```
+/// # #[cfg(any(windows, target_os = "linux"))] {
+/// afd_async::block_on(async {});
+/// assert!(afd_async::forget_reactor());
+/// assert!(!afd_async::forget_reactor());
+/// # }
+/// ```
+pub fn forget_reactor() -> bool {
+    Driver::uninstall()
+}
+
+/// Run `f` on this thread's reactor's kernel, if the thread has a reactor whose kernel is a `K`
+/// (feature `test-rig`): how a test drives the simulated kernel under the async layer.
+///
+/// # Examples
+/// ```
+/// use afd_reactor::kernel::sim::SimKernel;
+/// use afd_reactor::{Reactor, SimSocket};
+/// use afd_async::Async;
+/// afd_async::with_reactor(Reactor::with_kernel(SimKernel::new(1)))?;
+/// let raw = afd_async::with_kernel(|k: &SimKernel| k.open_socket()).expect("a sim reactor");
+/// let socket = Async::new_nonblocking(SimSocket(raw))?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[cfg(feature = "test-rig")]
+pub fn with_kernel<K: 'static, R>(f: impl FnOnce(&K) -> R) -> Option<R> {
+    Driver::existing()?.with_kernel(f)
+}

@@ -1,0 +1,125 @@
+//! One registration's readiness, as tasks see it: for each direction, a count of the events
+//! seen so far (its tick) and the tasks waiting for the next one.
+
+use afd_reactor::{Event, Interest};
+use std::cell::{Cell, RefCell};
+use std::task::{Context, Waker};
+
+/// A direction of a registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dir {
+    Read = 0,
+    Write = 1,
+}
+
+impl Dir {
+    pub(crate) const fn interest(self) -> Interest {
+        match self {
+            Dir::Read => Interest::READABLE,
+            Dir::Write => Interest::WRITABLE,
+        }
+    }
+}
+
+/// The id of a poll-style waiter (`poll_read`, `poll_write`, `poll_accept`...): it has no future
+/// to remove it when dropped, so it is only ever removed by the next event.
+pub(crate) const POLL_WAITER: u64 = 0;
+
+#[derive(Default)]
+pub(crate) struct Direction {
+    /// Events seen in this direction so far.
+    pub(crate) tick: u64,
+    /// The tick of the last event that was the reactor failing to arm the socket.
+    pub(crate) failed_tick: Option<u64>,
+    /// Tasks waiting for the next event, by waiter id (`POLL_WAITER` for poll-style ones).
+    pub(crate) waiters: Vec<(u64, Waker)>,
+    next_id: u64,
+    /// Poll-style: the tick at which the direction was last re-armed (after `WouldBlock`, or a
+    /// short read): while it is still the tick, nothing happened since and trying the I/O again
+    /// would be a wasted call.
+    pub(crate) parked_at: Option<u64>,
+}
+
+impl Direction {
+    /// Wait for the next event: returns the tick to compare with and the waiter's id.
+    pub(crate) fn add_waiter(&mut self, waker: &Waker) -> (u64, u64) {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.waiters.push((id, waker.clone()));
+        (self.tick, id)
+    }
+
+    /// Keep `waker` for waiter `id` (a future polled again, perhaps by another task).
+    pub(crate) fn update_waiter(&mut self, id: u64, waker: &Waker) {
+        match self.waiters.iter_mut().find(|(i, _)| *i == id) {
+            Some((_, w)) if w.will_wake(waker) => {}
+            Some((_, w)) => *w = waker.clone(),
+            None => self.waiters.push((id, waker.clone())),
+        }
+    }
+
+    pub(crate) fn remove_waiter(&mut self, id: u64) {
+        if let Some(at) = self.waiters.iter().position(|(i, _)| *i == id) {
+            self.waiters.swap_remove(at);
+        }
+    }
+
+    /// Keep a poll-style waiter's waker (once per task).
+    pub(crate) fn add_poll_waiter(&mut self, cx: &Context<'_>) {
+        let waker = cx.waker();
+        if !self
+            .waiters
+            .iter()
+            .any(|(id, w)| *id == POLL_WAITER && w.will_wake(waker))
+        {
+            self.waiters.push((POLL_WAITER, waker.clone()));
+        }
+    }
+
+    fn fire(&mut self, failed: bool, to_wake: &mut Vec<Waker>) {
+        self.tick += 1;
+        if failed {
+            self.failed_tick = Some(self.tick);
+        }
+        to_wake.extend(self.waiters.drain(..).map(|(_, w)| w));
+    }
+}
+
+/// A registration's state in the async layer.
+pub(crate) struct Source {
+    /// Its token in the reactor.
+    pub(crate) key: Cell<usize>,
+    pub(crate) state: RefCell<SourceState>,
+}
+
+pub(crate) struct SourceState {
+    pub(crate) dirs: [Direction; 2],
+    /// What it is registered for (directions are added when first waited for).
+    pub(crate) interest: Interest,
+}
+
+impl Source {
+    pub(crate) fn new(interest: Interest) -> Self {
+        Self {
+            key: Cell::new(usize::MAX),
+            state: RefCell::new(SourceState {
+                dirs: [Direction::default(), Direction::default()],
+                interest,
+            }),
+        }
+    }
+
+    /// An event for this registration: wake the directions it concerns.
+    pub(crate) fn on_event(&self, event: &Event, to_wake: &mut Vec<Waker>) {
+        let mut state = self.state.borrow_mut();
+        // An error with neither readiness: the reactor could not arm the socket (a refused poll,
+        // or someone's CancelIoEx). Both directions hear of it.
+        let failed = event.is_error() && !event.is_readable() && !event.is_writable();
+        if event.is_readable() || event.is_read_closed() || failed {
+            state.dirs[Dir::Read as usize].fire(failed, to_wake);
+        }
+        if event.is_writable() || event.is_write_closed() || failed {
+            state.dirs[Dir::Write as usize].fire(failed, to_wake);
+        }
+    }
+}
