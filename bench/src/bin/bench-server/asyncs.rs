@@ -379,12 +379,7 @@ pub fn run(
         }
     };
     match system {
-        #[cfg(feature = "afd-async")]
         System::AfdAsync => serve::<super::stacks::AfdAsync>(listener, job, sessions, marks),
-        #[cfg(not(feature = "afd-async"))]
-        System::AfdAsync => Err(io::Error::other(
-            "afd-async is not built into this bench-server (feature afd-async)",
-        )),
         System::Smol => serve::<super::stacks::Smol>(listener, job, sessions, marks),
         System::Tokio => serve::<super::stacks::Tokio>(listener, job, sessions, marks),
         other => Err(io::Error::new(

@@ -77,7 +77,6 @@ async_io_like!(
     async_io
 );
 
-#[cfg(feature = "afd-async")]
 async_io_like!(
     /// afd-async's `Async` and `block_on`, async-executor's `LocalExecutor`.
     AfdAsync,
