@@ -289,11 +289,9 @@ async fn accept_loop<S: Stack>(
     };
     let mut stop = std::pin::pin!(stop);
     loop {
-        let next = futures_lite::future::or(
-            async { Some(stack.accept(&listener).await) },
-            stop.as_mut(),
-        )
-        .await;
+        let next =
+            futures_lite::future::or(async { Some(stack.accept(&listener).await) }, stop.as_mut())
+                .await;
         let conn = match next {
             None => return Ok(()),
             Some(Ok(conn)) => conn,
