@@ -179,7 +179,7 @@ mod linux {
                     continue;
                 }
                 "--quick" => {
-                    (o.rounds, o.secs, o.conns, o.in_flight) = (1, 1.0, vec![50, 200], 20);
+                    (o.rounds, o.secs, o.conns, o.in_flight) = (1, 1.0, vec![50], 20);
                     o.warmup = 0.2;
                     (o.trace_echoes, o.sockets, o.churn_ops) = (200, 300, 100);
                     (o.wakes, o.storm_wakes, o.idle_secs) = (100, 1000, 0.3);

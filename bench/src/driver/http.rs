@@ -308,12 +308,11 @@ impl Env {
             diff(get(b, TOTAL), get(a, TOTAL)) / per,
         );
         let mut named = 0.0;
-        for k in b.keys().chain(a.keys()).filter(|k| *k != TOTAL) {
+        let kinds: std::collections::BTreeSet<&String> = b.keys().chain(a.keys()).collect();
+        for k in kinds.into_iter().filter(|k| *k != TOTAL) {
             let v = diff(get(b, k), get(a, k)) / per;
-            if !f.contains_key(&format!("kind.{k}")) {
-                named += v;
-                f.insert(format!("kind.{k}"), v);
-            }
+            named += v;
+            f.insert(format!("kind.{k}"), v);
         }
         f.insert("kind.other".into(), f["requests_per_http"] - named);
         Ok(f)

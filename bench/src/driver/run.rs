@@ -332,13 +332,17 @@ pub(super) fn expect(server: &mut Server, workload: &str, timeout: Duration) -> 
     }
 }
 
-/// Where the harness finds its files: the server (Windows, or `native`) and the logs.
+/// Where the harness finds its files: the server (Windows, or `native`) and the logs, in cargo's
+/// target directory (`CARGO_TARGET_DIR`, else `target`).
 pub fn paths(root: &Path, native: bool) -> (PathBuf, PathBuf) {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| root.join("target"), |d| root.join(d));
     let exe = if native {
-        root.join("target/release/bench-server")
+        target.join("release/bench-server")
     } else {
-        root.join("target/x86_64-pc-windows-gnu/release/bench-server.exe")
+        target.join("x86_64-pc-windows-gnu/release/bench-server.exe")
     };
-    let logs = root.join("target/bench/logs");
+    let logs = target.join("bench/logs");
     (exe, logs)
 }

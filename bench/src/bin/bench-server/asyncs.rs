@@ -62,6 +62,7 @@ pub enum Job {
 }
 
 /// An async stack on one thread.
+#[allow(async_fn_in_trait)] // as `Conn`
 pub trait Stack: Sized + 'static {
     /// A listening socket in this stack's clothes.
     type Listener;
@@ -72,7 +73,7 @@ pub trait Stack: Sized + 'static {
     /// Wraps a non-blocking listener.
     fn listener(&self, l: TcpListener) -> io::Result<Self::Listener>;
     /// Accepts one connection.
-    fn accept(&self, l: &Self::Listener) -> impl Future<Output = io::Result<Self::Stream>>;
+    async fn accept(&self, l: &Self::Listener) -> io::Result<Self::Stream>;
     /// Spawns the task of one connection: [`serve_conn`] on the stack's executor, detached.
     fn spawn_conn(&self, conn: Self::Stream, job: Job, shared: Arc<Shared>);
 }

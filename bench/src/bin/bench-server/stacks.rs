@@ -58,11 +58,8 @@ macro_rules! async_io_like {
             fn listener(&self, l: TcpListener) -> io::Result<Self::Listener> {
                 $krate::Async::new(l)
             }
-            fn accept(
-                &self,
-                l: &Self::Listener,
-            ) -> impl Future<Output = io::Result<Self::Stream>> {
-                async move { l.accept().await.map(|(s, _)| s) }
+            async fn accept(&self, l: &Self::Listener) -> io::Result<Self::Stream> {
+                l.accept().await.map(|(s, _)| s)
             }
             fn spawn_conn(&self, conn: Self::Stream, job: Job, shared: Arc<Shared>) {
                 self.ex.spawn(serve_conn(conn, job, shared)).detach();
@@ -119,8 +116,8 @@ impl Stack for Tokio {
     fn listener(&self, l: TcpListener) -> io::Result<Self::Listener> {
         tokio::net::TcpListener::from_std(l)
     }
-    fn accept(&self, l: &Self::Listener) -> impl Future<Output = io::Result<Self::Stream>> {
-        async move { l.accept().await.map(|(s, _)| s) }
+    async fn accept(&self, l: &Self::Listener) -> io::Result<Self::Stream> {
+        l.accept().await.map(|(s, _)| s)
     }
     fn spawn_conn(&self, conn: Self::Stream, job: Job, shared: Arc<Shared>) {
         drop(tokio::spawn(serve_conn(conn, job, shared)));
