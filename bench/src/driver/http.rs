@@ -168,6 +168,13 @@ impl Env {
         let (addr, control) = (addr_of(&r, "addr")?, addr_of(&r, "control")?);
         if warmup > 0 {
             run_wrk(addr, conns, warmup, &self.wrk_log(system, conns, "warmup"))?;
+            // Let the warm-up's connections close (under Wine, 1,000 closes at once stall the
+            // server for seconds) before the measured run opens its own.
+            loop {
+                if server.next(Duration::from_secs(300))?.kind == "idle" {
+                    break;
+                }
+            }
         }
         let log = self.wrk_log(system, conns, "measured");
         let w = run_wrk(addr, conns, secs, &log);
@@ -175,20 +182,22 @@ impl Env {
         let done = expect(&mut server, "http", Duration::from_secs(120))?;
         server.wait(Duration::from_secs(120))?;
         let w = w?;
-        if w.requests == 0 || w.non_2xx > 0 {
+        if w.non_2xx > 0 {
             return Err(io::Error::other(format!(
-                "{system}: wrk counted {} requests, {} answers not 2xx (output in {})",
-                w.requests,
+                "{system}: {} answers not 2xx (wrk's output in {})",
                 w.non_2xx,
                 log.display()
             )));
         }
         let mut f = Figures::new();
         f.insert("requests_per_sec".into(), w.requests_per_sec);
-        f.insert("p50_ms".into(), w.p50_ms);
-        f.insert("p75_ms".into(), w.p75_ms);
-        f.insert("p90_ms".into(), w.p90_ms);
-        f.insert("p99_ms".into(), w.p99_ms);
+        // No request answered in the run: no latency to report (the run counts, at 0 req/s).
+        if w.requests > 0 {
+            f.insert("p50_ms".into(), w.p50_ms);
+            f.insert("p75_ms".into(), w.p75_ms);
+            f.insert("p90_ms".into(), w.p90_ms);
+            f.insert("p99_ms".into(), w.p99_ms);
+        }
         f.insert("errors".into(), w.errors as f64);
         if let Some(n) = done.num("requests") {
             f.insert("server_requests".into(), n);

@@ -249,12 +249,14 @@ impl Results {
         self.ratios_to(metric, System::Afd, peer)
     }
 
-    /// Per-round ratios `peer / base` (rounds where both have a value).
+    /// Per-round ratios `peer / base` (rounds where both have a value; none if a run left a
+    /// round out, as an HTTP run that answered nothing leaves out its latencies).
     pub fn ratios_to(&self, metric: &str, base: System, peer: System) -> Vec<f64> {
         let Some(m) = self.values.get(metric) else {
             return vec![];
         };
         match (m.get(&base), m.get(&peer)) {
+            (Some(a), Some(p)) if a.len() != p.len() => vec![],
             (Some(a), Some(p)) => a
                 .iter()
                 .zip(p)

@@ -22,7 +22,8 @@
 //! open from its first byte received. The HTTP server exits when the driver connects to its
 //! control address (`ready addr=… control=…`), once wrk is done: wrk tries the address with a
 //! connection it closes at once, and a run's connections close in any order, so counting open
-//! connections cannot tell where a wrk run ends.
+//! connections cannot tell where a wrk run ends. It prints `idle` whenever no connection is
+//! open, so the driver can let a warm-up run's connections close before it measures.
 
 use bench::System;
 use std::future::Future;
@@ -121,10 +122,12 @@ pub struct Shared {
     /// order; the index of the next one.
     marks: Vec<u64>,
     next_mark: AtomicUsize,
+    /// Print `idle` whenever no connection is open (HTTP).
+    report_idle: bool,
 }
 
 impl Shared {
-    fn new(sessions: usize, marks: Vec<u64>) -> Self {
+    fn new(sessions: usize, marks: Vec<u64>, report_idle: bool) -> Self {
         Shared {
             open: AtomicUsize::new(0),
             sessions_left: AtomicUsize::new(sessions),
@@ -134,6 +137,7 @@ impl Shared {
             requests: AtomicU64::new(0),
             marks,
             next_mark: AtomicUsize::new(0),
+            report_idle,
         }
     }
 
@@ -145,6 +149,13 @@ impl Shared {
     /// An open connection ended: the end of a session when it was the last one open.
     fn closed(&self) {
         if self.open.fetch_sub(1, Ordering::SeqCst) == 1 {
+            if self.report_idle {
+                // The driver waits for it between wrk's warm-up and its measured run.
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "idle");
+                let _ = out.flush();
+            }
             self.sessions_done.fetch_add(1, Ordering::SeqCst);
             if self.sessions_left.load(Ordering::SeqCst) > 0
                 && self.sessions_left.fetch_sub(1, Ordering::SeqCst) == 1
@@ -321,7 +332,7 @@ pub fn serve<S: Stack>(
     sessions: usize,
     marks: Vec<u64>,
 ) -> io::Result<Served> {
-    let shared = Arc::new(Shared::new(sessions, marks));
+    let shared = Arc::new(Shared::new(sessions, marks, job == Job::Http));
     let addr = listener.local_addr()?;
     let control = match job {
         Job::Http => {

@@ -18,7 +18,8 @@
 //! `bench::Record`): `ready addr=… tid=…` (`http` adds `control=…`: a connection there ends
 //! the server), `tid id=…` (an async server announces every thread of its process, again at
 //! each mark and at the end), `mark name=…` (the server then waits for a line on stdin, so the
-//! driver can count wineserver requests at that point), `result …`.
+//! driver can count wineserver requests at that point), `idle` (`http`: no connection is open),
+//! `result …`.
 
 #[cfg(not(any(windows, target_os = "linux")))]
 fn main() {
@@ -281,7 +282,21 @@ mod server {
 
     /// The HTTP workload or the async echo on an async stack.
     fn run_async(a: &Args) -> io::Result<()> {
-        let listener = TcpListener::bind(&a.addr)?;
+        let listener = if a.what == "http" {
+            // wrk opens all its connections at once: a backlog of 1,024 (tokio's own bind's;
+            // std's is 128) lets 1,000 of them wait for accept instead of retrying their SYNs.
+            use socket2::{Domain, Protocol, Socket, Type};
+            let addr: std::net::SocketAddr = a
+                .addr
+                .parse()
+                .map_err(|e| bad(format!("--addr {:?}: {e}", a.addr)))?;
+            let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+            s.bind(&addr.into())?;
+            s.listen(1024)?;
+            TcpListener::from(s)
+        } else {
+            TcpListener::bind(&a.addr)?
+        };
         listener.set_nonblocking(true)?;
         let marks = match a.marks {
             Some((w, e)) => vec![w, w + e, w + 4 * e],
