@@ -156,7 +156,7 @@ impl Results {
                         self.ratio_row(
                             &mut t,
                             &k,
-                            "   afd-async ÷ peer, per round",
+                            "   afd-async ÷ peer (< 1: lower)",
                             afd_async,
                             stacks,
                         );
