@@ -9,7 +9,9 @@
 # Options (environment): CONNECTIONS (default 1000), SECS (default 10), SIZE (bytes, default 64),
 # PORT (default 7007), HELPER=1 (poll through the \Device\Afd helper instead of on each socket).
 # The Wine: --wine 8|10 (or AFD_WINE; default 8, the host's; 10 is the Debian 13 chroot
-# scripts/setup.sh builds). --native runs the same server natively on Linux, on epoll.
+# scripts/setup.sh builds). --native runs the same server natively on Linux, on epoll. --async
+# runs the async echo server instead (afd-async's example async_echo: a task per connection on one thread,
+# on the same reactor); it combines with --native and --wine.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 tag=demo script="$0"
@@ -22,15 +24,20 @@ port=${PORT:-7007}
 win=x86_64-pc-windows-gnu
 
 bash scripts/setup.sh
+package=afd-reactor kind="callback" example=echo_server
+if [ "${AFD_ASYNC:-0}" = 1 ]; then
+    package=afd-async kind="async" example=async_echo
+    [ "${HELPER:-0}" = 1 ] && { echo "[demo] HELPER=1 is for the callback server only" >&2; exit 2; }
+fi
 if [ "${AFD_NATIVE:-0}" = 1 ]; then
-    echo "[demo] building the echo server and the load generator (Linux, release)"
-    cargo build --quiet --release -p afd-reactor --example echo_server
-    server=(target/release/examples/echo_server)
+    echo "[demo] building the $kind echo server and the load generator (Linux, release)"
+    cargo build --quiet --release -p "$package" --example "$example"
+    server=("target/release/examples/$example")
     AFD_WINE_VERSION="Linux $(uname -r), epoll"
 else
-    echo "[demo] building the echo server (Windows, release) and the load generator (Linux, release)"
-    cargo build --quiet --release -p afd-reactor --example echo_server --target "$win"
-    server=(scripts/wine-runner.sh "target/$win/release/examples/echo_server.exe")
+    echo "[demo] building the $kind echo server (Windows, release) and the load generator (Linux, release)"
+    cargo build --quiet --release -p "$package" --example "$example" --target "$win"
+    server=(scripts/wine-runner.sh "target/$win/release/examples/$example.exe")
     AFD_WINE_VERSION=$(scripts/wine.sh wine --version)
 fi
 cargo build --quiet --release -p loadgen
@@ -40,7 +47,8 @@ trap 'kill "$server_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 server_args=(--addr "127.0.0.1:$port" --exit-when-idle --max-secs $((secs + 120)))
 [ "${HELPER:-0}" = 1 ] && server_args+=(--helper)
 export AFD_WINE_VERSION
-echo "[demo] starting the echo server under $AFD_WINE_VERSION on 127.0.0.1:$port"
+echo "[demo] starting the $kind echo server under $AFD_WINE_VERSION on 127.0.0.1:$port"
+export AFD_DEMO_KIND=$kind
 "${server[@]}" "${server_args[@]}" >"$work/server.out" 2>"$work/server.err" &
 server_pid=$!
 
@@ -83,7 +91,8 @@ if stats is None:
 echoes = max(load["echoes"], 1)
 events = max(stats["events"], 1)
 print()
-print(f"=== afd-reactor echo demo (server under {os.environ.get('AFD_WINE_VERSION', 'Wine')}, load from native Linux) ===")
+name = "afd-async echo demo (a task per connection)" if os.environ.get("AFD_DEMO_KIND") == "async" else "afd-reactor echo demo"
+print(f"=== {name} (server under {os.environ.get('AFD_WINE_VERSION', 'Wine')}, load from native Linux) ===")
 kernel_calls = "kernel calls" if "epoll" in os.environ.get("AFD_WINE_VERSION", "") else "NT calls"
 print(f"connections      {load['connected']} of {load['connections']}")
 print(f"echoes           {load['echoes']} in {load['duration_secs']:.1f} s = {load['echoes_per_sec']:.0f} echoes/s")

@@ -14,7 +14,7 @@
 #      simulated suites again as Windows code. A behaviour the two Wines differ in is a fact a test
 #      pins per version (tests/platform), never a skipped test.
 #   6. a short run of the demo (100 connections, 2 s) under each Wine and natively on epoll, so the
-#      README's first command keeps working
+#      README's first command keeps working, and of the async demo (--async, afd-async)
 #   7. a short soak (500 connections, 12 s) under each Wine and natively on epoll (the long form:
 #      bash scripts/soak.sh)
 #   8. a smoke run of the benchmark harness under each Wine and natively (`bash scripts/bench.sh
@@ -37,15 +37,17 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "clippy ($win)"
 cargo clippy --workspace --all-targets --target "$win" -- -D warnings
 
-step "clippy: the library as a user builds it (no test-rig feature), Linux and $win"
-cargo clippy -p afd-reactor --lib -- -D warnings
-cargo clippy -p afd-reactor --lib --target "$win" -- -D warnings
+step "clippy: the libraries as a user builds them (no test-rig feature), Linux and $win"
+cargo clippy -p afd-reactor -p afd-async --lib -- -D warnings
+cargo clippy -p afd-reactor -p afd-async --lib --target "$win" -- -D warnings
 
 step "rustdoc for $win and Linux: no broken links, no warnings (as a user builds it, and with test-rig)"
 RUSTDOCFLAGS="-D warnings" cargo doc -q -p afd-reactor --no-deps --target "$win"
 RUSTDOCFLAGS="-D warnings" cargo doc -q -p afd-reactor --no-deps --all-features --target "$win"
 RUSTDOCFLAGS="-D warnings" cargo doc -q -p afd-reactor --no-deps
 RUSTDOCFLAGS="-D warnings" cargo doc -q -p afd-reactor --no-deps --all-features
+RUSTDOCFLAGS="-D warnings" cargo doc -q -p afd-async --no-deps --target "$win"
+RUSTDOCFLAGS="-D warnings" cargo doc -q -p afd-async --no-deps
 
 step "native tests (Linux)"
 cargo test --workspace
@@ -68,10 +70,14 @@ done
 for wine in 8 10; do
     step "demo smoke run under Wine $wine (echo server under Wine, native load)"
     CONNECTIONS=100 SECS=2 PORT=7017 bash scripts/demo.sh --wine "$wine"
+    step "async demo smoke run under Wine $wine (afd-async's echo server)"
+    CONNECTIONS=100 SECS=2 PORT=7019 bash scripts/demo.sh --async --wine "$wine"
 done
 
 step "demo smoke run natively (echo server on epoll, native load)"
 CONNECTIONS=100 SECS=2 PORT=7018 bash scripts/demo.sh --native
+step "async demo smoke run natively (afd-async's echo server on epoll)"
+CONNECTIONS=100 SECS=2 PORT=7020 bash scripts/demo.sh --async --native
 
 for wine in 8 10; do
     step "short soak under Wine $wine (500 connections, 12 s; long form: bash scripts/soak.sh)"

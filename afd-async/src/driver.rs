@@ -3,7 +3,9 @@
 
 use crate::source::Source;
 use afd_reactor::kernel::Kernel;
-use afd_reactor::{Events, Interest, Mode, Reactor, Source as Registrable, Stats, TimerId, Token};
+use afd_reactor::{
+    Events, Interest, Mode, Reactor, Source as Registrable, Stats, Teardown, TimerId, Token,
+};
 use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
@@ -35,6 +37,7 @@ pub(crate) trait Backend {
     fn add_timer(&mut self, token: Token, delay: Duration) -> io::Result<TimerId>;
     fn cancel_timer(&mut self, id: TimerId) -> bool;
     fn stats(&self) -> Stats;
+    fn shutdown(&mut self) -> io::Result<Teardown>;
     #[cfg(feature = "test-rig")]
     fn kernel_any(&self) -> &dyn std::any::Any;
 }
@@ -76,6 +79,9 @@ impl<K: Kernel + 'static> Backend for Reactor<K> {
     }
     fn stats(&self) -> Stats {
         Reactor::stats(self)
+    }
+    fn shutdown(&mut self) -> io::Result<Teardown> {
+        Reactor::shutdown(self)
     }
     #[cfg(feature = "test-rig")]
     fn kernel_any(&self) -> &dyn std::any::Any {
@@ -123,6 +129,9 @@ impl<T> Slab<T> {
     }
     pub(crate) fn len(&self) -> usize {
         self.entries.len() - self.free.len()
+    }
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.entries.iter().flatten()
     }
 }
 
@@ -213,6 +222,10 @@ impl Driver {
         self.backend.borrow().stats()
     }
 
+    pub(crate) fn shutdown(&self) -> io::Result<Teardown> {
+        self.backend.borrow_mut().shutdown()
+    }
+
     #[cfg(feature = "test-rig")]
     pub(crate) fn with_kernel<K: 'static, R>(&self, f: impl FnOnce(&K) -> R) -> Option<R> {
         let backend = self.backend.borrow();
@@ -239,7 +252,9 @@ impl Driver {
     /// Deregister `io` and forget its source.
     pub(crate) fn remove_source(&self, source: &Source, io: &dyn Registrable) -> io::Result<()> {
         let result = self.backend.borrow_mut().deregister(io);
-        self.sources.borrow_mut().remove(source.key.get());
+        let removed = self.sources.borrow_mut().remove(source.key.get());
+        // Dropped with no borrow held: the wakers it may still hold run code of their own.
+        drop(removed);
         result
     }
 
@@ -266,35 +281,53 @@ impl Driver {
 
     /// Poll timer `key`: true once it fired (then it is gone), else its waker is kept.
     pub(crate) fn poll_timer(&self, key: usize, waker: &Waker) -> bool {
+        // What is replaced or removed is dropped after the borrow ends: a waker's drop runs code
+        // of its own, which may use the timers.
         let mut timers = self.timers.borrow_mut();
         let Some(slot) = timers.get_mut(key) else {
             return true;
         };
         if slot.fired {
-            timers.remove(key);
+            let gone = timers.remove(key);
+            drop(timers);
+            drop(gone);
             return true;
         }
-        match &mut slot.waker {
-            Some(w) if w.will_wake(waker) => {}
-            w => *w = Some(waker.clone()),
-        }
+        let old = match &mut slot.waker {
+            Some(w) if w.will_wake(waker) => None,
+            w => w.replace(waker.clone()),
+        };
+        drop(timers);
+        drop(old);
         false
     }
 
     pub(crate) fn remove_timer(&self, key: usize) {
+        let removed = self.timers.borrow_mut().remove(key);
         if let Some(TimerSlot {
             id: Some(id),
             fired: false,
             ..
-        }) = self.timers.borrow_mut().remove(key)
+        }) = &removed
         {
-            self.backend.borrow_mut().cancel_timer(id);
+            self.backend.borrow_mut().cancel_timer(*id);
         }
+        drop(removed);
     }
 
-    /// The number of registrations and timers this driver serves.
-    pub(crate) fn load(&self) -> (usize, usize) {
-        (self.sources.borrow().len(), self.timers.borrow().len())
+    /// What this driver holds.
+    pub(crate) fn held(&self) -> crate::Held {
+        let sources = self.sources.borrow();
+        let waiters = sources
+            .iter()
+            .filter_map(|s| s.state.try_borrow().ok())
+            .map(|s| s.dirs.iter().map(|d| d.waiters.len()).sum::<usize>())
+            .sum();
+        crate::Held {
+            sources: sources.len(),
+            timers: self.timers.borrow().len(),
+            waiters,
+        }
     }
 
     /// Wait for events (at most `timeout`), call `awake`, and wake the tasks they concern.

@@ -372,6 +372,24 @@ pub(crate) fn arm_failed() -> io::Error {
 ///
 /// Dropping it before it completes loses nothing: other tasks waiting in the same direction are
 /// woken by the event all the same, and the task is forgotten.
+///
+/// # Examples
+/// ```
+/// use afd_async::{Async, Readiness, block_on};
+/// use futures_lite::future;
+/// use std::net::UdpSocket;
+/// # #[cfg(any(windows, target_os = "linux"))]
+/// block_on(async {
+///     let a = Async::<UdpSocket>::bind(([127, 0, 0, 1], 0))?;
+///     // Nothing to read: the future waits; dropping it is harmless.
+///     let mut wait: Readiness<'_, UdpSocket> = a.readable();
+///     assert!(future::poll_once(&mut wait).await.is_none());
+///     drop(wait);
+///     assert_eq!(afd_async::held().waiters, 0);
+///     std::io::Result::Ok(())
+/// })?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[must_use = "futures do nothing unless polled"]
 pub struct Readiness<'a, T: Registrable> {
     io: &'a Async<T>,
@@ -416,13 +434,18 @@ impl<T: Registrable> Future for Readiness<'_, T> {
                 let mut state = source.state.borrow_mut();
                 let d = &mut state.dirs[this.dir as usize];
                 if d.tick == start {
-                    d.update_waiter(id, cx.waker());
+                    let old = d.update_waiter(id, cx.waker());
+                    drop(state);
+                    drop(old);
                     return Poll::Pending;
                 }
-                d.remove_waiter(id);
+                let old = d.remove_waiter(id);
                 this.waiting = None;
                 // Failed if the reactor's failure to arm came after we started waiting.
-                if d.failed_tick.is_some_and(|t| t > start) {
+                let failed = d.failed_tick.is_some_and(|t| t > start);
+                drop(state);
+                drop(old);
+                if failed {
                     return Poll::Ready(Err(arm_failed()));
                 }
                 Poll::Ready(Ok(()))
@@ -434,10 +457,13 @@ impl<T: Registrable> Future for Readiness<'_, T> {
 impl<T: Registrable> Drop for Readiness<'_, T> {
     fn drop(&mut self) {
         if let Some((_, id)) = self.waiting {
-            // A waker is dropped here: never let a panic in its drop poison the state.
-            if let Ok(mut state) = self.io.source.state.try_borrow_mut() {
-                state.dirs[self.dir as usize].remove_waiter(id);
-            }
+            // If the state is borrowed (this drop runs inside a waker's drop), the waiter stays
+            // until the next event, which drops it.
+            let old = match self.io.source.state.try_borrow_mut() {
+                Ok(mut state) => state.dirs[self.dir as usize].remove_waiter(id),
+                Err(_) => None,
+            };
+            drop(old); // with no borrow held
         }
     }
 }

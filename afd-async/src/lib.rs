@@ -76,8 +76,8 @@
 //! - A failed connect is an error, never a hang.
 //!
 //! # Threads
-//! Each thread has its own reactor, made on first use (an [`afd_reactor::NtReactor`] on
-//! Windows, an [`afd_reactor::EpollReactor`] on Linux); [`with_reactor`] installs another one.
+//! Each thread has its own reactor, made on first use (an `NtReactor` on
+//! Windows, an `EpollReactor` on Linux); [`with_reactor`] installs another one.
 //! [`Async<T>`] and [`Timer`] belong to the thread that made them (they are not `Send`), and
 //! the thread's `block_on` drives them. To use several cores, run one `block_on` per thread.
 //! The reactor is torn down (its polls drained) when the thread ends and the last `Async` and
@@ -156,20 +156,42 @@ pub fn stats() -> std::io::Result<Stats> {
     Ok(Driver::current()?.stats())
 }
 
-/// The number of registrations and timers the async layer holds on this thread (0 and 0 if it
-/// has no reactor): what a test checks to see that dropped futures and `Async`s left nothing.
+/// What the async layer holds on this thread: registrations, timers, and tasks waiting for an
+/// event. What a test checks to see that dropped futures and `Async`s left nothing behind.
 ///
 /// # Examples
 /// ```
-/// use afd_async::{Timer, block_on};
+/// use afd_async::{Async, Held};
 /// # #[cfg(any(windows, target_os = "linux"))] {
-/// let t = Timer::after(std::time::Duration::from_millis(1));
-/// block_on(t);
-/// assert_eq!(afd_async::held(), (0, 0));
+/// let socket = Async::<std::net::UdpSocket>::bind(([127, 0, 0, 1], 0))?;
+/// assert_eq!(afd_async::held(), Held { sources: 1, timers: 0, waiters: 0 });
+/// drop(socket);
+/// assert_eq!(afd_async::held(), Held::default());
+/// # }
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Registered I/O objects (live [`Async`]s).
+    pub sources: usize,
+    /// Armed timers ([`Timer`]s being awaited).
+    pub timers: usize,
+    /// Tasks waiting for an event in some direction of some registration.
+    pub waiters: usize,
+}
+
+/// What the async layer holds on this thread (all zero if it has no reactor).
+///
+/// # Examples
+/// ```
+/// use afd_async::{Held, Timer, block_on};
+/// # #[cfg(any(windows, target_os = "linux"))] {
+/// block_on(Timer::after(std::time::Duration::from_millis(1)));
+/// assert_eq!(afd_async::held(), Held::default());
 /// # }
 /// ```
-pub fn held() -> (usize, usize) {
-    Driver::existing().map_or((0, 0), |d| d.load())
+pub fn held() -> Held {
+    Driver::existing().map_or_else(Held::default, |d| d.held())
 }
 
 /// Forget this thread's reactor: the next [`Async`], [`Timer`] or [`block_on`] makes a new one
@@ -187,6 +209,34 @@ pub fn held() -> (usize, usize) {
 /// ```
 pub fn forget_reactor() -> bool {
     Driver::uninstall()
+}
+
+/// Shut this thread's reactor down now and forget it: every poll is cancelled and drained, and
+/// the report says how that went (see [`Reactor::shutdown`]). The `Async`s and `Timer`s made on
+/// it stop working (their operations fail with `NotConnected`, or never fire); the next ones
+/// made on this thread get a new reactor. Without this call the reactor is torn down when the
+/// thread ends, silently.
+///
+/// # Errors
+/// The reactor's teardown error (polls the kernel did not give back in time; see
+/// [`Reactor::shutdown`]). A thread without a reactor has nothing to shut down: `Ok`, with an
+/// empty report.
+///
+/// # Examples
+/// ```
+/// # #[cfg(any(windows, target_os = "linux"))] {
+/// let socket = afd_async::Async::<std::net::UdpSocket>::bind(([127, 0, 0, 1], 0))?;
+/// let report = afd_async::shutdown()?;
+/// assert_eq!(report.leaked, 0);
+/// # }
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn shutdown() -> std::io::Result<afd_reactor::Teardown> {
+    let Some(driver) = Driver::existing() else {
+        return Ok(afd_reactor::Teardown::default());
+    };
+    Driver::uninstall();
+    driver.shutdown()
 }
 
 /// Run `f` on this thread's reactor's kernel, if the thread has a reactor whose kernel is a `K`

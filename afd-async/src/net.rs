@@ -84,7 +84,27 @@ impl Async<TcpListener> {
     }
 }
 
-/// The stream of [`Async::<TcpListener>::incoming`](Async::incoming).
+/// The stream of [`Async::<TcpListener>::incoming`](Async::incoming): accepted connections,
+/// registered with the thread's reactor. It never ends; an error is an item, and the stream goes
+/// on after it.
+///
+/// # Examples
+/// ```
+/// use afd_async::{Async, Incoming, block_on};
+/// use futures_lite::StreamExt;
+/// use std::net::{TcpListener, TcpStream};
+/// # #[cfg(any(windows, target_os = "linux"))]
+/// block_on(async {
+///     let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0))?;
+///     let addr = listener.get_ref().local_addr()?;
+///     let _clients = [TcpStream::connect(addr)?, TcpStream::connect(addr)?];
+///     let incoming: Incoming<'_> = listener.incoming();
+///     let two: Vec<_> = incoming.take(2).collect().await;
+///     assert!(two.iter().all(|s| s.is_ok()));
+///     std::io::Result::Ok(())
+/// })?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
 #[must_use = "streams do nothing unless polled"]
 pub struct Incoming<'a> {
@@ -159,7 +179,9 @@ impl Async<TcpStream> {
         match self.poll_io(Dir::Read, cx, |s| (&*s).read(buf)) {
             Poll::Ready(Ok(n)) => {
                 if n > 0 && n < len {
-                    self.park(Dir::Read)?;
+                    // The data is the caller's whatever happens here: a failed re-arm (the
+                    // reactor has shut down) is met again by the next read.
+                    let _ = self.park(Dir::Read);
                 }
                 Poll::Ready(Ok(n))
             }
@@ -311,7 +333,18 @@ impl Async<UdpSocket> {
     /// The error of `send_to`.
     ///
     /// # Examples
-    /// See [`recv_from`](Self::recv_from).
+    /// ```
+    /// use afd_async::{Async, block_on};
+    /// use std::net::UdpSocket;
+    /// # #[cfg(any(windows, target_os = "linux"))]
+    /// block_on(async {
+    ///     let a = Async::<UdpSocket>::bind(([127, 0, 0, 1], 0))?;
+    ///     let to = UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
+    ///     assert_eq!(a.send_to(b"ping", to).await?, 4);
+    ///     std::io::Result::Ok(())
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub async fn send_to(&self, buf: &[u8], addr: impl Into<SocketAddr>) -> io::Result<usize> {
         let addr = addr.into();
         self.write_with(|s| s.send_to(buf, addr)).await
@@ -347,10 +380,21 @@ impl Async<UdpSocket> {
     /// Send a datagram to the connected peer.
     ///
     /// # Errors
-    /// The error of `send`.
+    /// The error of `send` (for instance `NotConnected` if the socket has no peer).
     ///
     /// # Examples
-    /// See [`recv`](Self::recv).
+    /// ```
+    /// use afd_async::{Async, block_on};
+    /// use std::net::UdpSocket;
+    /// # #[cfg(any(windows, target_os = "linux"))]
+    /// block_on(async {
+    ///     let a = Async::<UdpSocket>::bind(([127, 0, 0, 1], 0))?;
+    ///     a.get_ref().connect(UdpSocket::bind("127.0.0.1:0")?.local_addr()?)?;
+    ///     assert_eq!(a.send(b"ping").await?, 4);
+    ///     std::io::Result::Ok(())
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub async fn send(&self, buf: &[u8]) -> io::Result<usize> {
         self.write_with(|s| s.send(buf)).await
     }

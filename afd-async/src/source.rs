@@ -49,19 +49,25 @@ impl Direction {
         (self.tick, id)
     }
 
-    /// Keep `waker` for waiter `id` (a future polled again, perhaps by another task).
-    pub(crate) fn update_waiter(&mut self, id: u64, waker: &Waker) {
+    /// Keep `waker` for waiter `id` (a future polled again, perhaps by another task). Returns
+    /// the waker it replaces, for the caller to drop once it holds no borrow.
+    #[must_use = "drop the old waker after the borrow ends"]
+    pub(crate) fn update_waiter(&mut self, id: u64, waker: &Waker) -> Option<Waker> {
         match self.waiters.iter_mut().find(|(i, _)| *i == id) {
-            Some((_, w)) if w.will_wake(waker) => {}
-            Some((_, w)) => *w = waker.clone(),
-            None => self.waiters.push((id, waker.clone())),
+            Some((_, w)) if w.will_wake(waker) => None,
+            Some((_, w)) => Some(std::mem::replace(w, waker.clone())),
+            None => {
+                self.waiters.push((id, waker.clone()));
+                None
+            }
         }
     }
 
-    pub(crate) fn remove_waiter(&mut self, id: u64) {
-        if let Some(at) = self.waiters.iter().position(|(i, _)| *i == id) {
-            self.waiters.swap_remove(at);
-        }
+    /// Forget waiter `id`. Returns its waker, for the caller to drop once it holds no borrow.
+    #[must_use = "drop the waker after the borrow ends"]
+    pub(crate) fn remove_waiter(&mut self, id: u64) -> Option<Waker> {
+        let at = self.waiters.iter().position(|(i, _)| *i == id)?;
+        Some(self.waiters.swap_remove(at).1)
     }
 
     /// Keep a poll-style waiter's waker (once per task).

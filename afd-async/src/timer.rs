@@ -183,8 +183,14 @@ impl Timer {
                 self.disarm();
                 self.when = self.period.and_then(|p| {
                     let next = when.checked_add(p)?;
-                    // Ticks missed while the task was busy are not queued.
-                    Some(next.max(Instant::now()))
+                    let now = Instant::now();
+                    // Ticks missed while the task was busy are not queued: the next one is a
+                    // period after this one was taken.
+                    if next > now {
+                        Some(next)
+                    } else {
+                        now.checked_add(p)
+                    }
                 });
                 self.fired = self.period.is_none();
                 return Poll::Ready(when);
