@@ -450,9 +450,11 @@ mod linux {
                     let f = env.http(sys, n, http_secs, http_warmup)?;
                     let ms = |k: &str| f.get(k).map_or("n/a".into(), |v| format!("{v:.3} ms"));
                     say(format!(
-                        "round {round}/{}: http {n} conns on {sys}: {:.0} requests/s, p50 {}, p99 {}, {} errors{}",
+                        "round {round}/{}: http {n} conns on {sys}: {:.0} requests/s, {} of {n} conns answered, p50 {}, p99 {}, {} errors{}",
                         o.rounds,
                         f["requests_per_sec"],
+                        f.get("answered_conns")
+                            .map_or("?".into(), |v| format!("{v:.0}")),
                         ms("p50_ms"),
                         ms("p99_ms"),
                         f["errors"],
@@ -472,7 +474,10 @@ mod linux {
                             ("p75_ms", format!("http_p75_ms_{n}")),
                             ("p90_ms", format!("http_p90_ms_{n}")),
                             ("p99_ms", format!("http_p99_ms_{n}")),
+                            ("mean_ms", format!("http_mean_ms_{n}")),
+                            ("max_ms", format!("http_max_ms_{n}")),
                             ("errors", format!("http_errors_{n}")),
+                            ("answered_conns", format!("http_answered_conns_{n}")),
                         ],
                     );
                 }

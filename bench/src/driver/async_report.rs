@@ -148,6 +148,9 @@ impl Results {
                     afd_async,
                     stacks,
                 );
+                let k = format!("http_answered_conns_{n}");
+                let label = format!("conns answered (of {n})");
+                self.async_row(&mut t, &k, &label, Better::Higher, stacks);
                 for p in [50, 75, 90, 99] {
                     let k = format!("http_p{p}_ms_{n}");
                     let label = format!("latency p{p} (ms), {n} conns");
@@ -161,6 +164,11 @@ impl Results {
                             stacks,
                         );
                     }
+                }
+                for (what, label) in [("mean", "latency mean"), ("max", "latency max")] {
+                    let k = format!("http_{what}_ms_{n}");
+                    let label = format!("{label} (ms), {n} conns");
+                    self.async_row(&mut t, &k, &label, Better::Lower, stacks);
                 }
                 let k = format!("http_errors_{n}");
                 if self
@@ -258,6 +266,16 @@ impl Results {
         }
         t += "afd-async ÷ peer: afd-async's value over the peer's, per round, as median [min–max]; \
               \"tie\" where the rounds' ratios straddle 1.\n";
+        if self
+            .values
+            .keys()
+            .any(|k| k.starts_with("http_answered_conns_"))
+        {
+            t += "conns answered: the measured run's connections that had at least one request \
+                  answered (the server counts them); below the connection count, the stack left \
+                  the others waiting through the whole run, and their requests are in no latency \
+                  figure.\n";
+        }
         if self
             .values
             .keys()

@@ -29,6 +29,9 @@ use std::time::Duration;
 pub struct Wrk {
     pub requests_per_sec: f64,
     pub requests: u64,
+    /// Mean and largest latency, in milliseconds.
+    pub mean_ms: f64,
+    pub max_ms: f64,
     /// Latency percentiles, in milliseconds: 50, 75, 90, 99.
     pub p50_ms: f64,
     pub p75_ms: f64,
@@ -62,6 +65,10 @@ pub fn parse_wrk(text: &str) -> Option<Wrk> {
     for line in text.lines().map(str::trim) {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words[..] {
+            ["Latency", avg, _, max, _] => {
+                w.mean_ms = millis(avg)?;
+                w.max_ms = millis(max)?;
+            }
             ["Requests/sec:", v] => {
                 w.requests_per_sec = v.parse().ok()?;
                 rps = true;
@@ -147,6 +154,14 @@ fn stop(control: SocketAddr) -> io::Result<()> {
     TcpStream::connect_timeout(&control, Duration::from_secs(30)).map(drop)
 }
 
+/// Sends `what` on a connection to an HTTP server's control address (`r`: restart the count
+/// of connections answered).
+fn control_say(control: SocketAddr, what: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut c = TcpStream::connect_timeout(&control, Duration::from_secs(30))?;
+    c.write_all(what)
+}
+
 impl Env {
     fn wrk_log(&self, system: System, conns: usize, what: &str) -> std::path::PathBuf {
         let n = self.runs.get();
@@ -187,6 +202,8 @@ impl Env {
                 }
             }
         }
+        // Count the connections answered from here.
+        control_say(control, b"r")?;
         let log = self.wrk_log(system, conns, "measured");
         let w = run_wrk(addr, conns, secs, &log);
         stop(control)?;
@@ -208,10 +225,18 @@ impl Env {
             f.insert("p75_ms".into(), w.p75_ms);
             f.insert("p90_ms".into(), w.p90_ms);
             f.insert("p99_ms".into(), w.p99_ms);
+            f.insert("mean_ms".into(), w.mean_ms);
+            f.insert("max_ms".into(), w.max_ms);
         }
         f.insert("errors".into(), w.errors as f64);
         if let Some(n) = done.num("requests") {
             f.insert("server_requests".into(), n);
+        }
+        // The connections of the measured run that had a request answered: below `conns`, the
+        // stack left some waiting through the whole run (their requests are in no latency
+        // figure).
+        if let Some(n) = done.num("answered_conns") {
+            f.insert("answered_conns".into(), n);
         }
         Ok(f)
     }
@@ -364,6 +389,7 @@ Transfer/sec:     11.74MB
     fn reads_wrk() {
         let w = parse_wrk(OUT).expect("parsed");
         assert_eq!(w.requests_per_sec, 157857.44);
+        assert_eq!((w.mean_ms, w.max_ms), (1.33, 8.33));
         assert_eq!(w.requests, 316077);
         assert!((w.p50_ms - 0.24).abs() < 1e-9);
         assert_eq!(w.p75_ms, 2.17);

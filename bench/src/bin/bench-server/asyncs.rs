@@ -23,7 +23,10 @@
 //! control address (`ready addr=… control=…`), once wrk is done: wrk tries the address with a
 //! connection it closes at once, and a run's connections close in any order, so counting open
 //! connections cannot tell where a wrk run ends. It prints `idle` whenever no connection is
-//! open, so the driver can let a warm-up run's connections close before it measures.
+//! open, so the driver can let a warm-up run's connections close before it measures. A control
+//! connection that sends `r` instead restarts the count of connections answered (`result …
+//! answered_conns=…`: the connections that had at least one request answered since), which
+//! tells whether a stack served every connection or only some.
 
 use bench::System;
 use std::future::Future;
@@ -124,6 +127,10 @@ pub struct Shared {
     next_mark: AtomicUsize,
     /// Print `idle` whenever no connection is open (HTTP).
     report_idle: bool,
+    /// Bumped by the driver (`r` on the control address) before a measured run, and the
+    /// connections that had a request answered since.
+    epoch: AtomicU64,
+    answered_conns: AtomicU64,
 }
 
 impl Shared {
@@ -138,6 +145,8 @@ impl Shared {
             marks,
             next_mark: AtomicUsize::new(0),
             report_idle,
+            epoch: AtomicU64::new(0),
+            answered_conns: AtomicU64::new(0),
         }
     }
 
@@ -211,6 +220,8 @@ async fn http<C: Conn>(mut conn: C, shared: &Shared, open: &mut bool) {
     let mut buf = vec![0u8; 16 * 1024];
     let mut filled = 0;
     let mut out: Vec<u8> = Vec::with_capacity(RESPONSE.len() * 16);
+    // The count of answered connections this one is in (none yet).
+    let mut counted_in = u64::MAX;
     loop {
         if filled == buf.len() {
             return; // a request head larger than the buffer: not ours to serve
@@ -243,6 +254,11 @@ async fn http<C: Conn>(mut conn: C, shared: &Shared, open: &mut bool) {
             return;
         }
         shared.answered(count);
+        let epoch = shared.epoch.load(Ordering::Relaxed);
+        if counted_in != epoch {
+            counted_in = epoch;
+            shared.answered_conns.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -280,6 +296,8 @@ pub struct Served {
     pub accepted: u64,
     pub requests: u64,
     pub sessions: usize,
+    /// Connections with a request answered since the driver's last `r`.
+    pub answered_conns: u64,
 }
 
 /// Accepts connections and spawns their tasks until `sessions` sessions have ended, or with a
@@ -292,9 +310,23 @@ async fn accept_loop<S: Stack>(
     shared: Arc<Shared>,
 ) -> io::Result<()> {
     // One future for the whole loop: the control listener is armed once.
+    // A control connection that sends `r` starts a new count of the connections answered;
+    // any other ends the server.
     let stop = async {
         match &control {
-            Some(c) => drop(stack.accept(c).await),
+            Some(c) => loop {
+                let Ok(mut conn) = stack.accept(c).await else {
+                    break;
+                };
+                let mut b = [0u8; 1];
+                match conn.read(&mut b).await {
+                    Ok(1) if b[0] == b'r' => {
+                        shared.epoch.fetch_add(1, Ordering::SeqCst);
+                        shared.answered_conns.store(0, Ordering::SeqCst);
+                    }
+                    _ => break,
+                }
+            },
             None => shared.done.wait().await,
         }
         None
@@ -367,6 +399,7 @@ pub fn serve<S: Stack>(
         accepted: shared.accepted.load(Ordering::SeqCst),
         requests: shared.requests.load(Ordering::SeqCst),
         sessions: shared.sessions_done.load(Ordering::SeqCst),
+        answered_conns: shared.answered_conns.load(Ordering::SeqCst),
     })
 }
 

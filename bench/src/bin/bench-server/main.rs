@@ -304,8 +304,8 @@ mod server {
         };
         let served = asyncs::run(a.system, &a.what, listener, a.sessions, marks)?;
         record(&format!(
-            "workload={} accepted={} requests={} sessions={}",
-            a.what, served.accepted, served.requests, served.sessions
+            "workload={} accepted={} requests={} sessions={} answered_conns={}",
+            a.what, served.accepted, served.requests, served.sessions, served.answered_conns
         ));
         Ok(())
     }
