@@ -23,9 +23,11 @@ C A B, ...), through:
 The async stacks (afd-async, smol, tokio; each on one thread) run the echo beside the raw
 systems, and an HTTP workload: wrk -t2 -cN -dS --latency (--timeout 30s) against one
 http_hello server (keep-alive, a fixed 13-byte body) per --http-conns count, after a warm-up
-run of wrk (--warmup, rounded to whole seconds; 0 for none); requests/s and latency
-p50/p75/p90/p99 from wrk. Then, traced: wineserver requests (natively: system calls) per HTTP
-request, from the server's marks after W, W+E and W+4E answered requests while wrk runs
+run of wrk (--warmup, rounded to whole seconds; 0 for none) whose connections the server
+lets close first; requests/s and latency p50/p75/p90/p99, mean and largest from wrk, and the
+measured run's connections that had a request answered from the server. Then, traced:
+wineserver requests (natively: system calls, with strace and with perf) per HTTP request,
+from the server's marks after W, W+E and W+4E answered requests while wrk runs
 (E = --trace-requests, W = max(E, 2 x connections)).
 
 A comparison is stated only where the per-round ratios all fall on one side of 1 (or of
@@ -57,8 +59,9 @@ options:
   --wine 8|10         the Wine to run under (default: AFD_WINE, else 8): 8 is the host's,
                       10 the Debian 13 chroot scripts/setup.sh builds (see scripts/wine.sh)
   --native            run the servers natively on Linux instead: afd-reactor on epoll, mio
-                      and polling (default systems); system calls are counted with strace
-                      -f where wineserver requests are counted under Wine
+                      and polling (default systems) and the async stacks; system calls are
+                      counted with strace -f where wineserver requests are counted under
+                      Wine, and HTTP's also with perf, which does not slow the server
   --quick             tiny sizes, one round (a smoke test of the harness)
   --out DIR           where results.json, chart.svg, http_chart.svg and table.txt go
                       (default target/bench)";
