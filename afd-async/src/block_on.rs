@@ -31,13 +31,31 @@ impl Wake for Signal {
         // Store, then look: the loop stores `sleeping`, then looks at `woken` (both SeqCst), so
         // one of the two sees the other and the wake is never lost. A wake from the loop's own
         // thread (a readiness event waking a task) finds it awake: no kernel call.
-        if !self.woken.swap(true, Ordering::SeqCst) && self.sleeping.swap(false, Ordering::SeqCst) {
-            // An error means the reactor is gone (the loop is over) or the post is owed (it is
-            // delivered by the loop's next turn): nothing is lost either way.
-            let _ = self.reactor.wake();
+        self.woken.store(true, Ordering::SeqCst);
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            self.post();
         }
     }
 }
+
+impl Signal {
+    /// End the loop's wait in the kernel. A post that fails (the port is out of quota) is tried
+    /// again; if it still fails, the loop is marked asleep again so that the next wake tries
+    /// too. A reactor that has shut down has no loop to wake.
+    fn post(&self) {
+        for _ in 0..POST_TRIES {
+            match self.reactor.wake() {
+                Ok(()) => return,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(_) => std::thread::yield_now(),
+            }
+        }
+        self.sleeping.store(true, Ordering::SeqCst);
+    }
+}
+
+/// How many times a failed wake post is tried before it is left to the next wake.
+const POST_TRIES: usize = 3;
 
 /// Run `future` to completion on this thread, driving the thread's reactor while it waits.
 ///
@@ -107,6 +125,7 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
 /// ```
 pub fn try_block_on<F: Future>(future: F) -> io::Result<F::Output> {
     let driver = Driver::current()?;
+    let _running = driver.enter();
     let signal = Arc::new(Signal {
         woken: AtomicBool::new(true),
         sleeping: AtomicBool::new(false),

@@ -6,7 +6,7 @@ use afd_reactor::kernel::Kernel;
 use afd_reactor::{
     Events, Interest, Mode, Reactor, Source as Registrable, Stats, Teardown, TimerId, Token,
 };
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
 use std::task::Waker;
@@ -24,13 +24,8 @@ const EVENTS: usize = 1024;
 pub(crate) trait Backend {
     fn register(&mut self, s: &dyn Registrable, token: Token, interest: Interest)
     -> io::Result<()>;
-    fn reregister(
-        &mut self,
-        s: &dyn Registrable,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<()>;
     fn rearm(&mut self, s: &dyn Registrable, interest: Interest) -> io::Result<()>;
+    fn disarm(&mut self, s: &dyn Registrable, interest: Interest) -> io::Result<()>;
     fn deregister(&mut self, s: &dyn Registrable) -> io::Result<()>;
     fn poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()>;
     fn waker(&mut self, token: Token) -> io::Result<afd_reactor::Waker>;
@@ -51,16 +46,11 @@ impl<K: Kernel + 'static> Backend for Reactor<K> {
     ) -> io::Result<()> {
         self.register_with_mode(s, token, interest, Mode::Edge)
     }
-    fn reregister(
-        &mut self,
-        s: &dyn Registrable,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<()> {
-        self.reregister_with_mode(s, token, interest, Mode::Edge)
-    }
     fn rearm(&mut self, s: &dyn Registrable, interest: Interest) -> io::Result<()> {
         Reactor::rearm(self, s, interest)
+    }
+    fn disarm(&mut self, s: &dyn Registrable, interest: Interest) -> io::Result<()> {
+        Reactor::disarm(self, s, interest)
     }
     fn deregister(&mut self, s: &dyn Registrable) -> io::Result<()> {
         Reactor::deregister(self, s)
@@ -152,6 +142,17 @@ pub(crate) struct Driver {
     to_wake: RefCell<Vec<Waker>>,
     /// Ends a blocking `poll` from another thread.
     pub(crate) reactor_waker: afd_reactor::Waker,
+    /// How many `block_on`s drive this driver now (nested ones count).
+    running: Cell<usize>,
+}
+
+/// A `block_on` driving a driver, while it lives.
+pub(crate) struct Running<'a>(&'a Driver);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.set(self.0.running.get() - 1);
+    }
 }
 
 thread_local! {
@@ -168,24 +169,27 @@ impl Driver {
             events: RefCell::new(Events::with_capacity(EVENTS)),
             to_wake: RefCell::new(Vec::new()),
             reactor_waker,
+            running: Cell::new(0),
         })
     }
 
     /// The thread's driver, made with the platform's reactor on first use.
     pub(crate) fn current() -> io::Result<Rc<Driver>> {
-        CURRENT.with(|cell| {
-            if let Some(d) = &*cell.borrow() {
-                return Ok(Rc::clone(d));
-            }
-            let driver = Rc::new(Driver::new(default_backend()?)?);
-            *cell.borrow_mut() = Some(Rc::clone(&driver));
-            Ok(driver)
-        })
+        CURRENT
+            .try_with(|cell| {
+                if let Some(d) = &*cell.borrow() {
+                    return Ok(Rc::clone(d));
+                }
+                let driver = Rc::new(Driver::new(default_backend()?)?);
+                *cell.borrow_mut() = Some(Rc::clone(&driver));
+                Ok(driver)
+            })
+            .unwrap_or_else(|_| Err(thread_exiting()))
     }
 
     /// Make `reactor` the thread's reactor. Fails if the thread already has one.
     pub(crate) fn install(backend: Box<dyn Backend>) -> io::Result<()> {
-        CURRENT.with(|cell| {
+        CURRENT.try_with(|cell| {
             if cell.borrow().is_some() {
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
@@ -196,6 +200,7 @@ impl Driver {
             *cell.borrow_mut() = Some(Rc::new(Driver::new(backend)?));
             Ok(())
         })
+        .unwrap_or_else(|_| Err(thread_exiting()))
     }
 
     /// The thread's driver if it has one (never makes one).
@@ -207,11 +212,26 @@ impl Driver {
     }
 
     /// Forget the thread's driver; it is torn down once the last `Async` and `Timer` using it
-    /// are dropped. Returns true if there was one.
-    pub(crate) fn uninstall() -> bool {
+    /// are dropped. Returns whether there was one; refused while a `block_on` drives it (its
+    /// tasks would be left waiting on a reactor nobody drives).
+    pub(crate) fn uninstall() -> io::Result<Option<Rc<Driver>>> {
         CURRENT
-            .try_with(|cell| cell.borrow_mut().take().is_some())
-            .unwrap_or(false)
+            .try_with(|cell| {
+                if cell.borrow().as_ref().is_some_and(|d| d.running.get() > 0) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ResourceBusy,
+                        "afd-async: a block_on is driving this thread's reactor",
+                    ));
+                }
+                Ok(cell.borrow_mut().take())
+            })
+            .unwrap_or(Ok(None))
+    }
+
+    /// Count a `block_on` driving this driver, while the result lives.
+    pub(crate) fn enter(&self) -> Running<'_> {
+        self.running.set(self.running.get() + 1);
+        Running(self)
     }
 
     pub(crate) fn backend(&self) -> std::cell::RefMut<'_, Box<dyn Backend>> {
@@ -232,17 +252,20 @@ impl Driver {
         backend.kernel_any().downcast_ref::<K>().map(f)
     }
 
-    /// Register `io`, readable, and keep its source: its key is its token.
+    /// Register `io` (readable and writable, in `Edge` mode, disarmed: a direction is armed
+    /// when a task first waits for it) and keep its source: its key is its token.
     pub(crate) fn add_source(&self, io: &dyn Registrable) -> io::Result<Rc<Source>> {
+        let both = Interest::READABLE | Interest::WRITABLE;
         let mut sources = self.sources.borrow_mut();
-        let source = Rc::new(Source::new(Interest::READABLE));
+        let source = Rc::new(Source::new());
         let key = sources.insert(Rc::clone(&source));
         source.key.set(key);
-        if let Err(e) = self
-            .backend
-            .borrow_mut()
-            .register(io, Token(key), Interest::READABLE)
-        {
+        let mut backend = self.backend.borrow_mut();
+        let registered = backend
+            .register(io, Token(key), both)
+            .and_then(|()| backend.disarm(io, both));
+        if let Err(e) = registered {
+            let _ = backend.deregister(io);
             sources.remove(key);
             return Err(e);
         }
@@ -365,6 +388,12 @@ impl Driver {
         }
         Ok(())
     }
+}
+
+/// The error of using the async layer in a thread-local destructor, once the thread's reactor
+/// is gone.
+fn thread_exiting() -> io::Error {
+    io::Error::other("afd-async: the thread is exiting: its reactor is gone")
 }
 
 /// How long a `Timer` at `when` waits from now.

@@ -102,8 +102,8 @@ impl<T: Registrable + std::os::windows::io::AsSocket> Async<T> {
 }
 
 impl<T: Registrable> Async<T> {
-    /// Register `io`, already in non-blocking mode, with the thread's reactor (readable; the
-    /// writable side is added the first time a task waits for it).
+    /// Register `io`, already in non-blocking mode, with the thread's reactor (readable and
+    /// writable, both disarmed: a direction is armed only while a task waits for it).
     ///
     /// # Errors
     /// The reactor's error: `AlreadyExists` if `io` is registered already, `NotConnected` if the
@@ -274,33 +274,42 @@ impl<T: Registrable> Async<T> {
         }
     }
 
-    /// Ask the reactor to report `dir` again: re-arm it, or add it to the registration the first
-    /// time it is waited for.
+    /// Ask the reactor to report `dir` again: a `rearm` (no kernel call now; one poll submission
+    /// at the reactor's next turn, or none if that direction is armed already).
     fn arm(&self, dir: Dir) -> io::Result<()> {
-        let want = dir.interest();
-        let mut state = self.source.state.borrow_mut();
-        let mut backend = self.driver.backend();
-        let io = self.get_ref();
-        if (state.interest.is_readable() || !want.is_readable())
-            && (state.interest.is_writable() || !want.is_writable())
-        {
-            backend.rearm(io, want)
-        } else {
-            let interest = state.interest | want;
-            backend.reregister(io, afd_reactor::Token(self.source.key.get()), interest)?;
-            state.interest = interest;
-            Ok(())
+        self.check_driver()?;
+        self.driver.backend().rearm(self.get_ref(), dir.interest())
+    }
+
+    /// This `Async` must belong to the thread's reactor: one that `forget_reactor` took off the
+    /// thread is driven by no `block_on`, and waiting on it would hang.
+    fn check_driver(&self) -> io::Result<()> {
+        match Driver::existing() {
+            Some(current) if Rc::ptr_eq(&current, &self.driver) => Ok(()),
+            _ => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "afd-async: this Async belongs to a reactor that is no longer its thread's \
+                 (forget_reactor or shutdown was called): no block_on drives it",
+            )),
         }
     }
 
     /// Poll-style readiness: `Ready(Ok)` if an event came in `dir` since it was last parked
-    /// (so the I/O is worth trying), else the task is kept to be woken by the next one.
+    /// (so the I/O is worth trying); else the direction is armed (once per tick) and the task
+    /// kept, to be woken by the next event.
     pub(crate) fn poll_ready(&self, dir: Dir, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut state = self.source.state.borrow_mut();
         let d = &mut state.dirs[dir as usize];
         match d.parked_at {
             Some(at) if at == d.tick => {
-                d.add_poll_waiter(cx);
+                let arm = d.armed_at != Some(at);
+                let evicted = d.add_poll_waiter(cx);
+                drop(state);
+                drop(evicted); // woken, with no borrow held
+                if arm {
+                    self.arm(dir)?;
+                    self.source.state.borrow_mut().dirs[dir as usize].armed_at = Some(at);
+                }
                 Poll::Pending
             }
             Some(_) => {
@@ -314,18 +323,15 @@ impl<T: Registrable> Async<T> {
         }
     }
 
-    /// Poll-style: the I/O in `dir` returned `WouldBlock` (or a short read): re-arm and park,
-    /// so that the next `poll_ready` waits for an event instead of trying the I/O again.
-    pub(crate) fn park(&self, dir: Dir) -> io::Result<()> {
-        {
-            let mut state = self.source.state.borrow_mut();
-            let d = &mut state.dirs[dir as usize];
-            if d.parked_at == Some(d.tick) {
-                return Ok(());
-            }
-            d.parked_at = Some(d.tick);
-        }
-        self.arm(dir)
+    /// Poll-style: the I/O in `dir` returned `WouldBlock` (or a short read): park, so that the
+    /// next `poll_ready` waits for an event instead of trying the I/O again. Nothing is armed
+    /// here: the direction is armed when a task is about to wait for it (a poll submitted then
+    /// reports what holds by then, so nothing is missed), and a direction no task waits for
+    /// holds no poll that a wait in the other direction would have to cancel.
+    pub(crate) fn park(&self, dir: Dir) {
+        let mut state = self.source.state.borrow_mut();
+        let d = &mut state.dirs[dir as usize];
+        d.parked_at = Some(d.tick);
     }
 
     /// Poll-style I/O in `dir`: try `op`, and wait after `WouldBlock`.
@@ -342,7 +348,7 @@ impl<T: Registrable> Async<T> {
                 Poll::Pending => return Poll::Pending,
             }
             match op(self.get_ref()) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.park(dir)?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.park(dir),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 result => return Poll::Ready(result),
             }

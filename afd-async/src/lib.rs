@@ -58,10 +58,14 @@
 //! costs the call alone. A wait re-arms the one direction that blocked: the registration is in
 //! the reactor's [`Edge`](afd_reactor::Mode::Edge) mode, and a wait is a
 //! [`rearm`](afd_reactor::Reactor::rearm), one poll submission made by the reactor's next turn
-//! (on Windows, one `IOCTL_AFD_POLL`; on Linux, one `epoll_ctl`). A read that returns less than
-//! its buffer holds means the socket was drained: the stream is re-armed then, and the next read
-//! waits for the event instead of making a call that would return `WouldBlock`. The writable
-//! side is added to a registration the first time a task waits for it.
+//! (on Windows, one `IOCTL_AFD_POLL`; on Linux, one `epoll_ctl`). A direction is armed only
+//! while a task waits for it (registrations start [disarmed](afd_reactor::Reactor::disarm)), so
+//! a writer that blocks never has to cancel a poll for reading that no task waits for; only a
+//! reader and a writer waiting at once on one socket share its one poll (a cancel and a
+//! resubmission when the second starts waiting). A read that returns less than its buffer holds
+//! means the socket was drained: the next read waits for the event instead of making a call
+//! that would return `WouldBlock`. A registration costs one poll submission (the reactor checks
+//! the socket with it).
 //!
 //! A task woken from another thread costs one kernel call (the reactor's
 //! [`Waker`](afd_reactor::Waker)), and only if the loop is waiting in the kernel; a task woken
@@ -199,16 +203,24 @@ pub fn held() -> Held {
 /// drained, once the last `Async` and `Timer` made on it are dropped. Returns true if the
 /// thread had one.
 ///
+/// `Async`s made on the old reactor stop working: their waits fail with `NotConnected` (no
+/// `block_on` drives that reactor any more). Timers move to the new one.
+///
+/// # Errors
+/// `ResourceBusy` if a `block_on` is running on this thread (its tasks would be left waiting on
+/// a reactor nobody drives).
+///
 /// # Examples
 /// ```
 /// # #[cfg(any(windows, target_os = "linux"))] {
 /// afd_async::block_on(async {});
-/// assert!(afd_async::forget_reactor());
-/// assert!(!afd_async::forget_reactor());
+/// assert!(afd_async::forget_reactor()?);
+/// assert!(!afd_async::forget_reactor()?);
 /// # }
+/// # Ok::<(), std::io::Error>(())
 /// ```
-pub fn forget_reactor() -> bool {
-    Driver::uninstall()
+pub fn forget_reactor() -> std::io::Result<bool> {
+    Ok(Driver::uninstall()?.is_some())
 }
 
 /// Shut this thread's reactor down now and forget it: every poll is cancelled and drained, and
@@ -218,9 +230,9 @@ pub fn forget_reactor() -> bool {
 /// thread ends, silently.
 ///
 /// # Errors
-/// The reactor's teardown error (polls the kernel did not give back in time; see
-/// [`Reactor::shutdown`]). A thread without a reactor has nothing to shut down: `Ok`, with an
-/// empty report.
+/// `ResourceBusy` if a `block_on` is running on this thread; the reactor's teardown error (polls
+/// the kernel did not give back in time; see [`Reactor::shutdown`]). A thread without a reactor
+/// has nothing to shut down: `Ok`, with an empty report.
 ///
 /// # Examples
 /// ```
@@ -232,11 +244,10 @@ pub fn forget_reactor() -> bool {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn shutdown() -> std::io::Result<afd_reactor::Teardown> {
-    let Some(driver) = Driver::existing() else {
-        return Ok(afd_reactor::Teardown::default());
-    };
-    Driver::uninstall();
-    driver.shutdown()
+    match Driver::uninstall()? {
+        Some(driver) => driver.shutdown(),
+        None => Ok(afd_reactor::Teardown::default()),
+    }
 }
 
 /// Run `f` on this thread's reactor's kernel, if the thread has a reactor whose kernel is a `K`

@@ -179,9 +179,7 @@ impl Async<TcpStream> {
         match self.poll_io(Dir::Read, cx, |s| (&*s).read(buf)) {
             Poll::Ready(Ok(n)) => {
                 if n > 0 && n < len {
-                    // The data is the caller's whatever happens here: a failed re-arm (the
-                    // reactor has shut down) is met again by the next read.
-                    let _ = self.park(Dir::Read);
+                    self.park(Dir::Read);
                 }
                 Poll::Ready(Ok(n))
             }

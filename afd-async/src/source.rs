@@ -34,11 +34,19 @@ pub(crate) struct Direction {
     /// Tasks waiting for the next event, by waiter id (`POLL_WAITER` for poll-style ones).
     pub(crate) waiters: Vec<(u64, Waker)>,
     next_id: u64,
-    /// Poll-style: the tick at which the direction was last re-armed (after `WouldBlock`, or a
-    /// short read): while it is still the tick, nothing happened since and trying the I/O again
-    /// would be a wasted call.
+    /// Poll-style: the tick at which the I/O last returned `WouldBlock` (or a short read): while
+    /// it is still the tick, nothing happened since and trying the I/O again would be a wasted
+    /// call.
     pub(crate) parked_at: Option<u64>,
+    /// The tick at which a poll-style wait last armed the direction.
+    pub(crate) armed_at: Option<u64>,
 }
+
+/// How many poll-style waiters (tasks in `poll_read`, `poll_write`, `accept`...) a direction
+/// keeps. A poll-style wait has no future to remove it when abandoned, so its waker stays until
+/// the next event; past this many, the oldest is woken and forgotten (if it still waits, it
+/// polls again and is kept again). It bounds what abandoned reads can hold on an idle socket.
+pub(crate) const POLL_WAITERS: usize = 4;
 
 impl Direction {
     /// Wait for the next event: returns the tick to compare with and the waiter's id.
@@ -70,16 +78,28 @@ impl Direction {
         Some(self.waiters.swap_remove(at).1)
     }
 
-    /// Keep a poll-style waiter's waker (once per task).
-    pub(crate) fn add_poll_waiter(&mut self, cx: &Context<'_>) {
+    /// Keep a poll-style waiter's waker (once per task). Returns the waker it evicts (the
+    /// oldest, past [`POLL_WAITERS`]), for the caller to wake once it holds no borrow.
+    #[must_use = "wake the evicted waker after the borrow ends"]
+    pub(crate) fn add_poll_waiter(&mut self, cx: &Context<'_>) -> Evicted {
         let waker = cx.waker();
-        if !self
+        let mut poll_style = self.waiters.iter().filter(|(id, _)| *id == POLL_WAITER);
+        if poll_style.any(|(_, w)| w.will_wake(waker)) {
+            return Evicted(None);
+        }
+        let count = self
             .waiters
             .iter()
-            .any(|(id, w)| *id == POLL_WAITER && w.will_wake(waker))
-        {
-            self.waiters.push((POLL_WAITER, waker.clone()));
-        }
+            .filter(|(id, _)| *id == POLL_WAITER)
+            .count();
+        let evicted = if count >= POLL_WAITERS {
+            let oldest = self.waiters.iter().position(|(id, _)| *id == POLL_WAITER);
+            oldest.map(|at| self.waiters.remove(at).1)
+        } else {
+            None
+        };
+        self.waiters.push((POLL_WAITER, waker.clone()));
+        Evicted(evicted)
     }
 
     fn fire(&mut self, failed: bool, to_wake: &mut Vec<Waker>) {
@@ -100,17 +120,14 @@ pub(crate) struct Source {
 
 pub(crate) struct SourceState {
     pub(crate) dirs: [Direction; 2],
-    /// What it is registered for (directions are added when first waited for).
-    pub(crate) interest: Interest,
 }
 
 impl Source {
-    pub(crate) fn new(interest: Interest) -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             key: Cell::new(usize::MAX),
             state: RefCell::new(SourceState {
                 dirs: [Direction::default(), Direction::default()],
-                interest,
             }),
         }
     }
@@ -126,6 +143,18 @@ impl Source {
         }
         if event.is_writable() || event.is_write_closed() || failed {
             state.dirs[Dir::Write as usize].fire(failed, to_wake);
+        }
+    }
+}
+
+/// A poll-style waiter evicted from a full direction: woken when dropped (with no borrow held),
+/// so a task that still waits polls again and loses nothing.
+pub(crate) struct Evicted(Option<Waker>);
+
+impl Drop for Evicted {
+    fn drop(&mut self) {
+        if let Some(w) = self.0.take() {
+            w.wake();
         }
     }
 }

@@ -195,8 +195,13 @@ impl Timer {
                 self.fired = self.period.is_none();
                 return Poll::Ready(when);
             }
+            let current = Driver::existing();
             match &self.armed {
-                Some((driver, key, at)) if *at == when => {
+                // Armed for this deadline on the thread's reactor (not one `forget_reactor`
+                // took away, which nothing drives any more).
+                Some((driver, key, at))
+                    if *at == when && current.as_ref().is_some_and(|c| Rc::ptr_eq(c, driver)) =>
+                {
                     if !driver.poll_timer(*key, cx.waker()) {
                         return Poll::Pending;
                     }

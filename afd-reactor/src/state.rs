@@ -106,6 +106,9 @@ const fn rearmed(interest: PollEvents, reported: PollEvents, conditions: PollEve
 /// | mio | new readiness after you have seen `WouldBlock` | nothing: on Windows, mio's own `read`/`write` re-arm when they return `WouldBlock` |
 /// | afd-reactor `Edge` | the readiness holds after you have called `rearm` | `rearm`, when you see `WouldBlock` |
 ///
+/// [`disarm`](crate::Reactor::disarm) is the inverse: a readiness it names counts as reported
+/// until its `rearm`, so a registration made and disarmed polls nothing until a task waits.
+///
 /// This is mio's contract with its hidden call made visible: AFD has no edge trigger (a poll
 /// reports what holds when it is submitted, and a writable socket is always writable), so an
 /// edge must be re-armed by someone. An async layer makes the call in its I/O wrappers, as mio
@@ -370,6 +373,26 @@ impl Machine {
         self.reported = rearmed(self.interest, self.reported, conditions);
     }
 
+    /// The user disarmed the conditions `conditions` (AFD events of an interest) until their
+    /// `rearm`: in edge mode the readinesses they name count as reported; in oneshot mode the
+    /// registration is disarmed; in level mode nothing changes. A poll in flight is kept (its
+    /// answer is filtered).
+    pub fn on_disarm(&mut self, conditions: PollEvents) {
+        match self.mode {
+            Mode::Level => {}
+            Mode::Oneshot => self.armed = false,
+            Mode::Edge => {
+                let mut i = 0;
+                while i < READINESS.len() {
+                    if conditions.intersects(READINESS[i].difference(PollEvents::ABORT)) {
+                        self.reported |= READINESS[i].intersection(self.interest);
+                    }
+                    i += 1;
+                }
+            }
+        }
+    }
+
     /// The user deregistered. A pending poll makes the machine a zombie.
     pub fn on_deregister(&mut self) -> Deregistered {
         match self.poll {
@@ -558,6 +581,34 @@ mod tests {
         );
         m.on_rearm(PollEvents::RECEIVE_EXPEDITED);
         assert_eq!(m.interest, R | S, "rearm never widens the interest");
+    }
+
+    #[test]
+    fn disarm_makes_an_edge_registration_wait_for_its_rearm() {
+        let read = crate::Interest::READABLE.afd_events();
+        let write = crate::Interest::WRITABLE.afd_events();
+        let mut m = Machine::new(read | write, Mode::Edge);
+        m.on_disarm(read | write);
+        assert_eq!(m.update(), Update::Nothing, "nothing armed: no poll");
+        m.on_rearm(write);
+        assert_eq!(m.update(), Update::Submit(write | ALWAYS));
+        assert!(m.on_submitted(write | ALWAYS, Submitted::Queued));
+        m.on_disarm(write);
+        assert_eq!(m.update(), Update::Nothing, "the poll in flight is kept");
+        assert_eq!(
+            m.on_completion(NtStatus::SUCCESS, S),
+            Completed::Deliver(PollEvents::NONE),
+            "and its answer filtered"
+        );
+        assert_eq!(m.update(), Update::Nothing);
+        let mut m = armed(R, Mode::Oneshot);
+        m.on_disarm(R);
+        assert_eq!(
+            m.on_completion(NtStatus::SUCCESS, R),
+            Completed::Deliver(R),
+            "oneshot: an answer already in flight is still delivered"
+        );
+        assert_eq!(m.update(), Update::Nothing);
     }
 
     #[test]

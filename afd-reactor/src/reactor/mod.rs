@@ -926,6 +926,56 @@ impl<K: Kernel> Reactor<K> {
         Ok(())
     }
 
+    /// The inverse of [`rearm`](Self::rearm): stop reporting what `conditions` names until its
+    /// `rearm`, keeping the token, interest and mode.
+    ///
+    /// - `Edge`: the readiness `conditions` names counts as reported. A registration made and
+    ///   disarmed before the next `poll` costs no poll submission at all until a `rearm`; this is
+    ///   how an async layer arms a direction only when a task waits for it.
+    /// - `Oneshot`: the registration is disarmed, as after an event.
+    /// - `Level`: nothing changes (narrow the interest with `reregister` instead).
+    ///
+    /// It makes no kernel call. A poll already in the kernel is kept, and what it reports of a
+    /// disarmed readiness is not delivered.
+    ///
+    /// # Errors
+    /// `NotFound` if the socket is not registered; `NotConnected` after shutdown.
+    ///
+    /// # Examples
+    /// ```
+    /// use afd_reactor::afd::PollEvents;
+    /// use afd_reactor::kernel::sim::SimKernel;
+    /// use afd_reactor::{Events, Interest, Mode, Reactor, SimSocket, Token};
+    /// use std::time::Duration;
+    /// // On the simulated kernel (feature `test-rig`), which lets the example make data arrive.
+    /// let mut reactor = Reactor::with_kernel(SimKernel::new(1));
+    /// let s = SimSocket(reactor.kernel().open_socket());
+    /// let both = Interest::READABLE | Interest::WRITABLE;
+    /// reactor.register_with_mode(&s, Token(1), both, Mode::Edge)?;
+    /// reactor.disarm(&s, both)?; // nothing is polled until a rearm
+    /// reactor.kernel().set_readiness(s.0, PollEvents::RECEIVE | PollEvents::SEND);
+    /// let mut events = Events::with_capacity(8);
+    /// reactor.poll(&mut events, Some(Duration::from_millis(10)))?;
+    /// assert!(events.is_empty());
+    /// assert_eq!(reactor.stats().nt.submit, 0);
+    /// reactor.rearm(&s, Interest::READABLE)?; // a task waits to read
+    /// reactor.poll(&mut events, Some(Duration::from_secs(1)))?;
+    /// assert!(events.iter().all(|e| e.is_readable() && !e.is_writable()));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn disarm<S: Source + ?Sized>(
+        &mut self,
+        socket: &S,
+        conditions: Interest,
+    ) -> io::Result<()> {
+        self.check_running()?;
+        let index = self.index_of(socket.raw_socket())?;
+        let meta = self.pool.meta_mut(index).expect("registered");
+        meta.machine.on_disarm(conditions.afd_events());
+        self.queue_update(index);
+        Ok(())
+    }
+
     fn change(&mut self, index: u32, token: Token, interest: Interest, mode: Mode) {
         let meta = self.pool.meta_mut(index).expect("registered");
         meta.token = token;

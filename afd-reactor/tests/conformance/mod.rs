@@ -271,6 +271,37 @@ pub fn edge_rearm_reports_once_more_for_one_submission<H: Harness>() {
     );
 }
 
+/// `disarm` after `register`: nothing is polled until a `rearm`, and each `rearm` is one
+/// submission (the async layer's way of arming a direction only when a task waits for it).
+pub fn a_disarmed_edge_registration_polls_only_what_is_rearmed<H: Harness>() {
+    let mut h = H::new();
+    let s = h.socket(); // writable
+    let both = Interest::READABLE | Interest::WRITABLE;
+    h.reactor()
+        .register_with_mode(&s, A, both, Mode::Edge)
+        .unwrap();
+    h.reactor().disarm(&s, both).unwrap();
+    h.make_readable(&s);
+    let quiet = h.quiet();
+    let _ = collect(&mut h, quiet); // what the registration's own poll found, if anything
+    let before = h.reactor().stats().nt;
+    assert_no_event_for(&mut h, A);
+    assert_eq!(
+        h.reactor().stats().nt.submit,
+        before.submit,
+        "nothing armed"
+    );
+    h.reactor().rearm(&s, Interest::WRITABLE).unwrap();
+    let e = wait_for(&mut h, A);
+    assert!(e.is_writable() && !e.is_readable(), "{e:?}");
+    h.reactor().rearm(&s, Interest::READABLE).unwrap();
+    let e = wait_for(&mut h, A);
+    assert!(e.is_readable() && !e.is_writable(), "{e:?}");
+    let after = h.reactor().stats().nt;
+    assert_eq!(after.submit - before.submit, 2, "one submission per rearm");
+    assert_eq!(after.cancel, before.cancel);
+}
+
 pub fn no_spin_on_writable_without_interest<H: Harness>() {
     let mut h = H::new();
     let s = h.socket(); // always writable
@@ -1235,6 +1266,7 @@ macro_rules! afd_reactor_conformance {
             oneshot_disarms_until_reregister,
             edge_reports_each_condition_once,
             edge_rearm_reports_once_more_for_one_submission,
+            a_disarmed_edge_registration_polls_only_what_is_rearmed,
             no_spin_on_writable_without_interest,
             backpressure_pauses_without_spinning,
             interest_change_mid_poll_cancels_and_resubmits,
