@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # The benchmark: afd-reactor (socket-direct and helper path), mio 1.x, polling 3.x and wepoll,
-# side by side under Wine, in rounds. Prints the table and writes docs/bench/{table.txt,
-# results.json,chart.svg} (the README shows them). Needs a machine that ran scripts/setup.sh.
+# side by side under Wine, in rounds; and the async stacks (afd-async, smol, tokio) through the
+# echo and an HTTP workload (wrk against an http_hello server). Prints the tables and writes
+# docs/bench/{table.txt,results.json,chart.svg,http_chart.svg} (the README shows them). Needs a
+# machine that ran scripts/setup.sh.
 #
 # Arguments go to the driver (bash scripts/bench.sh --help); e.g. --quick for a smoke run,
-# --out DIR to write elsewhere. --native runs the servers natively on Linux instead (afd-reactor
-# on epoll, mio, polling; system calls counted with strace) and writes docs/bench/native.
+# --http-only for the HTTP workload alone, --out DIR to write elsewhere. --native runs the
+# servers natively on Linux instead (afd-reactor on epoll, mio, polling and the async stacks;
+# system calls counted with strace, and HTTP's also with perf) and writes docs/bench/native.
+# The Wine prefix is WINEPREFIX's (default ~/.wine): its wineserver is restarted. The binaries
+# are built in CARGO_TARGET_DIR (default target).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 args=("$@")
@@ -33,4 +38,4 @@ case " ${args[*]-} " in
     *" --out "*) ;;
     *) if [ "$native" = 1 ]; then args+=(--out docs/bench/native); else args+=(--out docs/bench); fi ;;
 esac
-exec target/release/bench "${args[@]}"
+exec "${CARGO_TARGET_DIR:-target}/release/bench" "${args[@]}"

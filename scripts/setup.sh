@@ -4,7 +4,8 @@
 # Makes a fresh Debian 12 machine that has only rustup/cargo ready to build the Windows target and
 # run it under Wine:
 #   - Debian packages: mingw-w64 C toolchain + binutils, wine, wine64, procps (ps, for the
-#     runner's time limit) (apt-get update once, only
+#     runner's time limit), debootstrap, strace, wrk (the benchmark's HTTP load) and linux-perf
+#     (perf, which counts the native HTTP servers' system calls) (apt-get update once, only
 #     when something is missing);
 #   - rustup: the x86_64-pc-windows-gnu target; nightly + miri (for the simulated-kernel tests);
 #   - the ProcessPrng shim DLL (tools/prng-shim), built from source with mingw and installed into
@@ -28,7 +29,7 @@ export WINEDEBUG="${WINEDEBUG:--all}"
 export WINEDLLOVERRIDES="${WINEDLLOVERRIDES:-mscoree,mshtml=}"
 
 # --- Debian packages ---------------------------------------------------------------------------
-pkgs=(gcc-mingw-w64-x86-64 binutils-mingw-w64-x86-64 wine wine64 procps debootstrap strace)
+pkgs=(gcc-mingw-w64-x86-64 binutils-mingw-w64-x86-64 wine wine64 procps debootstrap strace wrk linux-perf)
 missing=()
 for p in "${pkgs[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then

@@ -92,7 +92,7 @@ for wine in 8 10; do
     bash scripts/bench.sh --quick --wine "$wine" --out "target/bench-quick-wine$wine"
 done
 
-step "benchmark harness smoke run natively (afd-reactor on epoll, mio, polling; tiny sizes)"
+step "benchmark harness smoke run natively (afd-reactor on epoll, mio, polling; afd-async, smol, tokio; tiny sizes)"
 bash scripts/bench.sh --native --quick --out target/bench-quick-native
 
 step "all checks passed"

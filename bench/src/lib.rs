@@ -28,6 +28,14 @@ pub enum System {
     Polling,
     /// wepoll (C, through the `wepoll-ffi` crate, built with mingw).
     Wepoll,
+    /// afd-async (this workspace): `Async<T>` on afd-reactor, run by async-executor's
+    /// `LocalExecutor` under `afd_async::block_on`, one thread.
+    AfdAsync,
+    /// smol's stack: async-io (on polling) and async-executor's `LocalExecutor` under
+    /// `async_io::block_on`, one thread (async-io adds its own helper thread).
+    Smol,
+    /// tokio's current-thread runtime (on mio).
+    Tokio,
 }
 
 impl System {
@@ -40,6 +48,14 @@ impl System {
         System::Wepoll,
     ];
 
+    /// The async stacks (the HTTP workload and the async echo rows), afd-async first.
+    pub const ASYNC: [System; 3] = [System::AfdAsync, System::Smol, System::Tokio];
+
+    /// Whether this is one of the [`ASYNC`](Self::ASYNC) stacks (not a bare readiness API).
+    pub fn is_async(self) -> bool {
+        System::ASYNC.contains(&self)
+    }
+
     /// The name used on command lines, in records and in the JSON.
     pub fn name(self) -> &'static str {
         match self {
@@ -48,12 +64,18 @@ impl System {
             System::Mio => "mio",
             System::Polling => "polling",
             System::Wepoll => "wepoll",
+            System::AfdAsync => "afd-async",
+            System::Smol => "smol",
+            System::Tokio => "tokio",
         }
     }
 
     /// The inverse of [`name`](Self::name).
     pub fn parse(name: &str) -> Option<System> {
-        System::ALL.into_iter().find(|s| s.name() == name)
+        System::ALL
+            .into_iter()
+            .chain(System::ASYNC)
+            .find(|s| s.name() == name)
     }
 }
 
@@ -107,9 +129,12 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for s in System::ALL {
+        for s in System::ALL.into_iter().chain(System::ASYNC) {
             assert_eq!(System::parse(s.name()), Some(s));
+            assert_eq!(s.is_async(), System::ASYNC.contains(&s));
         }
+        assert!(System::parse("afd-async").unwrap().is_async());
+        assert!(!System::Afd.is_async());
         assert_eq!(System::parse("epoll"), None);
     }
 

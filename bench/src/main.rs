@@ -1,5 +1,6 @@
 //! `bench` — runs afd-reactor (socket-direct and helper path), mio, polling and wepoll through
-//! the same workloads under Wine, side by side, and reports. See `USAGE`, or run
+//! the same workloads under Wine, side by side, and the async stacks (afd-async, smol, tokio)
+//! through an HTTP workload (wrk) and the echo, and reports. See `USAGE`, or run
 //! `bash scripts/bench.sh` (which builds everything first).
 
 #[cfg(target_os = "linux")]
@@ -19,6 +20,16 @@ C A B, ...), through:
   per system under a tracing wineserver: wineserver requests per echo, per churn operation,
   per idle second, and the wake packets of the storm.
 
+The async stacks (afd-async, smol, tokio; each on one thread) run the echo beside the raw
+systems, and an HTTP workload: wrk -t2 -cN -dS --latency (--timeout 30s) against one
+http_hello server (keep-alive, a fixed 13-byte body) per --http-conns count, after a warm-up
+run of wrk (--warmup, rounded to whole seconds; 0 for none) whose connections the server
+lets close first; requests/s and latency p50/p75/p90/p99, mean and largest from wrk, and the
+measured run's connections that had a request answered from the server. Then, traced:
+wineserver requests (natively: system calls, with strace and with perf) per HTTP request,
+from the server's marks after W, W+E and W+4E answered requests while wrk runs
+(E = --trace-requests, W = max(E, 2 x connections)).
+
 A comparison is stated only where the per-round ratios all fall on one side of 1 (or of
 the target); otherwise the table marks it a tie.
 
@@ -30,20 +41,30 @@ options:
   --in-flight N       messages outstanding at once (default 100)
   --warmup S          echo seconds before each measured echo run, not counted (default 1)
   --echo-only         only the echo workload (e.g. for --conns 10000, which does not fit
-                      the default run's time)
+                      the default run's time); the async stacks' echo rows too
+  --http-only         only the HTTP workload (the async stacks)
+  --no-http           no HTTP workload
+  --http-conns A,B    wrk's connection counts (default 100,1000)
+  --http-secs S       wrk's measured run, whole seconds (default 10 under Wine, 5 natively)
+  --trace-requests N  HTTP requests in the short traced segment (default 2000; the long one
+                      is 3 times that)
   --trace-echoes N    echoes in the short traced segment at 1,000 connections, scaled by
                       1000/conns (at least 100); the long segment is 3 times that (default 2000)
   --sockets N         registered sockets for churn/heap/teardown/idle (default 10000)
   --churn-ops N       register+deregister operations (default 2000)
-  --systems a,b,...   subset of afd,afd-helper,mio,polling,wepoll (default all)
+  --systems a,b,...   subset of afd,afd-helper,mio,polling,wepoll and of the async stacks
+                      afd-async,smol,tokio (default all; natively afd, mio, polling and the
+                      async stacks)
   --no-trace          skip the wineserver request counts
   --wine 8|10         the Wine to run under (default: AFD_WINE, else 8): 8 is the host's,
                       10 the Debian 13 chroot scripts/setup.sh builds (see scripts/wine.sh)
   --native            run the servers natively on Linux instead: afd-reactor on epoll, mio
-                      and polling (default systems); system calls are counted with strace
-                      -f where wineserver requests are counted under Wine
+                      and polling (default systems) and the async stacks; system calls are
+                      counted with strace -f where wineserver requests are counted under
+                      Wine, and HTTP's also with perf, which does not slow the server
   --quick             tiny sizes, one round (a smoke test of the harness)
-  --out DIR           where results.json, chart.svg and table.txt go (default target/bench)";
+  --out DIR           where results.json, chart.svg, http_chart.svg and table.txt go
+                      (default target/bench)";
 
 #[cfg(not(target_os = "linux"))]
 fn main() {
@@ -62,7 +83,9 @@ fn main() {
 #[cfg(target_os = "linux")]
 mod linux {
     use super::USAGE;
+    use crate::driver::http::wrk_present;
     use crate::driver::native::Strace;
+    use crate::driver::perf;
     use crate::driver::report::Results;
     use crate::driver::run::{Counter, Env, Figures, paths};
     use crate::driver::wine::{Tracer, kill_wineserver, wine_version};
@@ -86,6 +109,15 @@ mod linux {
         storm_wakes: usize,
         idle_secs: f64,
         systems: Vec<System>,
+        /// The async stacks (echo rows and the HTTP workload).
+        async_systems: Vec<System>,
+        http: bool,
+        http_only: bool,
+        http_conns: Vec<usize>,
+        /// wrk's measured run; by default 10 s under Wine (its stall when 1,000 connections
+        /// start at once lasts seconds), 5 s natively.
+        http_secs: Option<u64>,
+        trace_requests: u64,
         trace: bool,
         native: bool,
         out: PathBuf,
@@ -112,6 +144,12 @@ mod linux {
             storm_wakes: 10_000,
             idle_secs: 1.0,
             systems: System::ALL.to_vec(),
+            async_systems: System::ASYNC.to_vec(),
+            http: true,
+            http_only: false,
+            http_conns: vec![100, 1000],
+            http_secs: None,
+            trace_requests: 2000,
             trace: true,
             native: false,
             out: PathBuf::from("target/bench"),
@@ -130,6 +168,15 @@ mod linux {
                 }
                 "--echo-only" => {
                     o.echo_only = true;
+                    o.http = false;
+                    continue;
+                }
+                "--http-only" => {
+                    o.http_only = true;
+                    continue;
+                }
+                "--no-http" => {
+                    o.http = false;
                     continue;
                 }
                 "--native" => {
@@ -137,10 +184,11 @@ mod linux {
                     continue;
                 }
                 "--quick" => {
-                    (o.rounds, o.secs, o.conns, o.in_flight) = (1, 1.0, vec![50, 200], 20);
+                    (o.rounds, o.secs, o.conns, o.in_flight) = (1, 1.0, vec![50], 20);
                     o.warmup = 0.2;
                     (o.trace_echoes, o.sockets, o.churn_ops) = (200, 300, 100);
                     (o.wakes, o.storm_wakes, o.idle_secs) = (100, 1000, 0.3);
+                    (o.http_conns, o.http_secs, o.trace_requests) = (vec![50], Some(1), 200);
                     continue;
                 }
                 _ => {}
@@ -175,14 +223,26 @@ mod linux {
                 "--trace-echoes" => o.trace_echoes = count(&v)? as u64,
                 "--sockets" => o.sockets = count(&v)?,
                 "--churn-ops" => o.churn_ops = count(&v)?,
+                "--http-conns" => {
+                    o.http_conns = v.split(',').map(count).collect::<io::Result<_>>()?;
+                    if let Some(n) = o.http_conns.iter().find(|&&n| n < 2) {
+                        return Err(bad(format!(
+                            "--http-conns {n}: wrk's 2 threads want 2 or more"
+                        )));
+                    }
+                }
+                "--http-secs" => o.http_secs = Some(count(&v)? as u64),
+                "--trace-requests" => o.trace_requests = count(&v)? as u64,
                 "--systems" => {
                     systems_given = true;
-                    o.systems = v
+                    let all: Vec<System> = v
                         .split(',')
                         .map(|s| {
                             System::parse(s).ok_or_else(|| bad(format!("unknown system {s:?}")))
                         })
-                        .collect::<io::Result<_>>()?
+                        .collect::<io::Result<_>>()?;
+                    o.systems = all.iter().copied().filter(|s| !s.is_async()).collect();
+                    o.async_systems = all.into_iter().filter(|s| s.is_async()).collect();
                 }
                 "--out" => o.out = PathBuf::from(v),
                 "--wine" => {
@@ -195,6 +255,9 @@ mod linux {
                 }
                 _ => return Err(bad(format!("unknown argument {flag}"))),
             }
+        }
+        if o.http_only && !o.http {
+            return Err(bad("--http-only with --no-http or --echo-only".into()));
         }
         if o.native {
             let native_only = |s: &System| matches!(s, System::Afd | System::Mio | System::Polling);
@@ -243,6 +306,7 @@ mod linux {
 
     pub fn run() -> io::Result<()> {
         let o = opts()?;
+        let http_secs = o.http_secs.unwrap_or(if o.native { 5 } else { 10 });
         let begin = Instant::now();
         let root = std::env::current_dir()?;
         let (exe, logs) = paths(&root, o.native);
@@ -279,9 +343,27 @@ mod linux {
             idle_secs: o.idle_secs,
             runs: Default::default(),
         };
+        // What runs: the raw systems' echo and micro workloads, unless only HTTP is asked for;
+        // the async stacks' echo; their HTTP workload.
+        let raw: &[System] = if o.http_only { &[] } else { &o.systems };
+        let echo_async: &[System] = if o.http_only { &[] } else { &o.async_systems };
+        let http_systems: &[System] = if o.http { &o.async_systems } else { &[] };
+        if !http_systems.is_empty() && !wrk_present() {
+            return Err(io::Error::other(
+                "wrk is missing (the HTTP workload runs it): run bash scripts/setup.sh, or pass \
+                 --no-http",
+            ));
+        }
+        let echo_systems: Vec<System> = raw.iter().chain(echo_async).copied().collect();
         let mut r = Results {
-            systems: o.systems.clone(),
+            systems: raw.to_vec(),
+            async_systems: o.async_systems.clone(),
             sizes: o.conns.clone(),
+            http_sizes: if http_systems.is_empty() {
+                Vec::new()
+            } else {
+                o.http_conns.clone()
+            },
             native: o.native,
             ..Default::default()
         };
@@ -301,6 +383,24 @@ mod linux {
                 format!("{} and {}", o.trace_echoes, 3 * o.trace_echoes),
             ),
             ("sockets".into(), o.sockets.to_string()),
+            (
+                "async_systems".into(),
+                o.async_systems
+                    .iter()
+                    .map(|s| s.name())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            ("http_connections".into(), format!("{:?}", r.http_sizes)),
+            ("http_secs".into(), http_secs.to_string()),
+            (
+                "http_client".into(),
+                "wrk -t2 --latency --timeout 30s".into(),
+            ),
+            (
+                "trace_requests".into(),
+                format!("{} and {}", o.trace_requests, 3 * o.trace_requests),
+            ),
             ("churn_ops".into(), o.churn_ops.to_string()),
             (
                 "storm".into(),
@@ -316,8 +416,10 @@ mod linux {
         let say = |msg: String| eprintln!("[bench {:>5.0}s] {msg}", begin.elapsed().as_secs_f64());
         say(format!("under {wine}"));
 
-        // The peerless workloads, unless only the echo is asked for.
-        let micro_systems: &[System] = if o.echo_only { &[] } else { &o.systems };
+        // The peerless workloads, unless only the echo (or only HTTP) is asked for.
+        let micro_systems: &[System] = if o.echo_only { &[] } else { raw };
+        // wrk's warm-up run, in whole seconds.
+        let http_warmup = o.warmup.round() as u64;
         // Start from a fresh (untraced) wineserver.
         if !o.native {
             kill_wineserver(&env.root);
@@ -325,8 +427,9 @@ mod linux {
         for round in 1..=o.rounds {
             // Each round starts with the next system (A B C, B C A, C A B, ...), so that no system
             // always runs first, right after the previous round's teardowns.
-            let order = rotated(&o.systems, round - 1);
+            let order = rotated(&echo_systems, round - 1);
             let micro_order = rotated(micro_systems, round - 1);
+            let http_order = rotated(http_systems, round - 1);
             for &n in &o.conns {
                 for &sys in &order {
                     let f = env.echo(sys, n, o.secs)?;
@@ -341,6 +444,43 @@ mod linux {
                         &[
                             ("echoes_per_sec", format!("echo_{n}")),
                             ("nt_calls_per_echo", format!("nt_calls_per_echo_{n}")),
+                        ],
+                    );
+                }
+            }
+            for &n in &r.http_sizes.clone() {
+                for &sys in &http_order {
+                    let f = env.http(sys, n, http_secs, http_warmup)?;
+                    let ms = |k: &str| f.get(k).map_or("n/a".into(), |v| format!("{v:.3} ms"));
+                    say(format!(
+                        "round {round}/{}: http {n} conns on {sys}: {:.0} requests/s, {} of {n} conns answered, p50 {}, p99 {}, {} errors{}",
+                        o.rounds,
+                        f["requests_per_sec"],
+                        f.get("answered_conns")
+                            .map_or("?".into(), |v| format!("{v:.0}")),
+                        ms("p50_ms"),
+                        ms("p99_ms"),
+                        f["errors"],
+                        if f.contains_key("p50_ms") {
+                            ""
+                        } else {
+                            " (NO REQUEST ANSWERED)"
+                        }
+                    ));
+                    keep(
+                        &mut r,
+                        sys,
+                        &f,
+                        &[
+                            ("requests_per_sec", format!("http_rps_{n}")),
+                            ("p50_ms", format!("http_p50_ms_{n}")),
+                            ("p75_ms", format!("http_p75_ms_{n}")),
+                            ("p90_ms", format!("http_p90_ms_{n}")),
+                            ("p99_ms", format!("http_p99_ms_{n}")),
+                            ("mean_ms", format!("http_mean_ms_{n}")),
+                            ("max_ms", format!("http_max_ms_{n}")),
+                            ("errors", format!("http_errors_{n}")),
+                            ("answered_conns", format!("http_answered_conns_{n}")),
                         ],
                     );
                 }
@@ -406,7 +546,7 @@ mod linux {
                 Counter::Wine(Tracer::start(&env.root)?)
             };
             for &n in &o.conns {
-                for &sys in &o.systems {
+                for &sys in &echo_systems {
                     let f = env.echo_traced(&tracer, sys, n, o.trace_echoes)?;
                     say(format!(
                         "traced echo {n} conns on {sys}: {:.2} requests/echo",
@@ -421,6 +561,53 @@ mod linux {
                         .entry(n)
                         .or_default()
                         .insert(sys, by_kind(&f, "kind."));
+                }
+            }
+            // Natively perf counts HTTP's system calls too, without slowing the server; its
+            // count is the figure, strace's is kept beside it (driver/perf.rs says why).
+            let perf_too = o.native && !http_systems.is_empty() && perf::available();
+            if o.native && !http_systems.is_empty() && !perf_too {
+                say("perf cannot count system calls here: HTTP's are strace's only".into());
+            }
+            for &n in &r.http_sizes.clone() {
+                let e = o.trace_requests;
+                let w = e.max(2 * n as u64);
+                for &sys in http_systems {
+                    let f = env.http_traced(&tracer, sys, n, w, e)?;
+                    let how = if o.native { " (strace)" } else { "" };
+                    say(format!(
+                        "traced http {n} conns on {sys}: {:.2} requests/HTTP request{how}",
+                        f["requests_per_http"]
+                    ));
+                    let (key, kinds) = if perf_too {
+                        (
+                            format!("strace_requests_per_http_{n}"),
+                            &mut r.http_kinds_strace,
+                        )
+                    } else {
+                        (format!("requests_per_http_{n}"), &mut r.http_kinds)
+                    };
+                    kinds
+                        .entry(n)
+                        .or_default()
+                        .insert(sys, by_kind(&f, "kind."));
+                    r.push(&key, sys, f["requests_per_http"]);
+                    if perf_too {
+                        let f = env.http_perf(sys, n, w, e)?;
+                        say(format!(
+                            "perf-counted http {n} conns on {sys}: {:.2} syscalls/HTTP request",
+                            f["requests_per_http"]
+                        ));
+                        r.push(
+                            &format!("requests_per_http_{n}"),
+                            sys,
+                            f["requests_per_http"],
+                        );
+                        r.http_kinds
+                            .entry(n)
+                            .or_default()
+                            .insert(sys, by_kind(&f, "kind."));
+                    }
                 }
             }
             for &sys in micro_systems {
@@ -458,19 +645,25 @@ mod linux {
         r.wall_secs = begin.elapsed().as_secs_f64();
 
         let mut text = r.table();
+        text += &r.async_table();
         text += "\ntargets:\n";
         for (t, f, verdict) in r.targets() {
             text += &format!("  [{}] {t}: {f}\n", verdict.word());
         }
         text += &format!("\nwhole run: {:.0} s\n", r.wall_secs);
         println!("\n{text}");
+        let mut wrote = vec!["table.txt", "results.json"];
         std::fs::write(o.out.join("table.txt"), &text)?;
         std::fs::write(o.out.join("results.json"), r.json())?;
-        std::fs::write(o.out.join("chart.svg"), r.svg())?;
-        say(format!(
-            "wrote {}/{{table.txt,results.json,chart.svg}}",
-            o.out.display()
-        ));
+        if !r.rows().is_empty() {
+            std::fs::write(o.out.join("chart.svg"), r.svg())?;
+            wrote.push("chart.svg");
+        }
+        if r.has_async() {
+            std::fs::write(o.out.join("http_chart.svg"), r.http_svg())?;
+            wrote.push("http_chart.svg");
+        }
+        say(format!("wrote {}/{{{}}}", o.out.display(), wrote.join(",")));
         Ok(())
     }
 }

@@ -117,6 +117,14 @@ pub const METRICS: &[Metric] = &[
     },
 ];
 
+/// A panel of a chart: a metric, a bar per system.
+pub struct Panel {
+    pub label: String,
+    pub key: String,
+    pub better: Better,
+    pub systems: Vec<System>,
+}
+
 /// A metric with `{n}` filled in.
 pub struct Row {
     pub key: String,
@@ -144,6 +152,15 @@ pub struct Results {
     /// Native run (Linux, epoll): system calls where Wine's runs count wineserver requests, and
     /// the native targets.
     pub native: bool,
+    /// The async stacks (their echo rows and the HTTP workload: `async_report.rs`).
+    pub async_systems: Vec<System>,
+    /// Connection counts of the HTTP runs (empty: no HTTP workload).
+    pub http_sizes: Vec<usize>,
+    /// Per-kind wineserver requests (natively: system calls, counted with perf where it can)
+    /// per HTTP request: size → system → kind → count.
+    pub http_kinds: BTreeMap<usize, BTreeMap<System, BTreeMap<String, f64>>>,
+    /// Natively, with perf: the same counted under strace.
+    pub http_kinds_strace: BTreeMap<usize, BTreeMap<System, BTreeMap<String, f64>>>,
 }
 
 /// How a target or a comparison came out, judged round by round.
@@ -229,10 +246,17 @@ impl Results {
 
     /// Per-round ratios `peer / afd` (rounds where both have a value).
     pub fn ratios(&self, metric: &str, peer: System) -> Vec<f64> {
+        self.ratios_to(metric, System::Afd, peer)
+    }
+
+    /// Per-round ratios `peer / base` (rounds where both have a value; none if a run left a
+    /// round out, as an HTTP run that answered nothing leaves out its latencies).
+    pub fn ratios_to(&self, metric: &str, base: System, peer: System) -> Vec<f64> {
         let Some(m) = self.values.get(metric) else {
             return vec![];
         };
-        match (m.get(&System::Afd), m.get(&peer)) {
+        match (m.get(&base), m.get(&peer)) {
+            (Some(a), Some(p)) if a.len() != p.len() => vec![],
             (Some(a), Some(p)) => a
                 .iter()
                 .zip(p)
@@ -243,7 +267,7 @@ impl Results {
         }
     }
 
-    /// The rows that have values, with `{n}` expanded.
+    /// The rows that have values for some of [`systems`](Self::systems), with `{n}` expanded.
     pub fn rows(&self) -> Vec<Row> {
         let mut out = Vec::new();
         for m in METRICS {
@@ -254,7 +278,11 @@ impl Results {
             };
             for n in ns {
                 let key = m.key.replace("{n}", &n);
-                if self.values.contains_key(&key) {
+                if self
+                    .values
+                    .get(&key)
+                    .is_some_and(|by| self.systems.iter().any(|s| by.contains_key(s)))
+                {
                     out.push(Row {
                         key,
                         label: m.label.replace("{n}", &n),
@@ -337,19 +365,26 @@ impl Results {
     }
 
     /// A row's label: natively, system calls where Wine's runs count wineserver requests.
-    fn label(&self, m: &Row) -> String {
+    pub(super) fn label(&self, m: &Row) -> String {
+        self.native_words(&m.label)
+    }
+
+    /// `text` with the native words where the run is native.
+    pub(super) fn native_words(&self, text: &str) -> String {
         if self.native {
-            m.label
-                .replace("wineserver req", "syscalls")
+            text.replace("wineserver req", "syscalls")
                 .replace("reactor NT calls", "reactor kernel calls")
                 .replace("storm: packets", "storm: wake writes")
         } else {
-            m.label.to_string()
+            text.to_string()
         }
     }
 
-    /// The table, as printed.
+    /// The table, as printed (empty when no raw system ran).
     pub fn table(&self) -> String {
+        if self.rows().is_empty() {
+            return String::new();
+        }
         let mut t = String::new();
         let w = 24;
         let _ = write!(t, "{:<31}", "");
@@ -417,9 +452,17 @@ impl Results {
     /// The targets of issue 4: (statement, figure, verdict). Timed targets are judged round by
     /// round; counted ones (one value) by that value.
     pub fn targets(&self) -> Vec<(String, String, Verdict)> {
-        if self.native {
-            return self.native_targets();
-        }
+        let mut out = if self.native {
+            self.native_targets()
+        } else {
+            self.wine_targets()
+        };
+        out.extend(self.async_targets());
+        out
+    }
+
+    /// The targets of issue 4, under Wine.
+    fn wine_targets(&self) -> Vec<(String, String, Verdict)> {
         let peers = [System::Mio, System::Polling, System::Wepoll];
         let mut out = Vec::new();
         let best = |metric: &str, better: Better| -> Option<(System, f64)> {
@@ -551,6 +594,21 @@ impl Results {
             .map(|(s, kinds)| format!("    \"{s}\": {}", kinds_json(kinds)))
             .collect();
         j += &cs.join(",\n");
+        for (name, table) in [
+            ("requests_per_http_by_kind", &self.http_kinds),
+            ("requests_per_http_by_kind_strace", &self.http_kinds_strace),
+        ] {
+            let _ = write!(j, "\n  }},\n  \"{name}\": {{\n");
+            let mut hs = Vec::new();
+            for (size, by) in table {
+                let mut ss = Vec::new();
+                for (s, kinds) in by {
+                    ss.push(format!("      \"{s}\": {}", kinds_json(kinds)));
+                }
+                hs.push(format!("    \"{size}\": {{\n{}\n    }}", ss.join(",\n")));
+            }
+            j += &hs.join(",\n");
+        }
         j += "\n  },\n  \"targets\": [\n";
         let ts: Vec<String> = self
             .targets()
@@ -568,55 +626,82 @@ impl Results {
         j
     }
 
-    /// A chart: one panel per charted metric, a bar per system (median) with a min–max whisker.
-    pub fn svg(&self) -> String {
+    /// Where the run was, for chart titles: "under wine-8.0 (…)" or "natively (Linux …)".
+    pub(super) fn place(&self) -> String {
         let wine = self
             .config
             .iter()
             .find(|(k, _)| k == "wine" || k == "kernel")
             .map_or("Wine", |(_, v)| v.as_str());
+        if self.native {
+            format!("natively ({wine})")
+        } else {
+            format!("under {wine}")
+        }
+    }
+
+    /// A chart: one panel per charted metric, a bar per system (median) with a min–max whisker.
+    pub fn svg(&self) -> String {
         let peers: Vec<&str> = self
             .systems
             .iter()
             .filter(|s| !matches!(s, System::Afd | System::AfdHelper))
             .map(|s| s.name())
             .collect();
-        let peers = peers.join(", ");
-        let place = if self.native {
-            format!("natively ({wine})")
-        } else {
-            format!("under {wine}")
-        };
-        let panels: Vec<Row> = self.rows().into_iter().filter(|m| m.chart).collect();
-        let (pw, ph, cols) = (460.0, 40.0 + 26.0 * self.systems.len() as f64, 2usize);
+        let title = format!(
+            "afd-reactor vs {} {} (median of rounds; whisker: min–max)",
+            peers.join(", "),
+            self.place()
+        );
+        let panels: Vec<Panel> = self
+            .rows()
+            .into_iter()
+            .filter(|m| m.chart)
+            .map(|m| Panel {
+                label: self.label(&m),
+                key: m.key,
+                better: m.better,
+                systems: self.systems.clone(),
+            })
+            .collect();
+        self.chart(&title, &panels)
+    }
+
+    /// A chart of `panels`, two a row.
+    pub(super) fn chart(&self, title: &str, panels: &[Panel]) -> String {
+        let most = panels.iter().map(|p| p.systems.len()).max().unwrap_or(0);
+        let (pw, ph, cols) = (460.0, 40.0 + 26.0 * most as f64, 2usize);
         let rows = panels.len().div_ceil(cols);
         let (w, h) = (pw * cols as f64 + 20.0, ph * rows as f64 + 60.0);
         let mut s = format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
              <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-             <text x=\"10\" y=\"24\" font-size=\"16\" font-weight=\"bold\">afd-reactor vs {peers} {place} (median of rounds; whisker: min–max)</text>\n"
+             <text x=\"10\" y=\"24\" font-size=\"16\" font-weight=\"bold\">{title}</text>\n"
         );
-        for (i, m) in panels.iter().enumerate() {
+        for (i, p) in panels.iter().enumerate() {
+            let (label, systems) = (&p.label, &p.systems);
             let (x0, y0) = (10.0 + pw * (i % cols) as f64, 40.0 + ph * (i / cols) as f64);
-            let by = &self.values[&m.key];
-            let max = by
-                .values()
+            let Some(by) = self.values.get(&p.key) else {
+                continue;
+            };
+            let max = systems
+                .iter()
+                .filter_map(|s| by.get(s))
                 .flatten()
                 .fold(0.0f64, |a, b| a.max(*b))
                 .max(1e-9);
-            let hint = if m.better == Better::Higher {
+            let hint = if p.better == Better::Higher {
                 "higher is better"
             } else {
                 "lower is better"
             };
             let _ = writeln!(
                 s,
-                "<text x=\"{x0}\" y=\"{}\" font-weight=\"bold\">{} <tspan font-weight=\"normal\" fill=\"#666\">({hint})</tspan></text>",
+                "<text x=\"{x0}\" y=\"{}\" font-weight=\"bold\">{label} <tspan font-weight=\"normal\" fill=\"#666\">({hint})</tspan></text>",
                 y0 + 16.0,
-                self.label(m)
             );
             let (bx, bw) = (x0 + 80.0, pw - 170.0);
-            for (j, sys) in self.systems.iter().enumerate() {
+            for (j, sys) in systems.iter().enumerate() {
                 let y = y0 + 26.0 + 26.0 * j as f64;
                 let _ = writeln!(
                     s,
@@ -634,7 +719,7 @@ impl Results {
                     continue;
                 };
                 let color = match sys {
-                    System::Afd => "#d9480f",
+                    System::Afd | System::AfdAsync => "#d9480f",
                     System::AfdHelper => "#f59f00",
                     _ => "#4c6ef5",
                 };

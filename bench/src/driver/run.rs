@@ -60,7 +60,7 @@ pub struct Env {
 pub type Figures = BTreeMap<String, f64>;
 
 impl Env {
-    fn start(
+    pub(super) fn start(
         &self,
         system: System,
         what: &str,
@@ -286,12 +286,12 @@ impl Env {
 }
 
 /// `long - short` as a float (it can be negative by noise).
-fn diff(long: u64, short: u64) -> f64 {
+pub(super) fn diff(long: u64, short: u64) -> f64 {
     long as f64 - short as f64
 }
 
 /// Per-kind difference of two tallies for the given threads.
-fn kinds_diff(long: &Tally, short: &Tally, tids: &[u32]) -> Vec<(String, f64)> {
+pub(super) fn kinds_diff(long: &Tally, short: &Tally, tids: &[u32]) -> Vec<(String, f64)> {
     let (l, s) = (long.kinds(tids), short.kinds(tids));
     let mut out: Vec<(String, f64)> = l
         .iter()
@@ -302,18 +302,28 @@ fn kinds_diff(long: &Tally, short: &Tally, tids: &[u32]) -> Vec<(String, f64)> {
 }
 
 /// Waits for the server's `ready` record and returns its address.
-fn ready(server: &mut Server) -> io::Result<SocketAddr> {
+pub(super) fn ready(server: &mut Server) -> io::Result<SocketAddr> {
+    addr_of(&ready_record(server)?, "addr")
+}
+
+/// Waits for the server's `ready` record.
+pub(super) fn ready_record(server: &mut Server) -> io::Result<Record> {
     let r = server.next(Duration::from_secs(120))?;
     if r.kind != "ready" {
         return Err(io::Error::other(format!("expected ready, got {r:?}")));
     }
-    r.get("addr")
+    Ok(r)
+}
+
+/// The address in field `field` of record `r`.
+pub(super) fn addr_of(r: &Record, field: &str) -> io::Result<SocketAddr> {
+    r.get(field)
         .and_then(|a| a.parse().ok())
-        .ok_or_else(|| io::Error::other(format!("ready without an address: {r:?}")))
+        .ok_or_else(|| io::Error::other(format!("{r:?} has no address {field}")))
 }
 
 /// Waits for the `result` record of `workload`.
-fn expect(server: &mut Server, workload: &str, timeout: Duration) -> io::Result<Record> {
+pub(super) fn expect(server: &mut Server, workload: &str, timeout: Duration) -> io::Result<Record> {
     loop {
         let r = server.next(timeout)?;
         if r.kind == "result" && r.get("workload") == Some(workload) {
@@ -322,13 +332,17 @@ fn expect(server: &mut Server, workload: &str, timeout: Duration) -> io::Result<
     }
 }
 
-/// Where the harness finds its files: the server (Windows, or `native`) and the logs.
+/// Where the harness finds its files: the server (Windows, or `native`) and the logs, in cargo's
+/// target directory (`CARGO_TARGET_DIR`, else `target`).
 pub fn paths(root: &Path, native: bool) -> (PathBuf, PathBuf) {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| root.join("target"), |d| root.join(d));
     let exe = if native {
-        root.join("target/release/bench-server")
+        target.join("release/bench-server")
     } else {
-        root.join("target/x86_64-pc-windows-gnu/release/bench-server.exe")
+        target.join("x86_64-pc-windows-gnu/release/bench-server.exe")
     };
-    let logs = root.join("target/bench/logs");
+    let logs = target.join("bench/logs");
     (exe, logs)
 }

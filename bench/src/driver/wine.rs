@@ -205,7 +205,7 @@ pub struct Server {
     child: Child,
     stdin: Option<ChildStdin>,
     records: Receiver<Record>,
-    /// The Windows thread ids it announced.
+    /// The thread ids it announced (each once).
     pub tids: Vec<u32>,
     log: PathBuf,
 }
@@ -272,8 +272,11 @@ impl Server {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.records.recv_timeout(left) {
                 Ok(r) if r.kind == "tid" => {
-                    if let Some(id) = r.num("id") {
-                        self.tids.push(id as u32);
+                    // An async server announces all its threads again at each mark.
+                    if let Some(id) = r.num("id").map(|id| id as u32)
+                        && !self.tids.contains(&id)
+                    {
+                        self.tids.push(id);
                     }
                 }
                 Ok(r) => return Ok(r),
@@ -285,6 +288,11 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// The process id of what was started (natively: the server itself, when not under strace).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Lets the server go on after a `mark`.

@@ -1,18 +1,25 @@
 //! `bench-server` — the server side of the benchmark harness: on Windows (run under Wine by
 //! `bench`), afd-reactor on NT, mio, polling and wepoll; on Linux (`bench --native`), afd-reactor
-//! on epoll, mio and polling.
+//! on epoll, mio and polling. And on both, the async stacks afd-async, smol and tokio (the
+//! HTTP workload and the async echo: `asyncs.rs`).
 //!
 //! ```text
 //! bench-server echo  --system S [--addr 127.0.0.1:0] [--sessions 1]
+//! bench-server http  --system A [--addr 127.0.0.1:0] [--marks W,E]
 //! bench-server micro --system S [--sockets 10000] [--churn-ops 5000] [--wakes 2000]
 //!                               [--storm-wakes 10000] [--idle] [--idle-secs 1]
 //!                               [--teardown-only] [--no-wait]
 //! ```
 //! `--teardown-only` registers the sockets and tears the poller down, nothing else; `--no-wait`
 //! tears afd-reactor down without waiting for the kernel (`abandon`), as the peers' drops do.
-//! S is one of afd, afd-helper, mio, polling, wepoll. Output is one record per line (see
-//! `bench::Record`): `ready addr=… tid=…`, `tid id=…`, `mark name=…` (the server then waits for
-//! a line on stdin, so the driver can count wineserver requests at that point), `result …`.
+//! S is one of afd, afd-helper, mio, polling, wepoll, or an async stack A: afd-async, smol,
+//! tokio (`echo` and `http` only). `--marks W,E` stops at a mark after W, W+E and W+4E answered
+//! HTTP requests (`mark name=http-0 requests=…`, …). Output is one record per line (see
+//! `bench::Record`): `ready addr=… tid=…` (`http` adds `control=…`: a connection there ends
+//! the server), `tid id=…` (an async server announces every thread of its process, again at
+//! each mark and at the end), `mark name=…` (the server then waits for a line on stdin, so the
+//! driver can count wineserver requests at that point), `idle` (`http`: no connection is open),
+//! `result …`.
 
 #[cfg(not(any(windows, target_os = "linux")))]
 fn main() {
@@ -31,6 +38,8 @@ fn main() {
 #[cfg(any(windows, target_os = "linux"))]
 mod afd;
 #[cfg(any(windows, target_os = "linux"))]
+mod asyncs;
+#[cfg(any(windows, target_os = "linux"))]
 mod echo;
 #[cfg(any(windows, target_os = "linux"))]
 mod micro;
@@ -38,6 +47,8 @@ mod micro;
 mod mio_sys;
 #[cfg(any(windows, target_os = "linux"))]
 mod polling_sys;
+#[cfg(any(windows, target_os = "linux"))]
+mod stacks;
 #[cfg(any(windows, target_os = "linux"))]
 mod sys;
 #[cfg(windows)]
@@ -125,10 +136,16 @@ fn thread_id() {
 /// wait.
 #[cfg(any(windows, target_os = "linux"))]
 fn mark(name: &str) {
+    mark_fields(&format!("name={name}"));
+}
+
+/// [`mark`] with more fields: prints `mark {fields}` and waits for one line on stdin.
+#[cfg(any(windows, target_os = "linux"))]
+fn mark_fields(fields: &str) {
     use std::io::{BufRead, Write};
     {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "mark name={name}");
+        let _ = writeln!(out, "mark {fields}");
         let _ = out.flush();
     }
     let mut line = String::new();
@@ -141,7 +158,7 @@ mod server {
     use super::sys::Sys;
     #[cfg(windows)]
     use super::wepoll_sys::Wepoll;
-    use super::{afd::Afd, echo, mio_sys::Mio, polling_sys::Polling};
+    use super::{afd::Afd, asyncs, echo, mio_sys::Mio, polling_sys::Polling};
     use super::{record, thread_id};
     use bench::System;
     use std::io;
@@ -158,13 +175,15 @@ mod server {
         sessions: usize,
         idle: bool,
         sizes: Sizes,
+        /// HTTP requests before the first mark, and the length of the first segment.
+        marks: Option<(u64, u64)>,
     }
 
     fn args() -> io::Result<Args> {
         let mut it = std::env::args().skip(1);
         let what = it
             .next()
-            .ok_or_else(|| bad("want `echo` or `micro`".into()))?;
+            .ok_or_else(|| bad("want `echo`, `http` or `micro`".into()))?;
         let mut a = Args {
             what,
             system: System::Afd,
@@ -180,6 +199,7 @@ mod server {
                 teardown_only: false,
                 teardown_wait: true,
             },
+            marks: None,
         };
         while let Some(flag) = it.next() {
             // The switches, which take no value.
@@ -213,6 +233,13 @@ mod server {
                         System::parse(&v).ok_or_else(|| bad(format!("unknown system {v:?}")))?
                 }
                 "--addr" => a.addr = v,
+                "--marks" => {
+                    let n: Vec<u64> = v.split(',').filter_map(|x| x.parse().ok()).collect();
+                    match n[..] {
+                        [w, e] if e > 0 => a.marks = Some((w, e)),
+                        _ => return Err(bad(format!("--marks {v:?}: want W,E (E > 0)"))),
+                    }
+                }
                 "--sessions" => a.sessions = count()?,
                 "--sockets" => a.sizes.sockets = count()?,
                 "--churn-ops" => a.sizes.churn_ops = count()?,
@@ -233,6 +260,9 @@ mod server {
 
     pub fn run() -> io::Result<()> {
         let a = args()?;
+        if a.system.is_async() {
+            return run_async(&a);
+        }
         match a.system {
             System::Afd => go(&a, || Afd::new(false)),
             System::Mio => go(&a, Mio::new),
@@ -246,7 +276,38 @@ mod server {
                 "{} runs on Windows only (under Wine)",
                 a.system
             ))),
+            System::AfdAsync | System::Smol | System::Tokio => unreachable!("run_async"),
         }
+    }
+
+    /// The HTTP workload or the async echo on an async stack.
+    fn run_async(a: &Args) -> io::Result<()> {
+        let listener = if a.what == "http" {
+            // wrk opens all its connections at once: a backlog of 1,024 (tokio's own bind's;
+            // std's is 128) lets 1,000 of them wait for accept instead of retrying their SYNs.
+            use socket2::{Domain, Protocol, Socket, Type};
+            let addr: std::net::SocketAddr = a
+                .addr
+                .parse()
+                .map_err(|e| bad(format!("--addr {:?}: {e}", a.addr)))?;
+            let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+            s.bind(&addr.into())?;
+            s.listen(1024)?;
+            TcpListener::from(s)
+        } else {
+            TcpListener::bind(&a.addr)?
+        };
+        listener.set_nonblocking(true)?;
+        let marks = match a.marks {
+            Some((w, e)) => vec![w, w + e, w + 4 * e],
+            None => Vec::new(),
+        };
+        let served = asyncs::run(a.system, &a.what, listener, a.sessions, marks)?;
+        record(&format!(
+            "workload={} accepted={} requests={} sessions={} answered_conns={}",
+            a.what, served.accepted, served.requests, served.sessions, served.answered_conns
+        ));
+        Ok(())
     }
 
     fn go<S: Sys>(a: &Args, make: impl Fn() -> io::Result<S>) -> io::Result<()> {
@@ -282,6 +343,10 @@ mod server {
                 micro::registered_set(make()?, s, a.idle)?;
                 Ok(())
             }
+            "http" => Err(bad(format!(
+                "http runs on the async stacks (afd-async, smol, tokio), not {}",
+                a.system
+            ))),
             other => Err(bad(format!(
                 "unknown workload {other:?}: want echo or micro"
             ))),
