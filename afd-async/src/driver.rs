@@ -203,6 +203,17 @@ impl Driver {
         .unwrap_or_else(|_| Err(thread_exiting()))
     }
 
+    /// True if this is the thread's driver (without taking a reference to it).
+    pub(crate) fn is_current(&self) -> bool {
+        CURRENT
+            .try_with(|cell| {
+                cell.borrow()
+                    .as_ref()
+                    .is_some_and(|d| std::ptr::eq(&**d, self))
+            })
+            .unwrap_or(false)
+    }
+
     /// The thread's driver if it has one (never makes one).
     pub(crate) fn existing() -> Option<Rc<Driver>> {
         CURRENT

@@ -284,14 +284,14 @@ impl<T: Registrable> Async<T> {
     /// This `Async` must belong to the thread's reactor: one that `forget_reactor` took off the
     /// thread is driven by no `block_on`, and waiting on it would hang.
     fn check_driver(&self) -> io::Result<()> {
-        match Driver::existing() {
-            Some(current) if Rc::ptr_eq(&current, &self.driver) => Ok(()),
-            _ => Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "afd-async: this Async belongs to a reactor that is no longer its thread's \
-                 (forget_reactor or shutdown was called): no block_on drives it",
-            )),
+        if self.driver.is_current() {
+            return Ok(());
         }
+        Err(io::Error::new(
+            io::ErrorKind::NotConnected,
+            "afd-async: this Async belongs to a reactor that is no longer its thread's \
+             (forget_reactor or shutdown was called): no block_on drives it",
+        ))
     }
 
     /// Poll-style readiness: `Ready(Ok)` if an event came in `dir` since it was last parked
@@ -305,11 +305,12 @@ impl<T: Registrable> Async<T> {
                 let arm = d.armed_at != Some(at);
                 d.add_poll_waiter(cx);
                 drop(state);
-                // Every wait checks it is driven (not only the one that arms).
-                self.check_driver()?;
+                // Every wait checks it is driven (`arm` does, and so does a wait that does not).
                 if arm {
                     self.arm(dir)?;
                     self.source.state.borrow_mut().dirs[dir as usize].armed_at = Some(at);
+                } else {
+                    self.check_driver()?;
                 }
                 Poll::Pending
             }

@@ -195,13 +195,10 @@ impl Timer {
                 self.fired = self.period.is_none();
                 return Poll::Ready(when);
             }
-            let current = Driver::existing();
             match &self.armed {
                 // Armed for this deadline on the thread's reactor (not one `forget_reactor`
                 // took away, which nothing drives any more).
-                Some((driver, key, at))
-                    if *at == when && current.as_ref().is_some_and(|c| Rc::ptr_eq(c, driver)) =>
-                {
+                Some((driver, key, at)) if *at == when && driver.is_current() => {
                     if !driver.poll_timer(*key, cx.waker()) {
                         return Poll::Pending;
                     }

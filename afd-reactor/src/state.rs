@@ -66,17 +66,21 @@ const READINESS: [PollEvents; 3] = [
     crate::Interest::PRIORITY.afd_events(),
 ];
 
-/// `reported` after a `rearm` of `conditions`: the readinesses `conditions` names in full are
-/// armed again, the other reported ones stay reported (with their shared conditions), and so
+/// True if `conditions` names readiness `i` of [`READINESS`]: by any condition of its own
+/// (`ABORT`, which two share, names neither).
+const fn names(conditions: PollEvents, i: usize) -> bool {
+    conditions.intersects(READINESS[i].difference(PollEvents::ABORT))
+}
+
+/// `reported` after a `rearm` of `conditions`: the readinesses `conditions` names are armed
+/// again, the other reported ones stay reported (with their shared conditions), and so
 /// does a failed connect.
 const fn rearmed(interest: PollEvents, reported: PollEvents, conditions: PollEvents) -> PollEvents {
     let mut out = reported.intersection(PollEvents::CONNECT_FAIL);
     let mut i = 0;
     while i < READINESS.len() {
         let mine = READINESS[i].intersection(interest);
-        // Named by any condition of its own (ABORT, which two share, names neither).
-        let named = conditions.intersects(READINESS[i].difference(PollEvents::ABORT));
-        if reported.contains(mine) && !named {
+        if reported.contains(mine) && !names(conditions, i) {
             out = out.union(mine);
         }
         i += 1;
@@ -386,7 +390,7 @@ impl Machine {
                 let mut i = 0;
                 while i < READINESS.len() {
                     let mine = READINESS[i].intersection(self.interest);
-                    if conditions.intersects(READINESS[i].difference(PollEvents::ABORT)) {
+                    if names(conditions, i) {
                         named = named.union(mine);
                     } else if !self.reported.contains(mine) {
                         left = left.union(mine);
@@ -409,7 +413,7 @@ impl Machine {
             Mode::Edge => {
                 let mut i = 0;
                 while i < READINESS.len() {
-                    if conditions.intersects(READINESS[i].difference(PollEvents::ABORT)) {
+                    if names(conditions, i) {
                         self.reported |= READINESS[i].intersection(self.interest);
                     }
                     i += 1;
