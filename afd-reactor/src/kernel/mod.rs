@@ -28,6 +28,17 @@
 //! [`POLL_TAG`] (bit 63, never set in an x64 user-mode address), and the contract below
 //! guarantees that a tagged packet is the completion of one of its polls. Anything untagged is
 //! discarded before it touches any state.
+//!
+//! # Waits
+//! A waitable handle (an event, a process, a semaphore, a waitable timer; on Linux an eventfd or a
+//! pidfd) is waited on by a *wait* the kernel keeps: [`Kernel::open_wait`] makes one for the
+//! handle, [`Kernel::arm_wait`] arms it, and once the object is signaled the wait's one packet
+//! arrives under [`WAIT_KEY`] with the ApcContext the arming gave, which the reactor tags with
+//! [`WAIT_TAG`]. A wait names no memory of the reactor's: its packet carries a number, so a late or
+//! stray wait packet can at worst name a registration that has ended, which the generation check
+//! discards. The memory a wait needs (a wait completion packet, or the context a thread-pool
+//! callback reads) is the kernel's own, freed by [`Kernel::close_wait`] only once nothing can
+//! touch it.
 
 #[cfg(target_os = "linux")]
 pub mod epoll;
@@ -55,6 +66,35 @@ pub const HELPER_KEY: usize = 0xDEAD_BEEF_DEAD_BEE1;
 /// The bit every ApcContext the reactor passes to [`Kernel::submit_poll`] carries, and no other
 /// packet may carry (an x64 user-mode address never has it).
 pub const POLL_TAG: usize = 1 << 63;
+
+/// The completion key of wait packets ([`Kernel::arm_wait`]): odd and non-canonical, like
+/// [`WAKE_KEY`].
+pub const WAIT_KEY: usize = 0xDEAD_BEEF_DEAD_BEE5;
+
+/// The bit every ApcContext the reactor passes to [`Kernel::arm_wait`] carries (bit 62, never set
+/// in an x64 user-mode address), and [`POLL_TAG`] never: a wait packet cannot pass for a poll's.
+pub const WAIT_TAG: usize = 1 << 62;
+
+/// A waitable handle value (Windows' `RawHandle`), or a file descriptor (Linux).
+pub type RawWaitable = u64;
+
+/// A wait the kernel keeps for the reactor, made by [`Kernel::open_wait`]: an index into the
+/// kernel's own table, meaningless to anyone else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WaitId(pub u32);
+
+/// What [`Kernel::cancel_wait`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WaitCancel {
+    /// The wait was still waiting: it is cancelled, consumed nothing, and no packet will come.
+    NotSignaled,
+    /// The object was signaled and the wait satisfied (so an auto-reset event was reset, a
+    /// semaphore decremented): its packet is queued, or will be, and comes as usual.
+    Queued,
+    /// The wait was satisfied (a signal consumed) but no packet will come: a thread-pool callback
+    /// that could not post before the cancel stopped it.
+    Consumed,
+}
 
 /// The most polls the reactor puts on one helper handle: on Windows a cancel costs more the more
 /// requests the handle holds, so helper-path sockets are spread over a group of handles, as mio
@@ -121,7 +161,13 @@ pub trait Post: Send + Sync + 'static {
 ///   discards);
 /// - a block is written only between its `submit_poll` and the dequeue of its packet (or, for
 ///   `Completed`, the return of `submit_poll`);
-/// - [`Kernel::Poster`] posts only wake packets.
+/// - [`Kernel::Poster`] posts only wake packets;
+/// - for each [`Kernel::arm_wait`] that returned `Ok`, `dequeue` returns exactly one packet with
+///   [`WAIT_KEY`] and the arming's ApcContext — unless [`Kernel::cancel_wait`] for it returned
+///   [`WaitCancel::NotSignaled`] or [`WaitCancel::Consumed`], and then none; and no other packet
+///   carries [`WAIT_KEY`] with [`WAIT_TAG`] set;
+/// - a thread-pool callback, or anything else that runs on the kernel's behalf, never touches a
+///   wait's memory after [`Kernel::close_wait`] returned.
 ///
 /// A *safe* method of an implementation (a test control, say) must not be able to break these
 /// promises either: the reactor's memory safety rests on them.
@@ -197,4 +243,51 @@ pub unsafe trait Kernel {
 
     /// A poster for this kernel's port (cheap to clone and share across threads).
     fn poster(&self) -> Self::Poster;
+
+    /// Make a wait for the object `handle` names (a handle the user lends for this call only).
+    /// The kernel keeps its own reference to the object (a duplicate handle), so whatever later
+    /// happens to the user's handle — closed, its value reused — the wait follows the object the
+    /// value named now. Nothing is armed yet.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a value that names nothing (or, where the kernel can tell, an object that
+    /// cannot be waited on); the kernel's failure otherwise (out of handles or memory).
+    fn open_wait(&mut self, handle: RawWaitable) -> io::Result<WaitId> {
+        // TEMPORARY default while the kernels gain waits (issue 15); removed before merge.
+        let _ = handle;
+        Err(io::Error::new(io::ErrorKind::Unsupported, "waits: not yet"))
+    }
+
+    /// Arm wait `id`: once its object is signaled (at once, if it is now), the wait is satisfied
+    /// as a wait on the object would be — it consumes the signal of an auto-reset event or a
+    /// semaphore — and one packet with [`WAIT_KEY`] and `apc_context` is queued.
+    ///
+    /// # Errors
+    /// The kernel refused (the object cannot be waited on this way, out of resources): nothing is
+    /// armed and no packet will come.
+    ///
+    /// # Panics
+    /// May panic if `id` is not open or is armed already (a bug in the caller).
+    fn arm_wait(&mut self, id: WaitId, apc_context: usize) -> io::Result<()> {
+        unreachable!("TEMPORARY: no wait is ever opened ({id:?}, {apc_context:#x})")
+    }
+
+    /// Cancel the armed wait `id`, returning only once nothing running on the kernel's behalf is
+    /// still deciding its fate (a thread-pool callback in progress is waited for). See
+    /// [`WaitCancel`] for what the answer promises.
+    ///
+    /// # Panics
+    /// May panic if `id` is not open or not armed (a bug in the caller).
+    fn cancel_wait(&mut self, id: WaitId) -> WaitCancel {
+        unreachable!("TEMPORARY: no wait is ever opened ({id:?})")
+    }
+
+    /// Free wait `id` and its duplicate handle. Only for a wait with no packet to come: never
+    /// armed, its packet dequeued, or cancelled with no packet to come.
+    ///
+    /// # Panics
+    /// May panic if `id` is not open, or a packet of it may still come (a bug in the caller).
+    fn close_wait(&mut self, id: WaitId) {
+        unreachable!("TEMPORARY: no wait is ever opened ({id:?})")
+    }
 }
