@@ -358,9 +358,11 @@ pub use reactor::EpollReactor;
 pub use reactor::NtReactor;
 #[cfg(feature = "test-rig")]
 pub use reactor::SimSocket;
+#[cfg(feature = "test-rig")]
+pub use reactor::SimWaitable;
 pub use reactor::{
     Config, Event, Events, Interest, NtCalls, Reactor, Source, Stats, Teardown, TimerId, Token,
-    Waker,
+    Waitable, Waker,
 };
 pub use state::Mode;
 #[cfg(target_os = "linux")]

@@ -201,6 +201,7 @@ impl Run {
             submit_failure: rng.below(100) as u16,
             dequeue_error: rng.below(60) as u16,
             spurious: rng.below(100) as u16,
+            ..Faults::none()
         };
         let config = afd_reactor::Config::default().batch(1 + rng.below(16) as usize);
         let kernel = SimKernel::with_faults(seed, faults);

@@ -147,12 +147,15 @@ const WRITE_CLOSED: u16 = 16;
 const PRIORITY: u16 = 32;
 const TIMER: u16 = 64;
 const WAKE: u16 = 128;
+const SIGNALED: u16 = 256;
 
-/// One readiness report: a socket's readiness, a timer firing, or a wake.
+/// One readiness report: a socket's readiness, a timer firing, a wake, or a waitable handle
+/// signaled.
 ///
 /// An event comes from exactly one source: a timer ([`is_timer`](Self::is_timer)), a
-/// [`Waker`](crate::Waker) ([`is_wake`](Self::is_wake)), or, when neither is set, a registered
-/// socket. In one [`poll`](crate::Reactor::poll), each registration and each waker appears at
+/// [`Waker`](crate::Waker) ([`is_wake`](Self::is_wake)), a registered waitable handle
+/// ([`is_signaled`](Self::is_signaled), or an error with its token), or, when none is set, a
+/// registered socket. In one [`poll`](crate::Reactor::poll), each registration and each waker appears at
 /// most once (a second report is merged into the first), and each timer at most once.
 ///
 /// # What happened to the socket
@@ -239,6 +242,14 @@ impl Event {
         }
     }
 
+    pub(crate) const fn signaled(token: Token) -> Self {
+        Self {
+            token,
+            flags: SIGNALED,
+            afd: PollEvents::NONE,
+        }
+    }
+
     pub(crate) const fn wake(token: Token) -> Self {
         Self {
             token,
@@ -303,6 +314,16 @@ impl Event {
     pub const fn is_wake(&self) -> bool {
         self.flags & WAKE != 0
     }
+
+    /// A registered waitable handle was signaled
+    /// ([`Reactor::register_waitable`](crate::Reactor::register_waitable)): an event set, a
+    /// process ended, a semaphore released, a waitable timer due; on Linux an eventfd or a pidfd
+    /// readable. An error event ([`is_error`](Self::is_error)) with the waitable's token says the
+    /// reactor could not re-arm its wait: it is disarmed until
+    /// [`reregister_waitable`](crate::Reactor::reregister_waitable).
+    pub const fn is_signaled(&self) -> bool {
+        self.flags & SIGNALED != 0
+    }
 }
 
 impl fmt::Debug for Event {
@@ -319,6 +340,7 @@ impl fmt::Debug for Event {
             (self.is_priority(), "priority"),
             (self.is_timer(), "timer"),
             (self.is_wake(), "wake"),
+            (self.is_signaled(), "signaled"),
         ] {
             if on {
                 d.field(name, &true);

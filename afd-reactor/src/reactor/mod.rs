@@ -14,10 +14,14 @@ mod pool;
 mod sockmap;
 mod teardown;
 mod timer;
+mod waitable;
 mod waker;
 
 pub use event::{Event, Events, Interest, Token};
 pub use timer::TimerId;
+#[cfg(feature = "test-rig")]
+pub use waitable::SimWaitable;
+pub use waitable::Waitable;
 pub use waker::Waker;
 
 use crate::afd::{AfdPollInfo, CompletionEntry, IoStatusBlock, NtStatus, PollEvents};
@@ -184,12 +188,31 @@ pub struct NtCalls {
     pub dequeue: u64,
     /// `NtSetIoCompletion` calls (wakes).
     pub post: u64,
+    /// Waits made for waitable registrations (a handle duplicated; on Windows 8+ also a wait
+    /// completion packet created).
+    pub wait_open: u64,
+    /// Waits armed: `NtAssociateWaitCompletionPacket`, or (where ntdll lacks it) a thread-pool
+    /// wait registered, after the previous one of the same registration is unregistered.
+    pub wait_arm: u64,
+    /// Armed waits cancelled (`NtCancelWaitCompletionPacket`, or `UnregisterWaitEx`).
+    pub wait_cancel: u64,
+    /// Waits freed (their handles closed).
+    pub wait_close: u64,
 }
 
 impl NtCalls {
     /// All calls together.
     pub fn total(&self) -> u64 {
-        self.base_socket + self.associate + self.submit + self.cancel + self.dequeue + self.post
+        self.base_socket
+            + self.associate
+            + self.submit
+            + self.cancel
+            + self.dequeue
+            + self.post
+            + self.wait_open
+            + self.wait_arm
+            + self.wait_cancel
+            + self.wait_close
     }
 }
 
@@ -253,6 +276,13 @@ pub struct Stats {
     pub interrupted: u64,
     /// `Waker::wake` calls.
     pub wakes: u64,
+    /// Live waitable registrations ([`Reactor::register_waitable`]).
+    pub waitables: usize,
+    /// Waits armed in the kernel: one per armed waitable registration, plus one per waitable
+    /// deregistered while its packet was on its way (collected by the next `poll`).
+    pub waits_in_kernel: usize,
+    /// Signaled events delivered (one per satisfied wait, unless it was deregistered first).
+    pub signals: u64,
 }
 
 /// What teardown did: the report [`Reactor::shutdown`] returns.
@@ -369,6 +399,8 @@ pub struct Reactor<K: Kernel> {
     generation_counter: u64,
     /// Polls made so far: stamps a waker's "reported in this poll".
     poll_count: u64,
+    /// Waitable registrations.
+    waits: waitable::WaitTable,
     /// Which of stash (0), timers (1) and port (2) goes first in the next poll.
     turn: usize,
     stats: Stats,
@@ -488,6 +520,7 @@ impl<K: Kernel> Reactor<K> {
             timers: timer::Timers::default(),
             wakers: WakerTable::default(),
             generation_counter: 0,
+            waits: waitable::WaitTable::default(),
             poll_count: 0,
             turn: 0,
             stats: Stats::default(),
@@ -531,6 +564,8 @@ impl<K: Kernel> Reactor<K> {
         s.slots = self.pool.len();
         s.timers = self.timers.len();
         s.wakers = self.wakers.len();
+        s.waitables = self.waits.len();
+        s.waits_in_kernel = self.waits.in_kernel;
         let (calls, posts) = self.wakers.counts();
         s.wakes = calls;
         s.nt.post = posts;
@@ -566,7 +601,10 @@ impl<K: Kernel> Reactor<K> {
 
     /// Heap bytes held for socket states: the slot pool, plus the registration map's table.
     pub fn state_heap_bytes(&self) -> usize {
-        self.pool.heap_bytes() + self.by_socket.heap_bytes() + self.bound.heap_bytes()
+        self.pool.heap_bytes()
+            + self.by_socket.heap_bytes()
+            + self.bound.heap_bytes()
+            + self.waits.heap_bytes()
     }
 
     fn check_running(&self) -> io::Result<()> {

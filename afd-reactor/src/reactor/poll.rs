@@ -20,7 +20,7 @@
 
 use super::{Reactor, err, slot_of};
 use crate::afd::{CompletionEntry, PollEvents};
-use crate::kernel::{HELPER_KEY, Kernel, POLL_TAG, PollVia, WAKE_KEY};
+use crate::kernel::{HELPER_KEY, Kernel, POLL_TAG, PollVia, WAIT_KEY, WAKE_KEY};
 use crate::reactor::event::{Event, Events};
 use crate::state::Update;
 use std::io;
@@ -39,6 +39,10 @@ pub(super) enum Stashed {
     Error { generation: u64 },
     /// Waker `id` (slot and generation: its packets' ApcContext) was woken.
     Wake { id: usize },
+    /// Waitable registration `generation`'s wait was satisfied.
+    Signaled { generation: u64 },
+    /// Waitable registration `generation` could not be armed (the kernel refused): disarmed.
+    WaitRefused { generation: u64 },
 }
 
 /// The share of the room each source may take first in this poll.
@@ -273,6 +277,11 @@ impl<K: Kernel> Reactor<K> {
                 self.stats.events += 1;
                 self.queue_update(index);
             }
+            Stashed::Signaled { .. } | Stashed::WaitRefused { .. } => {
+                if let Some(event) = self.emit_waitable(item, events.room() > 0) {
+                    events.push(event);
+                }
+            }
             Stashed::Wake { id } => {
                 let Some((token, reported_in)) = self.wakers.report(id) else {
                     return;
@@ -304,6 +313,9 @@ impl<K: Kernel> Reactor<K> {
                     return; // already waiting in the stash
                 }
             }
+            Stashed::Signaled { generation } | Stashed::WaitRefused { generation } => {
+                self.hold_waitable(generation);
+            }
         }
         self.stash.push_back(item);
     }
@@ -311,6 +323,7 @@ impl<K: Kernel> Reactor<K> {
     /// Apply queued interest changes and re-arms: the submits and cancels gathered since the last
     /// dequeue, so each socket costs at most one NT call per poll.
     fn flush_updates(&mut self) {
+        self.flush_wait_updates();
         let mut queue = std::mem::take(&mut self.updates);
         for &(index, generation) in &queue {
             let Some(meta) = self.pool.meta_mut(index) else {
@@ -358,6 +371,9 @@ impl<K: Kernel> Reactor<K> {
         if entry.key == WAKE_KEY {
             let id = self.wakers.on_packet(entry.apc_context)?;
             return Some(Stashed::Wake { id });
+        }
+        if entry.key == WAIT_KEY {
+            return self.wait_packet(entry.apc_context);
         }
         if entry.apc_context & POLL_TAG == 0 {
             // Not ours: the user's overlapped I/O on a socket we associated (their OVERLAPPED

@@ -85,6 +85,7 @@ impl<K: Kernel> Reactor<K> {
                 .map(|i| (i, self.pool.meta(i).map_or(0, |m| m.generation)))
                 .collect();
             live.sort_unstable_by(|a, b| b.cmp(a));
+            report.cancelled += self.end_all_waitables();
             for (k, (index, generation)) in live.into_iter().enumerate() {
                 // A drain below may have ended this registration already (e.g. a misrouted
                 // packet); the generation tells.
@@ -105,8 +106,8 @@ impl<K: Kernel> Reactor<K> {
         //    take whatever is already queued (that costs no waiting). A failed dequeue is retried
         //    until the bound (after a short pause: the kernel is refusing, not waiting).
         let bound = start.checked_add(self.config.teardown_timeout);
-        while self.stats.in_flight > 0 || !queue_drained {
-            let wait = if self.stats.in_flight > 0 {
+        while self.outstanding() > 0 || !queue_drained {
+            let wait = if self.outstanding() > 0 {
                 bound.map(|b| b.saturating_duration_since(Instant::now()))
             } else {
                 Some(Duration::ZERO) // only what is queued: nothing to wait for
@@ -118,7 +119,7 @@ impl<K: Kernel> Reactor<K> {
                     for i in 0..n {
                         let _ = self.dispatch(self.entries[i]);
                     }
-                    if n < self.entries.len() && self.stats.in_flight == 0 {
+                    if n < self.entries.len() && self.outstanding() == 0 {
                         queue_drained = true;
                     }
                     if n == 0 && wait.is_some_and(|w| w.is_zero()) {
@@ -127,7 +128,7 @@ impl<K: Kernel> Reactor<K> {
                 }
                 Err(e) => {
                     note(e, &mut report);
-                    if self.stats.in_flight == 0 {
+                    if self.outstanding() == 0 {
                         // Only wakes or foreign packets are left in the queue: no memory of
                         // ours is at stake, so a failing kernel does not hold teardown there.
                         break;
@@ -143,13 +144,18 @@ impl<K: Kernel> Reactor<K> {
         }
         self.stash.clear();
         report.drained = self.stats.packets - packets_before;
-        report.leaked = self.stats.in_flight;
+        report.leaked = self.outstanding();
         report.elapsed = start.elapsed();
         if report.leaked > 0 {
             let kind = last_error.map_or(io::ErrorKind::TimedOut, |e| e.kind());
             return Err(io::Error::new(kind, report));
         }
         Ok(report)
+    }
+
+    /// Polls and waits the kernel still holds: what teardown waits for.
+    fn outstanding(&self) -> usize {
+        self.stats.in_flight + self.waits.in_kernel
     }
 
     /// Tear down without waiting: leak the buffers of every poll still in the kernel, on purpose,

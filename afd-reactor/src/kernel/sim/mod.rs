@@ -124,7 +124,14 @@
 //!   is not modelled, and closing the handle under a layered handle (which a real provider
 //!   prevents) makes `base_socket` on the layered handle fail with `InvalidInput`.
 
-use super::{HELPER_KEY, Kernel, POLL_TAG, PollBlock, PollVia, Post, RawSock, Submitted, WAKE_KEY};
+pub mod wait;
+
+pub use wait::WaitPath;
+
+use super::{
+    HELPER_KEY, Kernel, POLL_TAG, PollBlock, PollVia, Post, RawSock, RawWaitable, Submitted,
+    WAIT_KEY, WAIT_TAG, WAKE_KEY, WaitCancel, WaitId,
+};
 use crate::afd::{CompletionEntry, IoStatusBlock, NtStatus, NtStatusError, PollEvents};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -207,6 +214,11 @@ pub struct Faults {
     pub dequeue_error: u16,
     /// A dequeue first completes one random pending poll with `STATUS_SUCCESS` and 0 handles.
     pub spurious: u16,
+    /// A cancel of a wait still waiting finds its object signaled by another thread just before
+    /// (see [`WaitPath`]'s model in the `wait` section of the module docs).
+    pub wait_race: u16,
+    /// A thread-pool callback due at a dequeue has not run yet ([`WaitPath::ThreadPool`]).
+    pub callback_delay: u16,
 }
 
 impl Faults {
@@ -225,6 +237,8 @@ impl Faults {
             submit_failure: p,
             dequeue_error: p,
             spurious: p,
+            wait_race: p,
+            callback_delay: p,
         }
     }
 }
@@ -274,6 +288,27 @@ pub struct SimStats {
     pub external_cancels: u64,
     /// Posts that failed on purpose ([`SimKernel::fail_posts`]).
     pub failed_posts: u64,
+    /// Waits made by `open_wait`.
+    pub waits_opened: u64,
+    /// Waits armed by `arm_wait`.
+    pub waits_armed: u64,
+    /// `cancel_wait` calls.
+    pub waits_cancelled: u64,
+    /// Signals waits consumed (each satisfied wait: an auto-reset event's signal, one of a
+    /// semaphore's, or a look at a manual-reset event or an ended process). Each one reaches the
+    /// port as a packet, or a cancel reports it [`WaitCancel::Consumed`].
+    pub signals_consumed: u64,
+    /// Wait packets queued to the port.
+    pub wait_packets_queued: u64,
+    /// Satisfied waits whose callback gave up posting when a cancel met it (reported
+    /// [`WaitCancel::Consumed`]).
+    pub signals_unposted: u64,
+    /// Injected `wait_race` faults.
+    pub wait_races: u64,
+    /// Injected `callback_delay` faults.
+    pub callbacks_delayed: u64,
+    /// Thread-pool callback posts that failed on purpose ([`SimKernel::fail_callback_posts`]).
+    pub failed_callback_posts: u64,
 }
 
 /// What a handle's object is associated with.
@@ -297,6 +332,8 @@ struct Packet {
     /// The address of the block the packet completes (0 for posted packets): the block stays the
     /// kernel's until the packet is dequeued.
     block: usize,
+    /// The wait whose packet this is, if it is one.
+    wait: Option<u32>,
 }
 
 #[derive(Debug, Default)]
@@ -356,6 +393,7 @@ impl Port {
                 },
             },
             block: 0,
+            wait: None,
         });
         drop(state);
         self.ready.notify_all();
@@ -401,6 +439,8 @@ enum Kind {
     File,
     /// A Layered Service Provider handle above `base`: not pollable by AFD.
     Layered { base: ObjId },
+    /// An event, a semaphore or a process: waitable, not a socket.
+    Waitable(wait::Flavor),
 }
 
 #[derive(Debug)]
@@ -414,6 +454,14 @@ struct Object {
     /// `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`: a poll issued on it that completes at once queues
     /// no packet.
     skip_on_success: bool,
+    /// A waitable object's signals (see the `wait` module).
+    signals: u32,
+    /// References waits hold (their duplicate handles): the object outlives its handle while
+    /// any is left.
+    dups: u32,
+    /// Handles in the table that name it (more than one only for a waitable object,
+    /// [`SimKernel::duplicate_handle`]).
+    user_handles: u32,
 }
 
 /// The object a request was issued on.
@@ -470,6 +518,8 @@ struct SimState {
     helper_skip_mode: bool,
     /// Real time each dequeue takes before looking at the queue ([`SimKernel::set_dequeue_delay`]).
     dequeue_delay: Duration,
+    /// Waits (`open_wait` and the rest).
+    waits: wait::Waits,
 }
 
 impl SimState {
@@ -497,6 +547,7 @@ impl SimState {
             helper_skips: BTreeMap::new(),
             helper_skip_mode: true,
             dequeue_delay: Duration::ZERO,
+            waits: wait::Waits::default(),
         }
     }
 
@@ -520,7 +571,7 @@ impl SimState {
 
     pub fn open_layered_socket(&mut self, base: RawSock) -> RawSock {
         let base_id = match self.lookup(base) {
-            Some((id, obj)) if obj.kind != Kind::File => id,
+            Some((id, obj)) if matches!(obj.kind, Kind::Socket | Kind::Layered { .. }) => id,
             _ => panic!("open_layered_socket: {base:#x} is not an open socket"),
         };
         self.open(Kind::Layered { base: base_id }, true)
@@ -531,6 +582,15 @@ impl SimState {
             panic!("close_socket: handle {s:#x} is not open");
         };
         self.free_handles.insert(s);
+        let obj = self.objects.get_mut(&id).expect("live object");
+        if matches!(obj.kind, Kind::Waitable(_)) {
+            // Other handles, and the duplicates waits hold, keep the object alive.
+            obj.user_handles -= 1;
+            if obj.dups == 0 && obj.user_handles == 0 {
+                self.objects.remove(&id);
+            }
+            return;
+        }
         let mut seqs: BTreeSet<u64> = self.by_polled.get(&id).cloned().unwrap_or_default();
         if let Some(issued) = self.by_issuer.get(&Issuer::Object(id)) {
             seqs.extend(issued.iter().copied());
@@ -688,6 +748,9 @@ impl SimState {
                 base_handle_fails,
                 bsp_fails: false,
                 skip_on_success: false,
+                signals: 0,
+                dups: 0,
+                user_handles: 1,
             },
         );
         self.handles.insert(handle, id);
@@ -830,6 +893,7 @@ impl SimState {
                         },
                     },
                     block: p.addr(),
+                    wait: None,
                 });
             }
             None => self.stats.lost_packets += 1,
@@ -847,7 +911,7 @@ impl SimState {
         for _ in 0..=MAX_LSP_DEPTH {
             match cur.kind {
                 Kind::Socket => return Ok(cur.handle),
-                Kind::File => return Err(not_a_socket()),
+                Kind::File | Kind::Waitable(_) => return Err(not_a_socket()),
                 Kind::Layered { base } => cur = self.objects.get(&base).ok_or_else(base_closed)?,
             }
         }
@@ -858,7 +922,7 @@ impl SimState {
     fn provider_below(&self, obj: &Object) -> io::Result<RawSock> {
         match obj.kind {
             Kind::Socket => Ok(obj.handle),
-            Kind::File => Err(not_a_socket()),
+            Kind::File | Kind::Waitable(_) => Err(not_a_socket()),
             Kind::Layered { base } => self
                 .objects
                 .get(&base)
@@ -899,7 +963,7 @@ impl SimState {
             let Some((_, obj)) = self.lookup(cur) else {
                 return Err(not_a_socket());
             };
-            let next = if obj.kind == Kind::File {
+            let next = if matches!(obj.kind, Kind::File | Kind::Waitable(_)) {
                 return Err(not_a_socket());
             } else if !obj.base_handle_fails {
                 self.bottom_handle(obj)?
@@ -1066,6 +1130,8 @@ impl SimState {
         if !self.dequeue_delay.is_zero() {
             std::thread::sleep(self.dequeue_delay);
         }
+        // The thread pool runs the callbacks of satisfied waits meanwhile.
+        self.run_callbacks();
         if self.fail_dequeues > 0 {
             self.fail_dequeues -= 1;
             self.stats.dequeue_errors += 1;
@@ -1121,6 +1187,7 @@ impl SimState {
         if reorder {
             self.stats.reorders += 1;
         }
+        let mut waits_done = Vec::new();
         for slot in &mut out[..n] {
             let packet = if reorder {
                 let i = self.rng.below(state.packets.len() as u64) as usize;
@@ -1128,9 +1195,14 @@ impl SimState {
             } else {
                 state.packets.pop_front()
             };
-            *slot = packet.expect("n <= queue length").entry;
+            let packet = packet.expect("n <= queue length");
+            waits_done.extend(packet.wait);
+            *slot = packet.entry;
         }
         drop(state);
+        for i in waits_done {
+            self.wait_packet_dequeued(i);
+        }
         self.stats.packets_dequeued += n as u64;
         Ok(n)
     }
@@ -1142,7 +1214,10 @@ impl SimState {
     }
 
     fn inject_packet(&mut self, key: usize, apc_context: usize) -> io::Result<()> {
-        if apc_context & POLL_TAG != 0 || key == WAKE_KEY {
+        if apc_context & POLL_TAG != 0
+            || key == WAKE_KEY
+            || (key == WAIT_KEY && apc_context & WAIT_TAG != 0)
+        {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "a packet with a tagged ApcContext or the wake key would pass for one of the \
@@ -1407,8 +1482,9 @@ impl SimKernel {
     ///
     /// # Errors
     /// `InvalidInput` for a packet that would pass for one of the reactor's own: an ApcContext
-    /// with [`POLL_TAG`] set, or the key [`WAKE_KEY`]. Such a packet could complete a poll the
-    /// kernel still holds, and no safe call may do that.
+    /// with [`POLL_TAG`] set, the key [`WAKE_KEY`], or the key [`WAIT_KEY`] with an ApcContext
+    /// carrying [`WAIT_TAG`]. Such a packet could complete a poll the kernel still holds (or
+    /// pass for a wait's), and no safe call may do that.
     pub fn inject_packet(&self, key: usize, apc_context: usize) -> io::Result<()> {
         self.state.borrow_mut().inject_packet(key, apc_context)
     }
@@ -1459,6 +1535,22 @@ unsafe impl Kernel for SimKernel {
 
     fn poster(&self) -> SimPoster {
         self.state.borrow().poster()
+    }
+
+    fn open_wait(&mut self, handle: RawWaitable) -> io::Result<WaitId> {
+        self.state.get_mut().open_wait(handle)
+    }
+
+    fn arm_wait(&mut self, id: WaitId, apc_context: usize) -> io::Result<()> {
+        self.state.get_mut().arm_wait(id, apc_context)
+    }
+
+    fn cancel_wait(&mut self, id: WaitId) -> WaitCancel {
+        self.state.get_mut().cancel_wait(id)
+    }
+
+    fn close_wait(&mut self, id: WaitId) {
+        self.state.get_mut().close_wait(id)
     }
 }
 
