@@ -995,7 +995,9 @@ unsafe impl Kernel for EpollKernel {
             state == WaitState::Idle,
             "afd-reactor bug: closing {id:?}, whose packet may still come ({state:?})"
         );
-        let wait = self.waits[id.0 as usize].take().expect("checked by wait_mut");
+        let wait = self.waits[id.0 as usize]
+            .take()
+            .expect("checked by wait_mut");
         if wait.added {
             self.calls.delete += 1;
             // Cannot fail: the duplicate is open and in the set, under this number.
