@@ -11,6 +11,11 @@
 //! | `NtRemoveIoCompletionEx` | packets queued here first, else one `epoll_wait` |
 //! | `NtSetIoCompletion` | the wake's ApcContext is queued, and the eventfd written if the queue was empty |
 //! | `LOCAL_CLOSE` | see below |
+//! | a wait completion packet for a handle (`open_wait`) | the descriptor is duplicated (`fcntl(F_DUPFD_CLOEXEC)`); only the duplicate is used from then on |
+//! | `NtAssociateWaitCompletionPacket` (`arm_wait`) | the duplicate is armed for `EPOLLIN`, oneshot (`EPOLL_CTL_ADD` the first time, `EPOLL_CTL_MOD` after), with data = bit 63 + the wait's index |
+//! | the wait is satisfied | `epoll_wait` reports the duplicate: the wait's packet (`WAIT_KEY`) is queued, once per arming; **the signal is not consumed** |
+//! | `NtCancelWaitCompletionPacket` (`cancel_wait`) | no system call: the wait is marked disarmed (its entry stays armed; if it fires, the event is dropped), or its packet is queued already |
+//! | closing the wait packet (`close_wait`) | `EPOLL_CTL_DEL` and `close` of the duplicate |
 //!
 //! Events map to AFD's: `EPOLLIN` to `RECEIVE` (`ACCEPT` on a listener; armed only for the one it
 //! stands for), `EPOLLOUT` to `SEND`, `EPOLLRDHUP` to `DISCONNECT`, `EPOLLPRI` to
@@ -39,13 +44,40 @@
 //!   reactor's name for a poll of a socket it did not associate) adds the new file and goes on;
 //! - an event carrying an old watch id (a closed file kept open by a `dup`) is dropped: it names
 //!   no poll.
+//!
+//! # Waits
+//! A wait ([`Kernel::open_wait`]) is for any descriptor epoll can watch, and is satisfied when
+//! epoll reports it readable (or hung up, or in error: whatever it reports completes the wait,
+//! which is oneshot): an eventfd while its counter is not zero, a pidfd (`pidfd_open`) once its
+//! process has exited, a timerfd once it expired, a pipe's read end with data or no writer left.
+//! Epoll refuses regular files and directories (`EPERM`): `arm_wait` fails with `InvalidInput`.
+//!
+//! **On Linux a wait never consumes the signal**, unlike a wait on an auto-reset event or a
+//! semaphore on Windows: the eventfd's counter stays, and the user reads it (or a wait armed again
+//! reports it again at once: the signal is a level). So `cancel_wait` never answers
+//! [`WaitCancel::Consumed`]: a cancelled wait consumed nothing.
+//!
+//! The kernel keeps its own duplicate of the descriptor (the user may close theirs, and its number
+//! may be reused) and watches that, under its own number; the duplicate is removed from the epoll
+//! instance (`EPOLL_CTL_DEL`) before it is closed, since a user's descriptor for the same open
+//! file would otherwise keep its entry alive. A duplicate's number was free, so if the kernel
+//! watched that number for a socket, the socket is gone: its polls end with `LOCAL_CLOSE` (as when
+//! `associate` reuses a number), and a later poll on the number is refused (`EPOLL_CTL_ADD` says
+//! `EEXIST`), never armed over the wait's entry.
+//!
+//! A wait's epoll data is `WAIT_DATA` (bit 63) with the wait's index in the low 32 bits; a
+//! watch's is `(watch id << 32) | fd` with watch ids kept below 2^31, and the eventfd's is
+//! `u64::MAX` (bits 32 to 62 set, which a wait's never has): the three cannot collide.
 
-use super::{HELPER_KEY, Kernel, PollBlock, PollVia, Post, RawSock, Submitted, WAKE_KEY};
+use super::{
+    HELPER_KEY, Kernel, PollBlock, PollVia, Post, RawSock, RawWaitable, Submitted, WAIT_KEY,
+    WAKE_KEY, WaitCancel, WaitId,
+};
 use crate::afd::{CompletionEntry, IoStatusBlock, NtStatus, PollEvents};
 use crate::linux::{self, Epoll, EpollEvent, EventFd};
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -53,6 +85,15 @@ use std::time::{Duration, Instant};
 
 /// The epoll data of the eventfd.
 const WAKE_DATA: u64 = u64::MAX;
+
+/// The bit set in the epoll data of a wait's duplicate descriptor (with the wait's index in the low
+/// 32 bits), and in no watch's data (watch ids stay below 2^31, [`WATCH_IDS`]). [`WAKE_DATA`] has it
+/// too, but a wait's data never has bits 32 to 62, so the two differ.
+const WAIT_DATA: u64 = 1 << 63;
+
+/// The watch ids used (the high half of a watch's epoll data): 31 bits, so that a watch's data
+/// never has [`WAIT_DATA`].
+const WATCH_IDS: u32 = u32::MAX >> 1;
 
 /// The per-socket status of a poll that reports `CONNECT_FAIL`
 /// (`STATUS_CONNECTION_REFUSED`): the reactor reads a failed connect from it.
@@ -67,10 +108,17 @@ const WAIT_BATCH: usize = 1024;
 pub struct Syscalls {
     /// `epoll_wait` calls.
     pub wait: u64,
-    /// `EPOLL_CTL_ADD` calls.
+    /// `EPOLL_CTL_ADD` calls (associating a socket, a helper poll of a new file, a wait's first
+    /// arming).
     pub add: u64,
-    /// `EPOLL_CTL_MOD` calls (arming a descriptor for a poll).
+    /// `EPOLL_CTL_MOD` calls (arming a descriptor for a poll, arming a wait again).
     pub modify: u64,
+    /// `EPOLL_CTL_DEL` calls (closing a wait that was ever armed).
+    pub delete: u64,
+    /// Duplications of a descriptor (`fcntl(F_DUPFD_CLOEXEC)`, one per `open_wait`).
+    pub dup: u64,
+    /// Closes of a duplicate (one per `close_wait`).
+    pub close: u64,
     /// Probes of a descriptor with `getsockopt(TCP_INFO)`: is it a listener (once per watched
     /// file, at its first readability), did it ever connect (at an error).
     pub probe: u64,
@@ -83,7 +131,15 @@ pub struct Syscalls {
 impl Syscalls {
     /// All system calls together.
     pub fn total(&self) -> u64 {
-        self.wait + self.add + self.modify + self.probe + self.wake_read + self.wake_write
+        self.wait
+            + self.add
+            + self.modify
+            + self.delete
+            + self.dup
+            + self.close
+            + self.probe
+            + self.wake_read
+            + self.wake_write
     }
 }
 
@@ -132,6 +188,29 @@ struct Watch {
     quiet: bool,
 }
 
+/// Where a wait is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WaitState {
+    /// Not armed: never armed, cancelled, or its packet dequeued.
+    Idle,
+    /// Armed with this ApcContext: the next epoll event for it queues its packet.
+    Armed(usize),
+    /// Its packet was queued, at this position in the ready queue's whole history (see
+    /// `EpollKernel::ready_taken`): still there while the position is not yet taken; dequeued, and
+    /// the wait idle, once it is.
+    Reported(u64),
+}
+
+/// One wait the kernel keeps ([`Kernel::open_wait`]).
+#[derive(Debug)]
+struct Wait {
+    /// The kernel's own duplicate of the user's descriptor.
+    fd: OwnedFd,
+    /// In the epoll set (added at the first arming, deleted at close).
+    added: bool,
+    state: WaitState,
+}
+
 /// What posters share with the kernel: the wakes not yet dequeued, and the eventfd.
 #[derive(Debug)]
 struct Wakes {
@@ -178,6 +257,15 @@ pub struct EpollKernel {
     calls: Syscalls,
     /// Epoll events that named an earlier file under a number (kept open by a `dup`), dropped.
     stale: u64,
+    /// The waits, by index ([`WaitId`]); `None` for a free slot.
+    waits: Vec<Option<Wait>>,
+    /// Free slots of `waits`.
+    free_waits: Vec<u32>,
+    /// Packets taken from `ready` so far: a packet pushed when `ready_taken + ready.len()` was `n`
+    /// is dequeued once `ready_taken > n`.
+    ready_taken: u64,
+    /// Epoll events for a wait that was not armed (cancelled), dropped.
+    unarmed_wait_events: u64,
 }
 
 // SAFETY: the raw pointers in `watches` name poll blocks in the reactor's pool; the kernel writes
@@ -186,7 +274,10 @@ pub struct EpollKernel {
 // state is owned (`Wakes` is shared only through the thread-safe poster).
 unsafe impl Send for EpollKernel {}
 
+/// A watch's epoll data: its id (below 2^31, so bit 63 is clear: not [`WAIT_DATA`]) and its
+/// descriptor number.
 fn data(id: u32, fd: RawFd) -> u64 {
+    debug_assert!(id <= WATCH_IDS);
     (u64::from(id) << 32) | u64::from(fd as u32)
 }
 
@@ -366,6 +457,10 @@ impl EpollKernel {
             events: vec![EpollEvent { events: 0, u64: 0 }; WAIT_BATCH],
             calls: Syscalls::default(),
             stale: 0,
+            waits: Vec::new(),
+            free_waits: Vec::new(),
+            ready_taken: 0,
+            unarmed_wait_events: 0,
         })
     }
 
@@ -373,6 +468,12 @@ impl EpollKernel {
     /// closed descriptor whose file a `dup` kept open, and so in the epoll set).
     pub fn stale_events(&self) -> u64 {
         self.stale
+    }
+
+    /// Epoll events dropped because they named a wait that was not armed: one cancelled while its
+    /// entry stayed armed (`cancel_wait` makes no system call), whose object was signaled later.
+    pub fn unarmed_wait_events(&self) -> u64 {
+        self.unarmed_wait_events
     }
 
     /// The system calls made so far, by kind.
@@ -384,7 +485,7 @@ impl EpollKernel {
     }
 
     fn new_watch(&mut self, key: Option<usize>) -> Watch {
-        self.next_id = self.next_id.wrapping_add(1);
+        self.next_id = self.next_id.wrapping_add(1) & WATCH_IDS;
         Watch {
             id: self.next_id,
             key,
@@ -522,6 +623,51 @@ impl EpollKernel {
         }
     }
 
+    /// The open wait `id`, or a panic (a bug in the caller).
+    #[track_caller]
+    fn wait_mut(&mut self, id: WaitId) -> &mut Wait {
+        match self.waits.get_mut(id.0 as usize) {
+            Some(Some(wait)) => wait,
+            _ => panic!("afd-reactor bug: {id:?} is not an open wait"),
+        }
+    }
+
+    /// Where the open wait `id` is now (a reported wait whose packet was dequeued is idle), or a
+    /// panic (a bug in the caller).
+    #[track_caller]
+    fn wait_state(&mut self, id: WaitId) -> WaitState {
+        let taken = self.ready_taken;
+        let wait = self.wait_mut(id);
+        if matches!(wait.state, WaitState::Reported(at) if at < taken) {
+            wait.state = WaitState::Idle;
+        }
+        wait.state
+    }
+
+    /// An epoll event for wait number `index`: its packet, if it is armed; dropped otherwise.
+    fn on_wait_event(&mut self, index: u32) {
+        let at = self.ready_taken + self.ready.len() as u64;
+        let Some(Some(wait)) = self.waits.get_mut(index as usize) else {
+            // Not possible (a wait's entry is deleted before its slot is freed); dropped anyway.
+            self.unarmed_wait_events += 1;
+            return;
+        };
+        let WaitState::Armed(apc_context) = wait.state else {
+            // Cancelled while its entry stayed armed.
+            self.unarmed_wait_events += 1;
+            return;
+        };
+        wait.state = WaitState::Reported(at);
+        self.ready.push_back(CompletionEntry {
+            key: WAIT_KEY,
+            apc_context,
+            io_status: IoStatusBlock {
+                status_or_pointer: 0,
+                information: 0,
+            },
+        });
+    }
+
     /// Dequeue the wakes posted so far.
     fn on_wake(&mut self) {
         self.calls.wake_read += 1;
@@ -550,6 +696,7 @@ impl EpollKernel {
         for (slot, entry) in out.iter_mut().zip(self.ready.drain(..n)) {
             *slot = entry;
         }
+        self.ready_taken += n as u64;
         n
     }
 }
@@ -566,8 +713,12 @@ fn status_of(e: &io::Error) -> NtStatus {
 // out of its watch (completed by an epoll event, cancelled, or closed), after its block was
 // written, once per poll `submit_poll` answered `Queued` (a poll answered `Completed` or `Refused`
 // is never recorded); wake packets, key `WAKE_KEY`, carry only what `EpollPoster` queued. Blocks
-// are written only by `finish`, for polls held until then. No other code reaches the epoll
-// instance.
+// are written only by `finish`, for polls held until then. A wait's packet (`WAIT_KEY`, the
+// arming's ApcContext) is made only by `on_wait_event`, for a wait `Armed` until then, which it
+// leaves `Reported`: once per arming; `cancel_wait` answers `NotSignaled` only for a wait still
+// `Armed`, which it leaves `Idle` (no packet after); epoll data with `WAIT_DATA` is only a wait's
+// (watch ids stay below 2^31). A wait names no memory of the reactor's. No other code reaches the
+// epoll instance.
 unsafe impl Kernel for EpollKernel {
     type Poster = EpollPoster;
 
@@ -715,6 +866,8 @@ unsafe impl Kernel for EpollKernel {
             for &event in &events[..n] {
                 if event.u64 == WAKE_DATA {
                     self.on_wake();
+                } else if event.u64 & WAIT_DATA != 0 {
+                    self.on_wait_event(event.u64 as u32);
                 } else {
                     self.on_event(event);
                 }
@@ -730,5 +883,129 @@ unsafe impl Kernel for EpollKernel {
 
     fn poster(&self) -> EpollPoster {
         EpollPoster(Arc::clone(&self.wakes))
+    }
+
+    /// Duplicates the descriptor (one system call); nothing is added to the epoll set yet, so a
+    /// file epoll cannot watch is found only by `arm_wait`.
+    fn open_wait(&mut self, handle: RawWaitable) -> io::Result<WaitId> {
+        let invalid = || {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "afd-reactor: cannot wait: not an open file descriptor",
+            )
+        };
+        let fd = match RawFd::try_from(handle as i64) {
+            Ok(fd) if fd >= 0 => fd,
+            _ => return Err(invalid()),
+        };
+        self.calls.dup += 1;
+        let dup = linux::dup_cloexec(fd).map_err(|e| match e.raw_os_error() {
+            Some(libc::EBADF) => invalid(),
+            _ => e,
+        })?;
+        // The duplicate's number was free: a socket this kernel watched under it is gone. End its
+        // polls now (as `associate` on a reused number does), so no poll is ever armed on the
+        // number while the wait holds it.
+        self.gone(dup.as_raw_fd());
+        let wait = Wait {
+            fd: dup,
+            added: false,
+            state: WaitState::Idle,
+        };
+        let index = match self.free_waits.pop() {
+            Some(index) => {
+                self.waits[index as usize] = Some(wait);
+                index
+            }
+            None => {
+                let index = u32::try_from(self.waits.len()).map_err(|_| {
+                    io::Error::new(io::ErrorKind::OutOfMemory, "afd-reactor: too many waits")
+                })?;
+                self.waits.push(Some(wait));
+                index
+            }
+        };
+        Ok(WaitId(index))
+    }
+
+    /// One system call: `EPOLL_CTL_ADD` the first time, `EPOLL_CTL_MOD` after (oneshot, for
+    /// `EPOLLIN`). A descriptor readable now is reported by the next `epoll_wait`.
+    fn arm_wait(&mut self, id: WaitId, apc_context: usize) -> io::Result<()> {
+        let state = self.wait_state(id);
+        assert!(
+            state == WaitState::Idle,
+            "afd-reactor bug: arming {id:?}, which is armed or has a packet to come ({state:?})"
+        );
+        let events = (linux::EPOLLIN | linux::EPOLLONESHOT) as u32;
+        let data = WAIT_DATA | u64::from(id.0);
+        let wait = self.waits[id.0 as usize].as_mut().expect("open");
+        let fd = wait.fd.as_raw_fd();
+        if wait.added {
+            self.calls.modify += 1;
+            self.epoll.modify(fd, events, data)?;
+        } else {
+            self.calls.add += 1;
+            match self.epoll.add(fd, events, data) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    // The same open file under the same number is in the set already: a watch's
+                    // entry, left by a closed descriptor whose file another kept open (its watch
+                    // ended in `open_wait`). Take the entry over.
+                    self.calls.modify += 1;
+                    self.epoll.modify(fd, events, data)?;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "afd-reactor: cannot wait on this file: epoll cannot watch it (it refuses \
+                         regular files and directories)",
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
+            wait.added = true;
+        }
+        wait.state = WaitState::Armed(apc_context);
+        Ok(())
+    }
+
+    /// No system call. An armed wait is marked idle and its entry left armed: if the object is
+    /// signaled later, the event is dropped (`unarmed_wait_events`), as the kernel does for
+    /// cancelled polls; disarming it (`EPOLL_CTL_MOD` to no events) would cost a call per cancel,
+    /// and the next arming re-arms the entry anyway. Never [`WaitCancel::Consumed`]: a wait
+    /// consumes nothing on Linux.
+    fn cancel_wait(&mut self, id: WaitId) -> WaitCancel {
+        let state = self.wait_state(id);
+        let wait = self.wait_mut(id);
+        match state {
+            WaitState::Armed(_) => {
+                wait.state = WaitState::Idle;
+                WaitCancel::NotSignaled
+            }
+            WaitState::Reported(_) => WaitCancel::Queued,
+            WaitState::Idle => panic!("afd-reactor bug: cancelling {id:?}, which is not armed"),
+        }
+    }
+
+    /// `EPOLL_CTL_DEL` (if the wait was ever armed), then `close` of the duplicate: after a
+    /// `close` alone, a user's descriptor for the same open file would keep the entry alive.
+    fn close_wait(&mut self, id: WaitId) {
+        let state = self.wait_state(id);
+        assert!(
+            state == WaitState::Idle,
+            "afd-reactor bug: closing {id:?}, whose packet may still come ({state:?})"
+        );
+        let wait = self.waits[id.0 as usize]
+            .take()
+            .expect("checked by wait_mut");
+        if wait.added {
+            self.calls.delete += 1;
+            // Cannot fail: the duplicate is open and in the set, under this number.
+            let deleted = self.epoll.delete(wait.fd.as_raw_fd());
+            debug_assert!(deleted.is_ok(), "EPOLL_CTL_DEL of a wait: {deleted:?}");
+        }
+        self.calls.close += 1;
+        drop(wait.fd);
+        self.free_waits.push(id.0);
     }
 }

@@ -1,10 +1,10 @@
 //! The Linux layer (Linux only, this platform's only FFI): safe wrappers over the few system
-//! calls the epoll kernel makes — `epoll_create1`, `epoll_ctl`, `epoll_wait`, an `eventfd`, and a
-//! probe of a socket (`getsockopt(TCP_INFO)`).
+//! calls the epoll kernel makes — `epoll_create1`, `epoll_ctl`, `epoll_wait`, an `eventfd`, a
+//! probe of a socket (`getsockopt(TCP_INFO)`), and `fcntl(F_DUPFD_CLOEXEC)` for waits.
 //!
 //! Every wrapper takes file descriptors by value and passes them to the kernel, which validates
-//! them: a closed descriptor gives `EBADF`, never undefined behaviour. No wrapper closes or
-//! duplicates a descriptor it was given.
+//! them: a closed descriptor gives `EBADF`, never undefined behaviour. No wrapper closes a
+//! descriptor it was given; only [`dup_cloexec`] duplicates one, and returns the duplicate owned.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -67,6 +67,16 @@ impl Epoll {
     /// number reused); `EBADF` for a closed descriptor.
     pub fn modify(&self, fd: RawFd, events: u32, data: u64) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_MOD, fd, events, data)
+    }
+
+    /// `EPOLL_CTL_DEL`: stop watching `fd`.
+    ///
+    /// # Errors
+    /// `ENOENT` if the open file `fd` names is not watched under that number; `EBADF` for a
+    /// closed descriptor.
+    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
+        // A non-null event, for kernels before 2.6.9, which required one even here.
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
     }
 
     /// Wait for events, at most `timeout` (`None`: forever; rounded up to whole milliseconds, so
@@ -135,6 +145,19 @@ impl EventFd {
         // the only expected failure and leaves nothing to do.
         let _ = unsafe { libc::read(self.raw(), (&raw mut value).cast(), 8) };
     }
+}
+
+/// A new close-on-exec descriptor for the open file `fd` names (`fcntl(F_DUPFD_CLOEXEC)`), owned
+/// by the caller: it keeps the file open, whatever becomes of `fd` (closed, its number reused).
+///
+/// # Errors
+/// `EBADF` if `fd` names nothing; `EMFILE` when out of descriptors.
+pub fn dup_cloexec(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: no pointers; the kernel validates `fd` (EBADF), and the result is a new descriptor
+    // nobody else owns, or -1.
+    let dup = check(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) })?;
+    // SAFETY: `dup` was just returned by the kernel and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(dup) })
 }
 
 /// `TCP_LISTEN` in `tcp_info.tcpi_state`.
