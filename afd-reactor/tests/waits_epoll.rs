@@ -80,7 +80,10 @@ impl WaitHarness for EpollWaits {
     }
 
     fn process(&mut self) -> OwnedFd {
-        let child = Command::new("sleep").arg("60").spawn().expect("spawn sleep");
+        let child = Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("spawn sleep");
         // SAFETY: pidfd_open takes a pid and flags, no pointers; a non-negative result is a new
         // descriptor we own. The child is ours and not yet reaped, so the pid names it.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
@@ -92,7 +95,10 @@ impl WaitHarness for EpollWaits {
     }
 
     fn end_process(&mut self, w: &OwnedFd) {
-        let child = self.children.get_mut(&w.as_raw_fd()).expect("a process of ours");
+        let child = self
+            .children
+            .get_mut(&w.as_raw_fd())
+            .expect("a process of ours");
         child.kill().unwrap();
         child.wait().unwrap();
     }

@@ -37,7 +37,11 @@ fn a_cancel_meeting_a_due_callback_reports_the_signal_and_collects_the_packet() 
     r.kernel().signal(ev.0);
     assert_eq!(r.kernel().signals(ev.0), 0, "consumed by the wait");
     assert!(r.deregister_waitable(&ev).unwrap(), "reported lost");
-    assert_eq!(r.stats().waits_in_kernel, 1, "a zombie for the posted packet");
+    assert_eq!(
+        r.stats().waits_in_kernel,
+        1,
+        "a zombie for the posted packet"
+    );
     r.kernel().hold_callbacks(false);
     assert!(turn(&mut r, 8).is_empty());
     assert_eq!(r.stats().waits_in_kernel, 0);
@@ -71,7 +75,11 @@ fn a_callback_that_cannot_post_is_reported_consumed() {
     r.kernel().signal(ev.0);
     assert!(turn(&mut r, 8).is_empty());
     assert!(r.deregister_waitable(&ev).unwrap());
-    assert_eq!(r.stats().waits_in_kernel, 0, "no zombie: no packet will come");
+    assert_eq!(
+        r.stats().waits_in_kernel,
+        0,
+        "no zombie: no packet will come"
+    );
     assert_eq!(r.kernel().stats().signals_unposted, 1);
     assert_eq!(r.kernel().waits_open(), 0);
 }
@@ -89,7 +97,11 @@ fn a_signal_racing_the_cancel_is_reported_lost() {
             ..Faults::none()
         });
         assert!(r.deregister_waitable(&ev).unwrap(), "{path:?}");
-        assert_eq!(r.kernel().signals(ev.0), 0, "{path:?}: the race's signal was consumed");
+        assert_eq!(
+            r.kernel().signals(ev.0),
+            0,
+            "{path:?}: the race's signal was consumed"
+        );
         assert!(turn(&mut r, 8).is_empty(), "{path:?}");
         assert_eq!(r.stats().waits_in_kernel, 0, "{path:?}");
         assert_eq!(r.kernel().waits_open(), 0, "{path:?}");
@@ -156,7 +168,10 @@ fn a_stashed_signal_of_a_deregistered_waitable_is_reported_lost() {
     let mut events = Events::with_capacity(1);
     r.poll(&mut events, Some(Duration::ZERO)).unwrap();
     assert_eq!(events.iter().next().unwrap().token(), Token(8));
-    assert!(r.deregister_waitable(&b).unwrap(), "b's event waited in the stash");
+    assert!(
+        r.deregister_waitable(&b).unwrap(),
+        "b's event waited in the stash"
+    );
     assert!(turn(&mut r, 8).iter().all(|e| e.token() != Token(9)));
 }
 
@@ -185,7 +200,9 @@ fn property_every_consumed_signal_is_delivered_or_reported() {
     for seed in 0..schedules {
         signals_checked += run_schedule(seed);
     }
-    println!("property (waits): {schedules} schedules, {signals_checked} consumed signals accounted for");
+    println!(
+        "property (waits): {schedules} schedules, {signals_checked} consumed signals accounted for"
+    );
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -338,7 +355,11 @@ fn run_schedule(seed: u64) -> u64 {
     }
     for _ in 0..8 {
         r.poll(&mut events, Some(Duration::ZERO)).unwrap();
-        assert!(events.is_empty(), "seed {seed}: {:?}", events.iter().collect::<Vec<_>>());
+        assert!(
+            events.is_empty(),
+            "seed {seed}: {:?}",
+            events.iter().collect::<Vec<_>>()
+        );
     }
     let consumed = r.kernel().stats().signals_consumed;
     assert_eq!(
