@@ -7,6 +7,7 @@ use afd_reactor::kernel::sim::{Faults, SimKernel, SimRng, WaitPath};
 use afd_reactor::kernel::{WAIT_KEY, WAIT_TAG};
 use afd_reactor::{Events, Mode, Reactor, SimWaitable, Token};
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::time::Duration;
 
 fn reactor(path: WaitPath) -> Reactor<SimKernel> {
@@ -215,6 +216,36 @@ struct Reg {
     refused: bool,
 }
 
+/// Check one poll's events against the model; count the signals delivered.
+fn check(
+    seed: u64,
+    events: &Events,
+    live: &mut HashMap<usize, Reg>,
+    dead: &[Token],
+    delivered: &mut u64,
+) {
+    for e in events {
+        assert!(
+            !dead.contains(&e.token()),
+            "seed {seed}: event {e:?} of a deregistered waitable"
+        );
+        let reg = live
+            .values_mut()
+            .find(|g| g.token == e.token())
+            .unwrap_or_else(|| panic!("seed {seed}: event {e:?} names nothing"));
+        if e.is_signaled() {
+            *delivered += 1;
+            if reg.mode != Mode::Level {
+                assert!(!reg.reported, "seed {seed}: two events for one arming");
+                reg.reported = true;
+            }
+        } else {
+            assert!(e.is_error(), "seed {seed}: {e:?}");
+            reg.refused = true;
+        }
+    }
+}
+
 fn run_schedule(seed: u64) -> u64 {
     let mut rng = SimRng::new(seed);
     let faults = Faults {
@@ -249,53 +280,23 @@ fn run_schedule(seed: u64) -> u64 {
     let mut dead_tokens: Vec<Token> = Vec::new();
     let mut next_token = 0usize;
     let (mut delivered, mut lost) = (0u64, 0u64);
-    let mut check = |r: &mut Reactor<SimKernel>,
-                     events: &Events,
-                     live: &mut HashMap<usize, Reg>,
-                     dead: &[Token],
-                     delivered: &mut u64| {
-        for e in events {
-            assert!(
-                !dead.contains(&e.token()),
-                "seed {seed}: event {e:?} of a deregistered waitable"
-            );
-            let reg = live
-                .values_mut()
-                .find(|g| g.token == e.token())
-                .unwrap_or_else(|| panic!("seed {seed}: event {e:?} names nothing"));
-            if e.is_signaled() {
-                *delivered += 1;
-                if reg.mode != Mode::Level {
-                    assert!(!reg.reported, "seed {seed}: two events for one arming");
-                    reg.reported = true;
-                }
-            } else {
-                assert!(e.is_error(), "seed {seed}: {e:?}");
-                reg.refused = true;
-            }
-        }
-        let _ = r;
-    };
     for _step in 0..60 {
         let i = rng.below(objects.len() as u64) as usize;
         match rng.below(10) {
             0 | 1 => {
-                if !live.contains_key(&i) {
+                if let Entry::Vacant(slot) = live.entry(i) {
                     let mode = [Mode::Level, Mode::Oneshot, Mode::Edge][rng.below(3) as usize];
                     let token = Token(next_token);
                     next_token += 1;
                     if r.register_waitable_with_mode(&objects[i], token, mode)
                         .is_ok()
                     {
-                        live.insert(
-                            i,
-                            Reg {
-                                token,
-                                mode,
-                                reported: false,
-                                refused: false,
-                            },
-                        );
+                        slot.insert(Reg {
+                            token,
+                            mode,
+                            reported: false,
+                            refused: false,
+                        });
                     }
                 }
             }
@@ -323,7 +324,7 @@ fn run_schedule(seed: u64) -> u64 {
             7 => r.kernel().fail_callback_posts(rng.below(3) as u32),
             _ => {
                 if r.poll(&mut events, Some(Duration::ZERO)).is_ok() {
-                    check(&mut r, &events, &mut live, &dead_tokens, &mut delivered);
+                    check(seed, &events, &mut live, &dead_tokens, &mut delivered);
                 }
             }
         }
@@ -334,7 +335,7 @@ fn run_schedule(seed: u64) -> u64 {
     r.kernel().fail_callback_posts(0);
     for _ in 0..30 {
         r.poll(&mut events, Some(Duration::ZERO)).unwrap();
-        check(&mut r, &events, &mut live, &dead_tokens, &mut delivered);
+        check(seed, &events, &mut live, &dead_tokens, &mut delivered);
     }
     // No signal sits unnoticed under an armed wait: a Level registration that was not refused
     // is armed again after each event, and would have taken an auto-reset event's or a
