@@ -722,6 +722,9 @@ fn status_of(e: &io::Error) -> NtStatus {
 unsafe impl Kernel for EpollKernel {
     type Poster = EpollPoster;
 
+    // epoll reports an eventfd, a pidfd or a pipe readable without taking anything from it.
+    const WAITS_CONSUME: bool = false;
+
     /// There are no layered providers on Linux: the base is the descriptor itself. It is not
     /// probed here, even with `verify`: the next call proves it (`associate`'s `EPOLL_CTL_ADD`
     /// refuses a closed descriptor or a file epoll cannot poll, and so does a helper poll's).

@@ -175,6 +175,11 @@ pub unsafe trait Kernel {
     /// The cross-thread poster for wake packets.
     type Poster: Post;
 
+    /// Whether a satisfied wait consumes its object's signal, as a wait on an auto-reset event or
+    /// a semaphore does on Windows (true), or leaves it for the user to take, as epoll leaves an
+    /// eventfd readable (false).
+    const WAITS_CONSUME: bool = true;
+
     /// Resolve the base socket under any Layered Service Providers.
     ///
     /// With `verify` false the kernel may skip proving that the result is a socket (Wine's

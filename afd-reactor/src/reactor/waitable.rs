@@ -396,16 +396,17 @@ impl<K: Kernel> Reactor<K> {
                     lost = true;
                 }
                 WaitCancel::Queued => {
-                    lost = true;
+                    lost = true; // its packet will be absorbed, not delivered
                     self.waits.slots[index as usize].zombie = true;
                     self.waits.zombies += 1;
-                    return lost;
+                    return lost && K::WAITS_CONSUME;
                 }
             }
             self.waits.in_kernel -= 1;
         }
         self.close_waitable(index);
-        lost
+        // Where a wait takes nothing (epoll), a signal not delivered is still the object's.
+        lost && K::WAITS_CONSUME
     }
 
     /// Free waitable slot `index`, whose wait has no packet to come.

@@ -235,6 +235,46 @@ pub fn a_signal_consumed_then_deregistered_is_reported<H: WaitHarness>() {
     h.close(ev);
 }
 
+/// Two signals and room for one event per poll: the other's event may wait in the stash (or its
+/// packet in the port). Deregistered then, its signal is still the object's or reported lost.
+pub fn a_signal_not_yet_delivered_when_deregistered_is_reported<H: WaitHarness>() {
+    let mut h = H::new();
+    let a = h.auto_event(false);
+    let b = h.auto_event(false);
+    h.reactor().register_waitable(&a, Token(1)).unwrap();
+    h.reactor().register_waitable(&b, Token(2)).unwrap();
+    h.set(&a);
+    h.set(&b);
+    h.settle();
+    let mut one = Events::with_capacity(1);
+    let patience = h.patience();
+    let start = Instant::now();
+    let first = loop {
+        h.reactor()
+            .poll(&mut one, Some(Duration::from_millis(20)))
+            .unwrap();
+        if let Some(e) = one.iter().next() {
+            break e.token();
+        }
+        assert!(start.elapsed() < patience, "no signal");
+    };
+    let (other, other_token) = if first == Token(1) {
+        (&b, Token(2))
+    } else {
+        (&a, Token(1))
+    };
+    let lost = h.reactor().deregister_waitable(other).unwrap();
+    let still_set = h.is_set(other);
+    if h.consumes() {
+        assert_ne!(lost, still_set, "lost {lost}, still set {still_set}");
+    } else {
+        assert!(!lost && still_set);
+    }
+    assert_no_event_for(&mut h, other_token);
+    h.close(a);
+    h.close(b);
+}
+
 /// The reactor waits on its own duplicate: closing the registered handle changes nothing, and
 /// teardown still ends the wait.
 pub fn closing_the_registered_handle_keeps_the_wait<H: WaitHarness>() {
@@ -403,6 +443,7 @@ macro_rules! afd_reactor_wait_conformance {
             signaled_before_registration_is_reported,
             deregistered_before_the_signal_consumes_nothing,
             a_signal_consumed_then_deregistered_is_reported,
+            a_signal_not_yet_delivered_when_deregistered_is_reported,
             closing_the_registered_handle_keeps_the_wait,
             a_process_is_signaled_when_it_ends,
             many_waitables_each_report_once,
