@@ -163,7 +163,11 @@ pub fn oneshot_reports_once_until_reregistered<H: WaitHarness>() {
     assert_no_event_for(&mut h, Token(3));
     let arms = h.reactor().stats().nt.wait_arm;
     h.reactor().reregister_waitable(&ev, Token(4)).unwrap();
-    assert_eq!(h.reactor().stats().nt.wait_arm, arms, "no call until the next poll");
+    assert_eq!(
+        h.reactor().stats().nt.wait_arm,
+        arms,
+        "no call until the next poll"
+    );
     wait_signal(&mut h, Token(4));
     assert_no_event_for(&mut h, Token(4));
     h.reactor().deregister_waitable(&ev).unwrap();
@@ -318,7 +322,10 @@ pub fn teardown_with_armed_waits_drains_them<H: WaitHarness>() {
     assert_eq!(report.leaked, 0);
     let s = h.reactor().stats();
     assert_eq!((s.waits_in_kernel, s.waitables), (0, 0));
-    let e = h.reactor().register_waitable(&evs[0], Token(0)).unwrap_err();
+    let e = h
+        .reactor()
+        .register_waitable(&evs[0], Token(0))
+        .unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::NotConnected);
     for ev in evs {
         h.close(ev);
@@ -335,7 +342,10 @@ pub fn bad_calls_are_refused<H: WaitHarness>() {
     let other = h.auto_event(false);
     let e = h.reactor().deregister_waitable(&other).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::NotFound);
-    let e = h.reactor().reregister_waitable(&other, Token(3)).unwrap_err();
+    let e = h
+        .reactor()
+        .reregister_waitable(&other, Token(3))
+        .unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::NotFound);
     h.reactor().deregister_waitable(&ev).unwrap();
     let e = h.reactor().deregister_waitable(&ev).unwrap_err();

@@ -342,7 +342,10 @@ impl SimState {
             let object = wait.object;
             let obj = self.objects.get_mut(&object).expect("live object");
             obj.signals = obj.signals.saturating_add(1);
-            if matches!(obj.kind, Kind::Waitable(Flavor::Event { .. } | Flavor::Process)) {
+            if matches!(
+                obj.kind,
+                Kind::Waitable(Flavor::Event { .. } | Flavor::Process)
+            ) {
                 obj.signals = 1;
             }
             self.satisfy(object);
