@@ -84,14 +84,16 @@
 //!   object closes. No event reaches a registration after it is gone, even if the socket's
 //!   handle value is reused at once (the reactor's guarantee).
 //! - A failed connect is an error, never a hang.
+//! - A [`Waitable<T>`]'s signal is never lost to a dropped future: a signal no task waits for
+//!   is kept for the next [`wait`](Waitable::wait), and each signal is returned by one wait.
 //!
 //! # Threads
-//! Each thread has its own reactor, made on first use (an `NtReactor` on
-//! Windows, an `EpollReactor` on Linux); [`with_reactor`] installs another one.
-//! [`Async<T>`] and [`Timer`] belong to the thread that made them (they are not `Send`), and
+//! Each thread has its own reactor, made on first use (an `NtReactor` on Windows, an
+//! `EpollReactor` on Linux); [`with_reactor`] installs another one. [`Async<T>`],
+//! [`Waitable<T>`] and [`Timer`] belong to the thread that made them (they are not `Send`), and
 //! the thread's `block_on` drives them. To use several cores, run one `block_on` per thread.
-//! The reactor is torn down (its polls drained) when the thread ends and the last `Async` and
-//! `Timer` made on it are gone.
+//! The reactor is torn down (its polls drained) when the thread ends and the last `Async`,
+//! `Waitable` and `Timer` made on it are gone.
 //!
 //! # Compared with smol and tokio
 //! smol's async-io has one reactor for the process, driven by whichever thread blocks (or by

@@ -99,7 +99,7 @@ impl WaitSource {
 /// A waitable handle registered with the thread's reactor, so that its signals can be awaited:
 /// on Windows any `AsHandle` that can be waited on (an event, a process, a semaphore, a waitable
 /// timer), on Linux any `AsFd` epoll can watch for reading (an eventfd, a pidfd, a timerfd), and
-/// on the simulated kernel a [`SimWaitable`](afd_reactor::SimWaitable) (feature `test-rig`).
+/// on the simulated kernel an `afd_reactor::SimWaitable` (feature `test-rig`).
 ///
 /// [`wait`](Self::wait) resolves once per signal. The registration is in the reactor's
 /// [`Oneshot`](afd_reactor::Mode::Oneshot) mode: armed when it is made, and re-armed by a

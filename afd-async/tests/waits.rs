@@ -79,9 +79,9 @@ mod linux {
         File::from(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
-    fn read_count(efd: &File) -> u64 {
+    fn read_count(mut efd: &File) -> u64 {
         let mut buf = [0; 8];
-        (&*efd).read_exact(&mut buf).unwrap();
+        efd.read_exact(&mut buf).unwrap();
         u64::from_ne_bytes(buf)
     }
 
@@ -130,7 +130,7 @@ mod linux {
     fn a_signal_while_no_task_waits_is_kept() {
         on_thread(20, || {
             let efd = Waitable::new(eventfd()).unwrap();
-            (&*efd.get_ref()).write_all(&1u64.to_ne_bytes()).unwrap();
+            efd.get_ref().write_all(&1u64.to_ne_bytes()).unwrap();
             block_on(afd_async::Timer::after(Duration::from_millis(20))); // delivered
             block_on(efd.wait()).unwrap();
             assert_eq!(read_count(efd.get_ref()), 1);
