@@ -2,7 +2,8 @@
 //! the dispatch of its events to the tasks that wait for them.
 
 use crate::source::Source;
-use afd_reactor::kernel::Kernel;
+use crate::wait::WaitSource;
+use afd_reactor::kernel::{Kernel, RawWaitable};
 use afd_reactor::{
     Events, Interest, Mode, Reactor, Source as Registrable, Stats, Teardown, TimerId, Token,
 };
@@ -16,6 +17,12 @@ use std::time::{Duration, Instant};
 /// thread. Wake events are told apart by `is_wake`, so it may equal a socket's or timer's token.
 const WAKE_TOKEN: Token = Token(usize::MAX);
 
+/// The bit that marks a waitable's token: its key in the driver's waitables, with this bit set.
+/// Sockets' tokens are keys of another slab, far below it, so a waitable's error event (which
+/// carries nothing but its token) is never taken for a socket's. Timer and wake events are told
+/// apart by their flags.
+pub(crate) const WAITABLE_BIT: usize = 1 << (usize::BITS - 2);
+
 /// How many events one `poll` may return.
 const EVENTS: usize = 1024;
 
@@ -27,6 +34,15 @@ pub(crate) trait Backend {
     fn rearm(&mut self, s: &dyn Registrable, interest: Interest) -> io::Result<()>;
     fn disarm(&mut self, s: &dyn Registrable, interest: Interest) -> io::Result<()>;
     fn deregister(&mut self, s: &dyn Registrable) -> io::Result<()>;
+    /// Register the waitable handle whose value is `raw` in `Mode::Oneshot` (armed at once).
+    /// `raw` must have been read from a handle the caller keeps open for the call (see
+    /// [`RawHandle`]).
+    fn register_waitable(&mut self, raw: RawWaitable, token: Token) -> io::Result<()>;
+    /// Re-arm the waitable registered under `raw` (no kernel call until the next `poll`).
+    fn reregister_waitable(&mut self, raw: RawWaitable, token: Token) -> io::Result<()>;
+    /// Deregister the waitable registered under `raw`: true if a signal its wait consumed was
+    /// not delivered.
+    fn deregister_waitable(&mut self, raw: RawWaitable) -> io::Result<bool>;
     fn poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()>;
     fn waker(&mut self, token: Token) -> io::Result<afd_reactor::Waker>;
     fn add_timer(&mut self, token: Token, delay: Duration) -> io::Result<TimerId>;
@@ -55,6 +71,15 @@ impl<K: Kernel + 'static> Backend for Reactor<K> {
     fn deregister(&mut self, s: &dyn Registrable) -> io::Result<()> {
         Reactor::deregister(self, s)
     }
+    fn register_waitable(&mut self, raw: RawWaitable, token: Token) -> io::Result<()> {
+        Reactor::register_waitable_with_mode(self, &RawHandle(raw), token, Mode::Oneshot)
+    }
+    fn reregister_waitable(&mut self, raw: RawWaitable, token: Token) -> io::Result<()> {
+        Reactor::reregister_waitable(self, &RawHandle(raw), token)
+    }
+    fn deregister_waitable(&mut self, raw: RawWaitable) -> io::Result<bool> {
+        Reactor::deregister_waitable(self, &RawHandle(raw))
+    }
     fn poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         Reactor::poll(self, events, timeout)
     }
@@ -76,6 +101,25 @@ impl<K: Kernel + 'static> Backend for Reactor<K> {
     #[cfg(feature = "test-rig")]
     fn kernel_any(&self) -> &dyn std::any::Any {
         self.kernel()
+    }
+}
+
+/// A waitable handle's value, read once from the user's handle by
+/// [`Waitable::new`](crate::Waitable::new), which passes it to the reactor through the erased [`Backend`] (whose
+/// methods cannot be generic).
+struct RawHandle(RawWaitable);
+
+// SAFETY: `Waitable` asks that the value name a handle the implementer owns or borrows for the
+// duration of the call. A `RawHandle` is made only by the `Backend` methods above, for one call,
+// from a value that `crate::Waitable<T>` read from its own `T: afd_reactor::Waitable` (whose own
+// implementation vouches for it) when it was made. The `Waitable<T>` owns that `T` (a handle, or
+// a borrow of one for `T`'s lifetime) and hands out only `&T`, from before `register_waitable`
+// until after `deregister_waitable` (in `into_inner` and in its drop, before `T` is dropped), so
+// during every call the value still names the handle it was read from. (After registration the
+// reactor uses the value only as the registration's key: it waits on a duplicate of its own.)
+unsafe impl afd_reactor::Waitable for RawHandle {
+    fn raw_waitable(&self) -> RawWaitable {
+        self.0
     }
 }
 
@@ -136,6 +180,8 @@ pub(crate) struct TimerSlot {
 pub(crate) struct Driver {
     backend: RefCell<Box<dyn Backend>>,
     sources: RefCell<Slab<Rc<Source>>>,
+    /// Registered waitables; a waitable's token is its key with `WAITABLE_BIT` set.
+    waitables: RefCell<Slab<Rc<WaitSource>>>,
     timers: RefCell<Slab<TimerSlot>>,
     events: RefCell<Events>,
     /// Wakers taken out of the sources during a dispatch, woken once no borrow is held.
@@ -165,6 +211,7 @@ impl Driver {
         Ok(Self {
             backend: RefCell::new(backend),
             sources: RefCell::new(Slab::new()),
+            waitables: RefCell::new(Slab::new()),
             timers: RefCell::new(Slab::new()),
             events: RefCell::new(Events::with_capacity(EVENTS)),
             to_wake: RefCell::new(Vec::new()),
@@ -294,6 +341,50 @@ impl Driver {
         result
     }
 
+    /// Register the waitable handle whose value is `raw` (read from the caller's handle, which
+    /// it keeps open until `remove_waitable`) in `Oneshot` mode, armed, and keep its state.
+    pub(crate) fn add_waitable(&self, raw: RawWaitable) -> io::Result<Rc<WaitSource>> {
+        let mut waitables = self.waitables.borrow_mut();
+        let source = Rc::new(WaitSource::new(raw));
+        let key = waitables.insert(Rc::clone(&source));
+        if key >= WAITABLE_BIT {
+            waitables.remove(key);
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "afd-async: too many waitables",
+            ));
+        }
+        source.key.set(key);
+        if let Err(e) = self
+            .backend
+            .borrow_mut()
+            .register_waitable(raw, Token(key | WAITABLE_BIT))
+        {
+            waitables.remove(key);
+            return Err(e);
+        }
+        Ok(source)
+    }
+
+    /// Re-arm a waitable (after its event, or a failure to arm): no kernel call now, one at the
+    /// reactor's next turn.
+    pub(crate) fn rearm_waitable(&self, source: &WaitSource) -> io::Result<()> {
+        let token = Token(source.key.get() | WAITABLE_BIT);
+        self.backend
+            .borrow_mut()
+            .reregister_waitable(source.raw, token)
+    }
+
+    /// Deregister a waitable and forget its state: true if a signal its wait consumed was not
+    /// delivered (the reactor's answer).
+    pub(crate) fn remove_waitable(&self, source: &WaitSource) -> io::Result<bool> {
+        let result = self.backend.borrow_mut().deregister_waitable(source.raw);
+        let removed = self.waitables.borrow_mut().remove(source.key.get());
+        // Dropped with no borrow held: the wakers it may still hold run code of their own.
+        drop(removed);
+        result
+    }
+
     pub(crate) fn add_timer(&self, delay: Duration) -> io::Result<usize> {
         let mut timers = self.timers.borrow_mut();
         let key = timers.insert(TimerSlot {
@@ -354,13 +445,20 @@ impl Driver {
     /// What this driver holds.
     pub(crate) fn held(&self) -> crate::Held {
         let sources = self.sources.borrow();
+        let waitables = self.waitables.borrow();
         let waiters = sources
             .iter()
             .filter_map(|s| s.state.try_borrow().ok())
             .map(|s| s.dirs.iter().map(|d| d.waiters.len()).sum::<usize>())
-            .sum();
+            .sum::<usize>()
+            + waitables
+                .iter()
+                .filter_map(|w| w.state.try_borrow().ok())
+                .map(|w| w.waiters.len())
+                .sum::<usize>();
         crate::Held {
             sources: sources.len(),
+            waitables: waitables.len(),
             timers: self.timers.borrow().len(),
             waiters,
         }
@@ -375,6 +473,7 @@ impl Driver {
             awake();
             polled?;
             let sources = self.sources.borrow();
+            let waitables = self.waitables.borrow();
             let mut timers = self.timers.borrow_mut();
             for event in events.iter() {
                 let key = event.token().0;
@@ -385,6 +484,11 @@ impl Driver {
                     if let Some(slot) = timers.get_mut(key) {
                         slot.fired = true;
                         to_wake.extend(slot.waker.take());
+                    }
+                } else if key & WAITABLE_BIT != 0 {
+                    // A waitable's signal, or its error event (it could not be re-armed).
+                    if let Some(w) = waitables.get(key & !WAITABLE_BIT) {
+                        w.on_event(event, &mut to_wake);
                     }
                 } else if let Some(source) = sources.get(key) {
                     source.on_event(event, &mut to_wake);

@@ -8,6 +8,10 @@
 //!   [`incoming`](Async::incoming) for listeners; [`connect`](Async::connect); UDP
 //!   `send_to`/`recv_from`/`send`/`recv`.
 //! - [`Timer`]: after, at, interval (a `Stream`), on the reactor's timers.
+//! - [`Waitable<T>`] wraps a waitable handle (Windows: an event, a process, a semaphore, any
+//!   `AsHandle` that can be waited on; Linux: an eventfd, a pidfd, any `AsFd` epoll can watch):
+//!   [`wait`](Waitable::wait)`.await` returns once per signal, and a signal that comes while no
+//!   task waits is kept for the next wait. [`child_exit`] awaits a `std::process::Child`'s exit.
 //! - [`block_on`] drives the reactor on the current thread. Run `async_executor::LocalExecutor`
 //!   on it to have many tasks.
 //!
@@ -80,14 +84,16 @@
 //!   object closes. No event reaches a registration after it is gone, even if the socket's
 //!   handle value is reused at once (the reactor's guarantee).
 //! - A failed connect is an error, never a hang.
+//! - A [`Waitable<T>`]'s signal is never lost to a dropped future: a signal no task waits for
+//!   is kept for the next [`wait`](Waitable::wait), and each signal is returned by one wait.
 //!
 //! # Threads
-//! Each thread has its own reactor, made on first use (an `NtReactor` on
-//! Windows, an `EpollReactor` on Linux); [`with_reactor`] installs another one.
-//! [`Async<T>`] and [`Timer`] belong to the thread that made them (they are not `Send`), and
+//! Each thread has its own reactor, made on first use (an `NtReactor` on Windows, an
+//! `EpollReactor` on Linux); [`with_reactor`] installs another one. [`Async<T>`],
+//! [`Waitable<T>`] and [`Timer`] belong to the thread that made them (they are not `Send`), and
 //! the thread's `block_on` drives them. To use several cores, run one `block_on` per thread.
-//! The reactor is torn down (its polls drained) when the thread ends and the last `Async` and
-//! `Timer` made on it are gone.
+//! The reactor is torn down (its polls drained) when the thread ends and the last `Async`,
+//! `Waitable` and `Timer` made on it are gone.
 //!
 //! # Compared with smol and tokio
 //! smol's async-io has one reactor for the process, driven by whichever thread blocks (or by
@@ -103,13 +109,19 @@ mod block_on;
 mod driver;
 mod io;
 mod net;
+#[cfg(target_os = "linux")]
+mod pidfd;
 mod source;
 mod timer;
+mod wait;
 
 pub use block_on::{block_on, try_block_on};
 pub use io::{Async, Readiness};
 pub use net::Incoming;
 pub use timer::Timer;
+#[cfg(any(windows, target_os = "linux"))]
+pub use wait::child_exit;
+pub use wait::{Signaled, Waitable};
 
 use afd_reactor::kernel::Kernel;
 use afd_reactor::{Reactor, Stats};
@@ -163,14 +175,14 @@ pub fn stats() -> std::io::Result<Stats> {
 }
 
 /// What the async layer holds on this thread: registrations, timers, and tasks waiting for an
-/// event. What a test checks to see that dropped futures and `Async`s left nothing behind.
+/// event or a signal. What a test checks to see that dropped futures and `Async`s left nothing behind.
 ///
 /// # Examples
 /// ```
 /// use afd_async::{Async, Held};
 /// # #[cfg(any(windows, target_os = "linux"))] {
 /// let socket = Async::<std::net::UdpSocket>::bind(([127, 0, 0, 1], 0))?;
-/// assert_eq!(afd_async::held(), Held { sources: 1, timers: 0, waiters: 0 });
+/// assert_eq!(afd_async::held(), Held { sources: 1, waitables: 0, timers: 0, waiters: 0 });
 /// drop(socket);
 /// assert_eq!(afd_async::held(), Held::default());
 /// # }
@@ -180,9 +192,12 @@ pub fn stats() -> std::io::Result<Stats> {
 pub struct Held {
     /// Registered I/O objects (live [`Async`]s).
     pub sources: usize,
+    /// Registered waitable handles (live [`Waitable`]s).
+    pub waitables: usize,
     /// Armed timers ([`Timer`]s being awaited).
     pub timers: usize,
-    /// Tasks waiting for an event in some direction of some registration.
+    /// Tasks waiting for an event in some direction of some registration, or for a signal of
+    /// some [`Waitable`].
     pub waiters: usize,
 }
 

@@ -100,6 +100,7 @@ fn a_future_dropped_mid_wait_loses_no_wakeup_and_leaks_nothing() {
         held(),
         Held {
             sources: 1,
+            waitables: 0,
             timers: 0,
             waiters: 0
         }
