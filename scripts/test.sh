@@ -59,7 +59,7 @@ if [ "${AFD_SKIP_MIRI:-0}" != 1 ]; then
     step "Miri (strict provenance): simulated kernel, state machine, reactor on the sim"
     MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance}" \
         cargo +nightly miri test -q -p afd-reactor --lib --test conformance_sim --test property_sim \
-            --test hardening_sim --test review_findings
+            --test hardening_sim --test review_findings --test waits_sim --test waits_hardening_sim
 fi
 
 for wine in 8 10; do

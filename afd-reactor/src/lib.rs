@@ -298,6 +298,51 @@
 //! - [`Reactor::waker`]: a [`Waker`] is `Send + Sync + Clone`; `wake` from any thread ends a
 //!   `poll` in progress (or the next one) with one event, however many wakes came in between.
 //!
+//! ## Waitable handles
+//! A child process ending, an event another component sets, a semaphore, a waitable timer: any
+//! handle you can wait on ([`Waitable`]: every `AsHandle`; on Linux every `AsFd`, such as an
+//! eventfd or a pidfd) can be registered with [`Reactor::register_waitable`]. Its object being
+//! signaled is an event with [`Event::is_signaled`], through the same port and with the same
+//! promises as sockets: no event after [`deregister_waitable`](Reactor::deregister_waitable),
+//! nothing freed while the kernel or a thread-pool callback can touch it, teardown drains it.
+//! - The reactor waits on its own duplicate of the handle: closing yours, or a new object getting
+//!   its value, does not disturb the wait.
+//! - A satisfied wait *consumes* the signal, as any wait does (an auto-reset event is reset, a
+//!   semaphore count taken): the event you get is that signal, and if you deregister before it
+//!   was delivered, `deregister_waitable` returns `true` so that you can pass it on. On Linux a
+//!   wait consumes nothing (read the eventfd).
+//! - In [`Mode::Level`] the wait is re-armed after each event; in [`Mode::Oneshot`] and
+//!   [`Mode::Edge`], by [`reregister_waitable`](Reactor::reregister_waitable). An object that
+//!   stays signaled (an ended process) is reported at every `poll` in `Level` mode: deregister
+//!   it, or use `Oneshot`.
+//! - On Windows 8 and later the reactor uses wait completion packets, which cost no thread;
+//!   where ntdll lacks them (Wine) it uses a one-shot thread-pool wait per arming.
+//!
+//! Waiting for a child process (a `std::process::Child` is an `AsHandle` on Windows):
+//! ```
+//! # #[cfg(windows)] fn main() -> std::io::Result<()> {
+//! use afd_reactor::{Events, Mode, Reactor, Token};
+//! use std::process::Command;
+//! use std::time::Duration;
+//!
+//! let mut reactor = Reactor::new()?;
+//! let mut child = Command::new("cmd").args(["/C", "exit 3"]).spawn()?;
+//! reactor.register_waitable_with_mode(&child, Token(7), Mode::Oneshot)?;
+//! let mut events = Events::with_capacity(16);
+//! 'wait: loop {
+//!     reactor.poll(&mut events, Some(Duration::from_secs(10)))?;
+//!     for event in &events {
+//!         if event.token() == Token(7) && event.is_signaled() {
+//!             break 'wait;
+//!         }
+//!     }
+//! }
+//! reactor.deregister_waitable(&child)?;
+//! assert_eq!(child.wait()?.code(), Some(3)); // it has ended: this does not block
+//! # Ok(()) }
+//! # #[cfg(not(windows))] fn main() {}
+//! ```
+//!
 //! ## Looking inside: [`Reactor::stats`]
 //! After you `deregister` a socket whose poll was pending, `stats()` still shows a zombie and a
 //! poll in flight: the reactor has cancelled the poll and waits for the kernel's answer, which
