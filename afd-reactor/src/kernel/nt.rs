@@ -258,8 +258,8 @@ fn borrow(socket: RawSock) -> BorrowedHandle<'static> {
 // `WAKE_KEY`, and wait packets, with `WAIT_KEY` and the arming's ApcContext, one per arming
 // (a wait completion packet's association, or the one `NtSetIoCompletion` of a one-shot
 // thread-pool callback) unless a cancel found none would come. No other code holds the port
-// handle. A thread-pool callback reads only its `PoolWaiter`'s context, freed after a blocking
-// `UnregisterWaitEx` succeeded (or never).
+// handle. A thread-pool callback reads only a slot that is never freed, and touches the port
+// only for an arming it claimed, which every cancel, re-arm and drop settles first.
 unsafe impl Kernel for NtKernel {
     type Poster = NtPoster;
 
@@ -368,9 +368,7 @@ unsafe impl Kernel for NtKernel {
         let object = nt::duplicate_handle(handle as RawHandle)?;
         let via = match self.wait_path_in_use() {
             WaitPath::Packets => WaitVia::Packet(WaitPacket::new()?),
-            WaitPath::ThreadPool => {
-                WaitVia::Pool(PoolWaiter::new(Arc::clone(&self.port), WAIT_KEY))
-            }
+            WaitPath::ThreadPool => WaitVia::Pool(PoolWaiter::new(Arc::clone(&self.port))?),
         };
         Ok(self.waits.insert(WaitEntry {
             via,
@@ -392,7 +390,7 @@ unsafe impl Kernel for NtKernel {
                 // Queued even if already signaled: AlreadySignaled is information only.
                 packet.associate(&self.port, entry.object.as_handle(), WAIT_KEY, apc_context)?;
             }
-            WaitVia::Pool(waiter) => waiter.arm(entry.object.as_handle(), apc_context)?,
+            WaitVia::Pool(waiter) => waiter.arm(entry.object.as_handle(), WAIT_KEY, apc_context)?,
         }
         entry.phase = WaitPhase::Armed(apc_context);
         self.waits.expect_packet(id, apc_context);
@@ -417,16 +415,9 @@ unsafe impl Kernel for NtKernel {
                 _ => WaitCancel::NotSignaled,
             },
             WaitVia::Pool(waiter) => match waiter.cancel() {
-                Ok(PoolWaitOutcome::NotFired) => WaitCancel::NotSignaled,
-                Ok(PoolWaitOutcome::Posted) => WaitCancel::Queued,
-                Ok(PoolWaitOutcome::Consumed) => WaitCancel::Consumed,
-                // UnregisterWaitEx failed (the waiter is poisoned and leaks its context): if the
-                // callback posted, its packet comes; otherwise say none comes.
-                Err(_) => match waiter.outcome() {
-                    PoolWaitOutcome::Posted => WaitCancel::Queued,
-                    PoolWaitOutcome::NotFired => WaitCancel::NotSignaled,
-                    PoolWaitOutcome::Consumed => WaitCancel::Consumed,
-                },
+                PoolWaitOutcome::NotFired => WaitCancel::NotSignaled,
+                PoolWaitOutcome::Posted => WaitCancel::Queued,
+                PoolWaitOutcome::Consumed => WaitCancel::Consumed,
             },
         };
         if answer == WaitCancel::Queued {
@@ -446,8 +437,8 @@ unsafe impl Kernel for NtKernel {
                 entry.phase
             );
         }
-        // Dropping the entry unregisters a thread-pool wait (blocking; the context is freed only
-        // if that succeeded), then closes the packet handle or the duplicate.
+        // Dropping the entry settles and unregisters a thread-pool wait (blocking; its slot is
+        // recycled, never freed), then closes the packet handle or the duplicate.
         self.waits.slots[id.0 as usize] = None;
         self.waits.free.push(id.0);
     }

@@ -21,9 +21,9 @@ use std::io;
 use std::os::windows::io::{
     AsHandle, AsRawHandle, BorrowedHandle, FromRawHandle, OwnedHandle, RawHandle,
 };
-use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use windows_sys::Win32::Foundation::{
     DUPLICATE_SAME_ACCESS, DuplicateHandle, ERROR_INVALID_HANDLE, GENERIC_ALL, HANDLE,
@@ -240,50 +240,92 @@ impl WaitPacket {
 /// What a [`PoolWaiter`]'s callback did for the current arming.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolWaitOutcome {
-    /// The callback never ran: the wait was not satisfied (but see [`PoolWaiter::cancel`]).
+    /// No callback claimed the arming: no packet will come (but see [`PoolWaiter`]'s notes on
+    /// Wine: the signal may have been consumed all the same).
     NotFired,
-    /// The callback ran and its packet is on the port.
+    /// The callback posted the arming's packet.
     Posted,
-    /// The callback ran (the wait was satisfied: a signal consumed), could not post, and stopped
-    /// because the wait was cancelled: no packet will come.
+    /// The callback claimed the arming (the wait was satisfied: a signal consumed), could not
+    /// post, and stopped because the wait was cancelled: no packet will come.
     Consumed,
 }
 
-const NOT_FIRED: u8 = 0;
-const POSTED: u8 = 1;
-const CONSUMED: u8 = 2;
+// A slot's state: the arming's generation above the phase bits.
+const PHASE_BITS: u32 = 3;
+/// Not armed (or the arming was cancelled before any callback claimed it).
+const IDLE: u64 = 0;
+/// Armed: the first callback of this generation to claim it posts the packet.
+const ARMED: u64 = 1;
+/// A callback claimed the arming and is posting.
+const FIRING: u64 = 2;
+/// The callback posted the packet.
+const POSTED: u64 = 3;
+/// The callback claimed the arming but stopped, cancelled, without posting.
+const CONSUMED: u64 = 4;
 
-/// The memory a thread-pool callback reads: owned by its [`PoolWaiter`], at a stable address, and
-/// freed only once no registration naming it can run its callback.
-struct PoolWaitContext {
-    /// Kept open by this clone for as long as any callback may post to it.
-    port: Arc<CompletionPort>,
-    key: usize,
-    /// The current arming's ApcContext (written before each registration).
-    apc_context: AtomicUsize,
-    /// `NOT_FIRED`, `POSTED` or `CONSUMED`.
-    outcome: AtomicU8,
-    /// Set by a cancel before it unregisters: a callback whose post fails stops retrying.
+/// Slots are numbered with this many bits in a callback's context value; the generation takes
+/// the rest (44 bits: a slot would need 2^44 armings for an old callback to pass for a new one).
+const INDEX_BITS: u32 = 20;
+const GENERATION_MASK: u64 = (1 << (64 - INDEX_BITS)) - 1;
+const SLOTS_PER_CHUNK: usize = 256;
+const MAX_CHUNKS: usize = (1 << INDEX_BITS) / SLOTS_PER_CHUNK;
+
+/// What a thread-pool callback reads. Slots live in chunks that are never freed (see
+/// [`PoolWaiter`]: under Wine 8 a callback can run after `UnregisterWaitEx` returned), and are
+/// recycled through a free list; a callback touches a slot's port only after claiming the slot's
+/// current arming, which a cancel or a drop settles before the port can go.
+struct PoolSlot {
+    /// `generation << PHASE_BITS | phase`.
+    state: AtomicU64,
+    /// Set by a cancel before it unregisters: a claimed callback whose post fails stops.
     cancelled: AtomicBool,
+    /// The current arming's ApcContext and key.
+    apc_context: AtomicUsize,
+    key: AtomicUsize,
+    /// The port of the current arming: an `Arc<CompletionPort>`'s target, kept alive by the
+    /// waiter until its arming is settled.
+    port: AtomicPtr<CompletionPort>,
 }
 
-impl PoolWaitContext {
-    /// The callback's work: post the packet, retrying with a growing pause while the post fails
-    /// (out of quota) and the wait is not cancelled.
-    fn fire(&self) {
+impl PoolSlot {
+    const fn new() -> Self {
+        Self {
+            state: AtomicU64::new(IDLE),
+            cancelled: AtomicBool::new(false),
+            apc_context: AtomicUsize::new(0),
+            key: AtomicUsize::new(0),
+            port: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
+
+    /// The callback's work for arming `generation`: claim it, then post the packet, retrying
+    /// with a growing pause while the post fails (out of quota) and the wait is not cancelled.
+    /// A callback of an older arming (a late one) claims nothing and touches nothing else.
+    fn fire(&self, generation: u64) {
+        let armed = generation << PHASE_BITS | ARMED;
+        let firing = generation << PHASE_BITS | FIRING;
+        if self
+            .state
+            .compare_exchange(armed, firing, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        // SAFETY: the arming is claimed (FIRING): its waiter keeps the port alive until the state
+        // leaves FIRING (`PoolWaiter::settle`), and stored the pointer before arming.
+        let port = unsafe { &*self.port.load(Ordering::Acquire) };
+        let key = self.key.load(Ordering::Acquire);
         let apc_context = self.apc_context.load(Ordering::Acquire);
         let mut pause = Duration::from_millis(1);
         loop {
-            if self
-                .port
-                .post(self.key, apc_context, NtStatus::SUCCESS, 0)
-                .is_ok()
-            {
-                self.outcome.store(POSTED, Ordering::Release);
+            if port.post(key, apc_context, NtStatus::SUCCESS, 0).is_ok() {
+                self.state
+                    .store(generation << PHASE_BITS | POSTED, Ordering::Release);
                 return;
             }
             if self.cancelled.load(Ordering::Acquire) {
-                self.outcome.store(CONSUMED, Ordering::Release);
+                self.state
+                    .store(generation << PHASE_BITS | CONSUMED, Ordering::Release);
                 return;
             }
             std::thread::sleep(pause);
@@ -292,175 +334,245 @@ impl PoolWaitContext {
     }
 }
 
-/// The thread pool's callback (`WAITORTIMERCALLBACK`).
+/// The slot chunks (never freed) and the free list.
+static CHUNKS: [AtomicPtr<PoolSlot>; MAX_CHUNKS] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CHUNKS];
+
+#[derive(Default)]
+struct SlotAllocator {
+    free: Vec<u32>,
+    next: u32,
+}
+
+static ALLOCATOR: Mutex<SlotAllocator> = Mutex::new(SlotAllocator {
+    free: Vec::new(),
+    next: 0,
+});
+
+/// The slot numbered `index`, which must have been handed out by `alloc_slot`.
+fn slot(index: u32) -> &'static PoolSlot {
+    let chunk = CHUNKS[index as usize / SLOTS_PER_CHUNK].load(Ordering::Acquire);
+    assert!(!chunk.is_null(), "slot {index} was never allocated");
+    // SAFETY: the chunk is a leaked allocation of SLOTS_PER_CHUNK slots, published (Release)
+    // before any of its indices was handed out, and never freed.
+    unsafe { &*chunk.add(index as usize % SLOTS_PER_CHUNK) }
+}
+
+/// A free slot (recycled, or new).
+fn alloc_slot() -> io::Result<u32> {
+    let mut a = ALLOCATOR.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(index) = a.free.pop() {
+        return Ok(index);
+    }
+    let index = a.next;
+    let chunk = index as usize / SLOTS_PER_CHUNK;
+    if chunk >= MAX_CHUNKS {
+        return Err(io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            "too many thread-pool waits",
+        ));
+    }
+    if (index as usize).is_multiple_of(SLOTS_PER_CHUNK) {
+        let slots: Box<[PoolSlot]> = (0..SLOTS_PER_CHUNK).map(|_| PoolSlot::new()).collect();
+        // Leaked on purpose: a late callback may read any slot at any time.
+        let slots: &'static mut [PoolSlot] = Box::leak(slots);
+        CHUNKS[chunk].store(slots.as_mut_ptr(), Ordering::Release);
+    }
+    a.next += 1;
+    Ok(index)
+}
+
+fn free_slot(index: u32) {
+    ALLOCATOR
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .free
+        .push(index);
+}
+
+/// The thread pool's callback (`WAITORTIMERCALLBACK`). Its context value is not a pointer but a
+/// slot number and the arming's generation.
 ///
 /// `_timed_out` is always false: every registration waits without a time limit.
 unsafe extern "system" fn pool_wait_callback(context: *mut c_void, _timed_out: bool) {
-    // SAFETY: `context` is the `PoolWaitContext` the registration was given; its `PoolWaiter`
-    // frees it only after a successful blocking `UnregisterWaitEx` of every registration naming
-    // it, which returns only once this callback has returned (or will never run).
-    let context = unsafe { &*context.cast::<PoolWaitContext>() };
-    context.fire();
+    let value = context as usize as u64;
+    let index = (value & ((1 << INDEX_BITS) - 1)) as u32;
+    slot(index).fire(value >> INDEX_BITS);
 }
 
 /// A wait through the thread pool, for one object at a time: each [`arm`](Self::arm) registers a
 /// one-shot wait (`RegisterWaitForSingleObject`, `WT_EXECUTEONLYONCE`) whose callback posts one
 /// packet with the waiter's key and the arming's ApcContext (`NtSetIoCompletion`).
 ///
-/// Owns the callback's context (one heap allocation for the waiter's whole life). The context is
-/// freed only after every registration was unregistered with a blocking `UnregisterWaitEx`; if
-/// one such call fails, the context is leaked on purpose (a callback might still read it).
+/// # Memory
+/// The callback reads a *slot*, from process-wide chunks that are never freed and are recycled
+/// between waiters; its context value names the slot and the arming's generation, and the callback
+/// claims that generation (`ARMED` to `FIRING`) before it touches the port. A cancel, a re-arm and
+/// a drop first *settle* the current arming: unregister (blocking), then either take the
+/// unclaimed arming back (so a callback that comes later claims nothing) or wait for the claimed
+/// one to finish. This holds even though, under Wine 8, a callback can run *after* a blocking
+/// `UnregisterWaitEx` returned (seen in tests/nt_waits.rs: a packet posted after the cancel), so
+/// freeing callback memory after that call would not be safe there.
 ///
-/// # Wine
-/// Wine's `UnregisterWaitEx(.., INVALID_HANDLE_VALUE)` (`TpWaitForWait(.., TRUE)`) drops a
-/// callback that was queued but had not started, and its wait thread drops a satisfied wait
-/// whose registration changed before it could queue the callback: in both cases the signal was
-/// consumed and no callback runs. So a cancel racing the object's signal can report
-/// [`PoolWaitOutcome::NotFired`] for a consumed auto-reset event or semaphore (a lost signal, not
-/// a stray packet). Manual-reset events and processes lose nothing.
+/// # Wine: consumed signals
+/// A cancel racing the object's signal can consume the signal with no callback claiming it:
+/// Wine 8 runs the callback late (it then claims nothing), and Wine 10's wait thread drops a
+/// satisfied wait whose registration changed meanwhile (dlls/ntdll/threadpool.c). The answer is
+/// then [`PoolWaitOutcome::NotFired`] though an auto-reset event was reset or a semaphore
+/// decremented: a lost signal, never a stray packet. Manual-reset events and processes lose
+/// nothing.
 pub struct PoolWaiter {
-    context: NonNull<PoolWaitContext>,
+    index: u32,
+    port: Arc<CompletionPort>,
+    /// The current (or last) arming's generation; 0 before the first.
+    generation: u64,
     /// The current (or last) registration, until it is unregistered.
     registered: Option<HANDLE>,
-    /// An `UnregisterWaitEx` failed: a callback may still run, so the context is never freed and
-    /// the waiter can no longer be armed.
-    poisoned: bool,
 }
 
-// SAFETY: the context is only read through shared references (atomics, and an `Arc` to a port
-// that is `Send + Sync`), so it may be reached from any thread; the registration handle is a
-// plain value the thread pool accepts from any thread. The waiter owns both.
+// SAFETY: the slot is reached only through atomics (and the port, `Send + Sync`, through an
+// `Arc`); the registration handle is a plain value the thread pool accepts from any thread.
 unsafe impl Send for PoolWaiter {}
 
 impl fmt::Debug for PoolWaiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PoolWaiter")
+            .field("slot", &self.index)
+            .field("generation", &self.generation)
             .field("registered", &self.registered.is_some())
-            .field("outcome", &self.outcome())
-            .field("poisoned", &self.poisoned)
             .finish()
     }
 }
 
 impl PoolWaiter {
-    /// A waiter whose callbacks post to `port` with `key`. Nothing is registered yet.
-    pub fn new(port: Arc<CompletionPort>, key: usize) -> Self {
-        let context = Box::new(PoolWaitContext {
+    /// A waiter whose callbacks post to `port`. Nothing is registered yet.
+    ///
+    /// # Errors
+    /// `OutOfMemory` past 2^20 waiters alive at once.
+    pub fn new(port: Arc<CompletionPort>) -> io::Result<Self> {
+        let index = alloc_slot()?;
+        Ok(Self {
+            index,
             port,
-            key,
-            apc_context: AtomicUsize::new(0),
-            outcome: AtomicU8::new(NOT_FIRED),
-            cancelled: AtomicBool::new(false),
-        });
-        Self {
-            context: NonNull::from(Box::leak(context)),
+            generation: slot(index).state.load(Ordering::Acquire) >> PHASE_BITS,
             registered: None,
-            poisoned: false,
-        }
+        })
     }
 
-    fn context(&self) -> &PoolWaitContext {
-        // SAFETY: the context is allocated in `new` and freed only in `drop`; it is never
-        // written except through its atomics.
-        unsafe { self.context.as_ref() }
-    }
-
-    /// What the current (or last) arming's callback did.
-    pub fn outcome(&self) -> PoolWaitOutcome {
-        match self.context().outcome.load(Ordering::Acquire) {
-            NOT_FIRED => PoolWaitOutcome::NotFired,
-            POSTED => PoolWaitOutcome::Posted,
-            _ => PoolWaitOutcome::Consumed,
-        }
+    fn slot(&self) -> &'static PoolSlot {
+        slot(self.index)
     }
 
     /// Unregister the current registration, if any, waiting for a running callback to return
     /// (`UnregisterWaitEx(.., INVALID_HANDLE_VALUE)`).
-    ///
-    /// # Errors
-    /// The call's failure: the waiter is poisoned (its context will be leaked).
     fn unregister(&mut self) -> io::Result<()> {
         let Some(wait) = self.registered.take() else {
             return Ok(());
         };
-        // SAFETY: `wait` is a registration we made and have not unregistered; the blocking form
-        // returns once no callback of it is running, and no callback of it runs afterwards. It is
-        // never called from a callback (which would deadlock).
-        let ok = unsafe { UnregisterWaitEx(wait, INVALID_HANDLE_VALUE) };
-        if ok == 0 {
-            self.poisoned = true;
+        // SAFETY: `wait` is a registration we made and have not unregistered. It is never called
+        // from a callback (which would deadlock).
+        if unsafe { UnregisterWaitEx(wait, INVALID_HANDLE_VALUE) } == 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(())
     }
 
+    /// Settle the current arming: tell a claimed callback to stop retrying, unregister (a failure
+    /// is harmless here: a later callback claims nothing), take the arming back if no callback
+    /// claimed it, else wait until the claimed callback finishes. Afterwards no callback touches
+    /// the port for it.
+    fn settle(&mut self) -> PoolWaitOutcome {
+        let slot = self.slot();
+        slot.cancelled.store(true, Ordering::Release);
+        let _ = self.unregister();
+        let g = self.generation << PHASE_BITS;
+        let mut pause = Duration::from_micros(50);
+        loop {
+            match slot.state.compare_exchange(
+                g | ARMED,
+                g | IDLE,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return PoolWaitOutcome::NotFired,
+                Err(s) if s == g | FIRING => {
+                    // A callback is posting right now (or retrying, until it sees `cancelled`).
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(10));
+                }
+                Err(s) if s == g | POSTED => return PoolWaitOutcome::Posted,
+                Err(s) if s == g | CONSUMED => return PoolWaitOutcome::Consumed,
+                // IDLE: never armed, or settled already.
+                Err(_) => return PoolWaitOutcome::NotFired,
+            }
+        }
+    }
+
     /// Register a one-shot wait on `object`: once it is signaled (at once, if it is now) the
-    /// callback posts one packet with `apc_context`. A previous registration is unregistered
-    /// first (blocking: its callback may still be returning after its post).
+    /// callback posts one packet with `key` and `apc_context`. The previous arming must have
+    /// ended (its packet dequeued, or cancelled): it is settled first, and its registration
+    /// unregistered (blocking: its callback may still be returning after its post).
     ///
     /// # Errors
-    /// The failure of `UnregisterWaitEx` (for the previous registration: the waiter is then
-    /// poisoned and every later `arm` fails) or of `RegisterWaitForSingleObject`: nothing is
-    /// registered and no packet will come.
+    /// The failure of `RegisterWaitForSingleObject`: nothing is registered and no packet will
+    /// come.
     #[doc(alias = "RegisterWaitForSingleObject")]
-    pub fn arm(&mut self, object: BorrowedHandle<'_>, apc_context: usize) -> io::Result<()> {
-        if self.poisoned {
-            return Err(io::Error::other(
-                "an earlier UnregisterWaitEx failed: this wait cannot be armed again",
-            ));
-        }
-        self.unregister()?;
-        let context = self.context();
-        context.apc_context.store(apc_context, Ordering::Release);
-        context.outcome.store(NOT_FIRED, Ordering::Release);
-        context.cancelled.store(false, Ordering::Release);
+    pub fn arm(
+        &mut self,
+        object: BorrowedHandle<'_>,
+        key: usize,
+        apc_context: usize,
+    ) -> io::Result<()> {
+        self.settle();
+        let slot = self.slot();
+        let generation = (self.generation + 1) & GENERATION_MASK;
+        slot.apc_context.store(apc_context, Ordering::Release);
+        slot.key.store(key, Ordering::Release);
+        slot.port
+            .store(Arc::as_ptr(&self.port).cast_mut(), Ordering::Release);
+        slot.cancelled.store(false, Ordering::Release);
+        // Published last: a callback that claims this generation sees everything above.
+        slot.state
+            .store(generation << PHASE_BITS | ARMED, Ordering::Release);
+        self.generation = generation;
+        let context = (generation << INDEX_BITS | u64::from(self.index)) as usize;
         let mut wait: HANDLE = ptr::null_mut();
         // SAFETY: `wait` is a valid out-pointer; `object` is open for the call (the pool keeps its
-        // own reference); the context stays allocated until this registration is unregistered
-        // with a blocking `UnregisterWaitEx` (see `drop`), and the callback only reads it.
+        // own reference); the context is a number naming a slot that is never freed.
         let ok = unsafe {
             RegisterWaitForSingleObject(
                 &mut wait,
                 object.as_raw_handle() as HANDLE,
                 Some(pool_wait_callback),
-                self.context.as_ptr().cast::<c_void>(),
+                context as *const c_void,
                 INFINITE,
                 WT_EXECUTEONLYONCE,
             )
         };
         if ok == 0 {
-            return Err(io::Error::last_os_error());
+            let err = io::Error::last_os_error();
+            slot.state
+                .store(generation << PHASE_BITS | IDLE, Ordering::Release);
+            return Err(err);
         }
         self.registered = Some(wait);
         Ok(())
     }
 
-    /// Cancel the current arming: tell a retrying callback to stop, unregister (blocking, so a
-    /// running callback has returned), and say what the callback did.
-    ///
-    /// `NotFired` means no packet will come and, except for the Wine race described on the type,
-    /// nothing was consumed.
-    ///
-    /// # Errors
-    /// `UnregisterWaitEx` failed: the waiter is poisoned; a callback may yet run and post.
+    /// Cancel the current arming and say what its callback did (see [`PoolWaitOutcome`]).
+    /// Returns once no callback is deciding its fate: the registration is unregistered (blocking),
+    /// and a callback that runs later (Wine 8) can no longer claim it.
     #[doc(alias = "UnregisterWaitEx")]
-    pub fn cancel(&mut self) -> io::Result<PoolWaitOutcome> {
-        self.context().cancelled.store(true, Ordering::Release);
-        self.unregister()?;
-        Ok(self.outcome())
+    pub fn cancel(&mut self) -> PoolWaitOutcome {
+        self.settle()
     }
 }
 
 impl Drop for PoolWaiter {
     fn drop(&mut self) {
-        self.context().cancelled.store(true, Ordering::Release);
-        if self.unregister().is_err() || self.poisoned {
-            // A callback may still read the context: leak it (and its port reference) rather
-            // than free memory another thread can touch.
-            return;
-        }
-        // SAFETY: allocated by `Box` in `new`; every registration naming it was unregistered with
-        // a blocking UnregisterWaitEx that succeeded, so no callback can touch it any more.
-        drop(unsafe { Box::from_raw(self.context.as_ptr()) });
+        // After this no callback touches the port through this slot; the slot itself stays (a
+        // callback of an old generation may read its state at any time).
+        self.settle();
+        free_slot(self.index);
     }
 }
