@@ -1,10 +1,14 @@
 //! The real kernel: [`Kernel`] over the crate's NT layer (`nt`, Windows only).
 
-use super::{HELPER_KEY, Kernel, PollBlock, PollVia, Post, RawSock, Submitted, WAKE_KEY};
+use super::{
+    HELPER_KEY, Kernel, PollBlock, PollVia, Post, RawSock, RawWaitable, Submitted, WAIT_KEY,
+    WAKE_KEY, WaitCancel, WaitId,
+};
 use crate::afd::{CompletionEntry, NtStatus};
-use crate::nt::{self, AfdHelper, CompletionPort};
+use crate::nt::{self, AfdHelper, CompletionPort, PoolWaitOutcome, PoolWaiter, WaitPacket};
+use std::collections::HashMap;
 use std::io;
-use std::os::windows::io::{AsHandle, BorrowedHandle, BorrowedSocket, RawHandle};
+use std::os::windows::io::{AsHandle, BorrowedHandle, BorrowedSocket, OwnedHandle, RawHandle};
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +34,12 @@ use std::time::Duration;
 /// poll whether a packet follows: a poll ready at submit completes there and then, and costs no
 /// packet and no dequeued entry. [`NtKernel::skip_on_success`] turns this off (for measurements).
 ///
+/// # Waits
+/// A wait ([`Kernel::open_wait`]) follows a duplicate of the user's handle, and is carried out by
+/// one of two means ([`WaitPath`]): a wait completion packet, where ntdll has the calls (Windows 8
+/// and later), or a thread-pool wait whose callback posts the packet (everywhere else, Wine 8 and
+/// Wine 10 included). [`NtKernel::wait_path_in_use`] says which.
+///
 /// # Handle validity
 /// The reactor hands this kernel raw socket values, and calls on them only while the user has lent
 /// the socket (register, reregister, deregister) or while its own poll is pending on it. Only a
@@ -43,6 +53,22 @@ pub struct NtKernel {
     helpers: Vec<Option<(AfdHelper, bool)>>,
     force_helper: bool,
     skip_on_success: bool,
+    /// The wait path asked for ([`NtKernel::wait_path`]).
+    wait_path: WaitPath,
+    waits: WaitTable,
+}
+
+/// How [`NtKernel`] carries out a wait ([`Kernel::open_wait`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WaitPath {
+    /// A wait completion packet per wait (`NtAssociateWaitCompletionPacket`): the kernel waits
+    /// and queues the packet itself. Windows 8 and later; not Wine.
+    #[doc(alias = "NtAssociateWaitCompletionPacket")]
+    Packets,
+    /// A one-shot thread-pool wait per arming (`RegisterWaitForSingleObject`) whose callback posts
+    /// the packet (`NtSetIoCompletion`).
+    #[doc(alias = "RegisterWaitForSingleObject")]
+    ThreadPool,
 }
 
 impl NtKernel {
@@ -56,7 +82,37 @@ impl NtKernel {
             helpers: Vec::new(),
             force_helper: false,
             skip_on_success: true,
+            wait_path: WaitPath::Packets,
+            waits: WaitTable::default(),
         })
+    }
+
+    /// Choose how waits opened from now on are carried out (default: [`WaitPath::Packets`]
+    /// where ntdll has the wait-packet calls). Asking for `Packets` where it lacks them gives the
+    /// thread pool; asking for [`WaitPath::ThreadPool`] forces it (to measure or test it).
+    pub fn wait_path(mut self, path: WaitPath) -> Self {
+        self.wait_path = path;
+        self
+    }
+
+    /// The path waits opened now take: [`WaitPath::Packets`] if asked for and ntdll exports the
+    /// three wait-packet calls, [`WaitPath::ThreadPool`] otherwise (always under Wine 8 and
+    /// Wine 10, whose ntdll lacks them).
+    pub fn wait_path_in_use(&self) -> WaitPath {
+        if self.wait_path == WaitPath::Packets && nt::wait_packets_available() {
+            WaitPath::Packets
+        } else {
+            WaitPath::ThreadPool
+        }
+    }
+
+    /// How many packets are queued on the port now (`NtQueryIoCompletion`): a snapshot, for tests
+    /// that must know a packet is queued before they act.
+    ///
+    /// # Errors
+    /// The call's failure.
+    pub fn queued_packets(&self) -> io::Result<usize> {
+        self.port.queued()
     }
 
     /// Whether associated sockets and helper handles are put in skip-on-success mode (default:
@@ -95,6 +151,99 @@ impl NtKernel {
     }
 }
 
+/// The waits an [`NtKernel`] keeps: a slot per [`WaitId`], reused through a free list.
+#[derive(Debug, Default)]
+struct WaitTable {
+    slots: Vec<Option<WaitEntry>>,
+    free: Vec<u32>,
+    /// The waits whose packet may still come, by the ApcContext of their arming (several if the
+    /// reactor armed several with one context: their packets are then indistinguishable, and
+    /// each one dequeued settles one of them).
+    pending: HashMap<usize, Vec<u32>>,
+}
+
+/// One wait.
+#[derive(Debug)]
+struct WaitEntry {
+    /// Declared before `object`, so it is dropped first: a thread-pool registration is
+    /// unregistered (blocking) while the handle it waits on is still open.
+    via: WaitVia,
+    /// Our duplicate of the user's handle: the object waited on.
+    object: OwnedHandle,
+    phase: WaitPhase,
+}
+
+/// How one wait is carried out.
+#[derive(Debug)]
+enum WaitVia {
+    Packet(WaitPacket),
+    Pool(PoolWaiter),
+}
+
+/// Where one wait stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WaitPhase {
+    /// Not armed, and no packet of it to come.
+    Idle,
+    /// Armed with this ApcContext: its packet comes once the object is signaled.
+    Armed(usize),
+    /// Cancelled too late: its packet (with this ApcContext) is queued, or will be.
+    Queued(usize),
+}
+
+impl WaitTable {
+    fn insert(&mut self, entry: WaitEntry) -> WaitId {
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(entry);
+                WaitId(i)
+            }
+            None => {
+                let i = u32::try_from(self.slots.len()).expect("fewer than 2^32 waits");
+                self.slots.push(Some(entry));
+                WaitId(i)
+            }
+        }
+    }
+
+    #[track_caller]
+    fn get(&mut self, id: WaitId) -> &mut WaitEntry {
+        match self.slots.get_mut(id.0 as usize) {
+            Some(Some(entry)) => entry,
+            _ => panic!("afd-reactor bug: {id:?} is not an open wait"),
+        }
+    }
+
+    fn expect_packet(&mut self, id: WaitId, apc_context: usize) {
+        self.pending.entry(apc_context).or_default().push(id.0);
+    }
+
+    fn forget_packet(&mut self, id: WaitId, apc_context: usize) {
+        if let Some(ids) = self.pending.get_mut(&apc_context) {
+            if let Some(at) = ids.iter().position(|&i| i == id.0) {
+                ids.swap_remove(at);
+            }
+            if ids.is_empty() {
+                self.pending.remove(&apc_context);
+            }
+        }
+    }
+
+    /// A wait packet with `apc_context` was dequeued: one wait armed with it is idle again.
+    fn delivered(&mut self, apc_context: usize) {
+        let Some(ids) = self.pending.get_mut(&apc_context) else {
+            return;
+        };
+        let id = ids.pop().expect("no empty lists are kept");
+        if ids.is_empty() {
+            self.pending.remove(&apc_context);
+        }
+        if let Some(Some(entry)) = self.slots.get_mut(id as usize) {
+            entry.phase = WaitPhase::Idle;
+        }
+    }
+}
+
 /// Borrow a raw socket value as a handle for the duration of one NT call.
 fn borrow(socket: RawSock) -> BorrowedHandle<'static> {
     // SAFETY: the value is only passed to NT calls that validate it themselves (a closed handle
@@ -105,8 +254,12 @@ fn borrow(socket: RawSock) -> BorrowedHandle<'static> {
 
 // SAFETY: every packet `dequeue` returns comes from the NT completion port this kernel owns and
 // does not expose: poll completions (NT writes the block before queuing the packet, once per
-// queued request) and `NtSetIoCompletion` wake packets from `NtPoster`, which posts only
-// `WAKE_KEY`. No other code holds the port handle.
+// queued request), `NtSetIoCompletion` wake packets from `NtPoster`, which posts only
+// `WAKE_KEY`, and wait packets, with `WAIT_KEY` and the arming's ApcContext, one per arming
+// (a wait completion packet's association, or the one `NtSetIoCompletion` of a one-shot
+// thread-pool callback) unless a cancel found none would come. No other code holds the port
+// handle. A thread-pool callback reads only a slot that is never freed, and touches the port
+// only for an arming it claimed, which every cancel, re-arm and drop settles first.
 unsafe impl Kernel for NtKernel {
     type Poster = NtPoster;
 
@@ -196,13 +349,98 @@ unsafe impl Kernel for NtKernel {
         out: &mut [CompletionEntry],
         timeout: Option<Duration>,
     ) -> io::Result<usize> {
-        self.port.dequeue(out, timeout)
+        let n = self.port.dequeue(out, timeout)?;
+        for entry in &out[..n] {
+            if entry.key == WAIT_KEY {
+                self.waits.delivered(entry.apc_context);
+            }
+        }
+        Ok(n)
     }
 
     fn poster(&self) -> NtPoster {
         NtPoster {
             port: Arc::clone(&self.port),
         }
+    }
+
+    fn open_wait(&mut self, handle: RawWaitable) -> io::Result<WaitId> {
+        let object = nt::duplicate_handle(handle as RawHandle)?;
+        let via = match self.wait_path_in_use() {
+            WaitPath::Packets => WaitVia::Packet(WaitPacket::new()?),
+            WaitPath::ThreadPool => WaitVia::Pool(PoolWaiter::new(Arc::clone(&self.port))?),
+        };
+        Ok(self.waits.insert(WaitEntry {
+            via,
+            object,
+            phase: WaitPhase::Idle,
+        }))
+    }
+
+    fn arm_wait(&mut self, id: WaitId, apc_context: usize) -> io::Result<()> {
+        let entry = self.waits.get(id);
+        if entry.phase != WaitPhase::Idle {
+            panic!(
+                "afd-reactor bug: arm_wait({id:?}) on a wait whose packet may still come ({:?})",
+                entry.phase
+            );
+        }
+        match &mut entry.via {
+            WaitVia::Packet(packet) => {
+                // Queued even if already signaled: AlreadySignaled is information only.
+                packet.associate(&self.port, entry.object.as_handle(), WAIT_KEY, apc_context)?;
+            }
+            WaitVia::Pool(waiter) => waiter.arm(entry.object.as_handle(), WAIT_KEY, apc_context)?,
+        }
+        entry.phase = WaitPhase::Armed(apc_context);
+        self.waits.expect_packet(id, apc_context);
+        Ok(())
+    }
+
+    fn cancel_wait(&mut self, id: WaitId) -> WaitCancel {
+        let entry = self.waits.get(id);
+        let WaitPhase::Armed(apc_context) = entry.phase else {
+            panic!(
+                "afd-reactor bug: cancel_wait({id:?}) on a wait that is not armed ({:?})",
+                entry.phase
+            );
+        };
+        let answer = match &mut entry.via {
+            WaitVia::Packet(packet) => match packet.cancel() {
+                NtStatus::PENDING => WaitCancel::Queued,
+                // SUCCESS: cancelled while waiting, nothing consumed. CANCELLED: no association
+                // was active, so no packet is coming either. Any other status is a failure of
+                // the call on a packet handle we own and keep open, which NT does not document:
+                // taken as no packet.
+                _ => WaitCancel::NotSignaled,
+            },
+            WaitVia::Pool(waiter) => match waiter.cancel() {
+                PoolWaitOutcome::NotFired => WaitCancel::NotSignaled,
+                PoolWaitOutcome::Posted => WaitCancel::Queued,
+                PoolWaitOutcome::Consumed => WaitCancel::Consumed,
+            },
+        };
+        if answer == WaitCancel::Queued {
+            entry.phase = WaitPhase::Queued(apc_context);
+        } else {
+            entry.phase = WaitPhase::Idle;
+            self.waits.forget_packet(id, apc_context);
+        }
+        answer
+    }
+
+    fn close_wait(&mut self, id: WaitId) {
+        let entry = self.waits.get(id);
+        if entry.phase != WaitPhase::Idle {
+            panic!(
+                "afd-reactor bug: close_wait({id:?}) on a wait whose packet may still come ({:?})",
+                entry.phase
+            );
+        }
+        // Dropping the entry settles and unregisters a thread-pool wait (blocking; its slot is
+        // recycled, never freed), then closes the packet handle or the duplicate.
+        self.waits.slots[id.0 as usize] = None;
+        self.waits.free.push(id.0);
     }
 }
 

@@ -38,3 +38,49 @@ unsafe extern "system" {
         alertable: u8,
     ) -> NtStatus;
 }
+
+#[link(name = "ntdll")]
+unsafe extern "system" {
+    /// `NTSTATUS NtQueryIoCompletion(HANDLE, IO_COMPLETION_INFORMATION_CLASS, PVOID, ULONG,
+    /// PULONG)`; class 0 (`IoCompletionBasicInformation`) gives `LONG Depth`, the number of
+    /// packets queued.
+    pub(super) fn NtQueryIoCompletion(
+        port: HANDLE,
+        information_class: u32,
+        information: *mut c_void,
+        length: u32,
+        result_length: *mut u32,
+    ) -> NtStatus;
+}
+
+/// `IoCompletionBasicInformation`.
+pub(super) const IO_COMPLETION_BASIC_INFORMATION: u32 = 0;
+
+// The wait completion packet calls are in no import library and not exported by Wine's ntdll:
+// they are resolved at run time (nt/wait.rs), through these types.
+
+/// `NTSTATUS NtCreateWaitCompletionPacket(PHANDLE, ACCESS_MASK, POBJECT_ATTRIBUTES)`.
+pub(super) type NtCreateWaitCompletionPacketFn = unsafe extern "system" fn(
+    handle: *mut HANDLE,
+    desired_access: u32,
+    object_attributes: *mut c_void,
+) -> NtStatus;
+
+/// `NTSTATUS NtAssociateWaitCompletionPacket(HANDLE WaitCompletionPacketHandle,
+/// HANDLE IoCompletionHandle, HANDLE TargetObjectHandle, PVOID KeyContext, PVOID ApcContext,
+/// NTSTATUS IoStatus, ULONG_PTR IoStatusInformation, PBOOLEAN AlreadySignaled)`.
+pub(super) type NtAssociateWaitCompletionPacketFn = unsafe extern "system" fn(
+    packet: HANDLE,
+    port: HANDLE,
+    target: HANDLE,
+    key_context: usize,
+    apc_context: usize,
+    io_status: NtStatus,
+    io_status_information: usize,
+    already_signaled: *mut u8,
+) -> NtStatus;
+
+/// `NTSTATUS NtCancelWaitCompletionPacket(HANDLE WaitCompletionPacketHandle,
+/// BOOLEAN RemoveSignaledPacket)`.
+pub(super) type NtCancelWaitCompletionPacketFn =
+    unsafe extern "system" fn(packet: HANDLE, remove_signaled_packet: u8) -> NtStatus;

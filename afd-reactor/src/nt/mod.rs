@@ -9,10 +9,14 @@
 //! | [`CompletionPort::dequeue`] | `NtRemoveIoCompletionEx` (batch, timeout in 100 ns units) |
 //! | [`CompletionPort::post`] | `NtSetIoCompletion` |
 //! | [`CompletionPort::associate`] | `CreateIoCompletionPort` on an existing port |
+//! | [`CompletionPort::queued`] | `NtQueryIoCompletion` (queue depth) |
 //! | [`submit_poll`] | `NtDeviceIoControlFile(IOCTL_AFD_POLL)` on a socket or an [`AfdHelper`] |
 //! | [`cancel`] | `NtCancelIoFileEx` for one request |
 //! | [`AfdHelper::open`] | `NtCreateFile(\Device\Afd\…)` + association with the port |
 //! | [`skip_completion_port_on_success`] | `SetFileCompletionNotificationModes` |
+//! | [`duplicate_handle`] | `DuplicateHandle(DUPLICATE_SAME_ACCESS)` |
+//! | [`WaitPacket`] | `NtCreateWaitCompletionPacket`, `NtAssociateWaitCompletionPacket`, `NtCancelWaitCompletionPacket` (resolved at run time) |
+//! | [`PoolWaiter`] | `RegisterWaitForSingleObject(WT_EXECUTEONLYONCE)`, `UnregisterWaitEx` (blocking), `NtSetIoCompletion` from the callback |
 //! | [`base_socket`] | `WSAIoctl(SIO_BASE_HANDLE / SIO_BSP_HANDLE_POLL / SIO_BSP_HANDLE_SELECT)` |
 //!
 //! [`io::Error`]: std::io::Error
@@ -22,10 +26,12 @@ mod ffi;
 mod poll;
 mod port;
 mod socket;
+mod wait;
 
 pub use poll::{AfdHelper, cancel, skip_completion_port_on_success, submit_poll};
 pub use port::{CompletionPort, is_already_associated};
 pub use socket::{base_socket, base_socket_unverified, is_not_a_socket, socket_as_handle};
+pub use wait::{PoolWaitOutcome, PoolWaiter, WaitPacket, duplicate_handle, wait_packets_available};
 
 use crate::afd::NtStatus;
 

@@ -3,6 +3,7 @@
 use super::ffi;
 use crate::afd::{CompletionEntry, NtStatus};
 use std::io;
+use std::mem::size_of;
 use std::os::windows::io::{
     AsHandle, AsRawHandle, BorrowedHandle, FromRawHandle, OwnedHandle, RawHandle,
 };
@@ -123,6 +124,32 @@ impl CompletionPort {
             NtStatus::TIMEOUT => Ok(0),
             s if s.is_success() => Ok(removed as usize),
             s => Err(s.into()),
+        }
+    }
+
+    /// How many packets are queued now (`NtQueryIoCompletion`, `IoCompletionBasicInformation`):
+    /// a snapshot, for tests and diagnostics.
+    ///
+    /// # Errors
+    /// The call's failure status.
+    #[doc(alias = "NtQueryIoCompletion")]
+    pub fn queued(&self) -> io::Result<usize> {
+        let mut depth: i32 = 0;
+        // SAFETY: the port handle is open; `depth` is valid for the 4 bytes the basic class
+        // writes; the result length may be null.
+        let status = unsafe {
+            ffi::NtQueryIoCompletion(
+                self.raw(),
+                ffi::IO_COMPLETION_BASIC_INFORMATION,
+                (&raw mut depth).cast(),
+                size_of::<i32>() as u32,
+                ptr::null_mut(),
+            )
+        };
+        if status.is_success() {
+            Ok(usize::try_from(depth).unwrap_or(0))
+        } else {
+            Err(status.into())
         }
     }
 
