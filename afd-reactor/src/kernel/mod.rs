@@ -257,11 +257,7 @@ pub unsafe trait Kernel {
     /// # Errors
     /// `InvalidInput` for a value that names nothing (or, where the kernel can tell, an object that
     /// cannot be waited on); the kernel's failure otherwise (out of handles or memory).
-    fn open_wait(&mut self, handle: RawWaitable) -> io::Result<WaitId> {
-        // TEMPORARY default while the kernels gain waits (issue 15); removed before merge.
-        let _ = handle;
-        Err(io::Error::new(io::ErrorKind::Unsupported, "waits: not yet"))
-    }
+    fn open_wait(&mut self, handle: RawWaitable) -> io::Result<WaitId>;
 
     /// Arm wait `id`: once its object is signaled (at once, if it is now), the wait is satisfied
     /// as a wait on the object would be — it consumes the signal of an auto-reset event or a
@@ -273,9 +269,7 @@ pub unsafe trait Kernel {
     ///
     /// # Panics
     /// May panic if `id` is not open or is armed already (a bug in the caller).
-    fn arm_wait(&mut self, id: WaitId, apc_context: usize) -> io::Result<()> {
-        unreachable!("TEMPORARY: no wait is ever opened ({id:?}, {apc_context:#x})")
-    }
+    fn arm_wait(&mut self, id: WaitId, apc_context: usize) -> io::Result<()>;
 
     /// Cancel the armed wait `id`, returning only once nothing running on the kernel's behalf is
     /// still deciding its fate (a thread-pool callback in progress is waited for). See
@@ -283,16 +277,12 @@ pub unsafe trait Kernel {
     ///
     /// # Panics
     /// May panic if `id` is not open or not armed (a bug in the caller).
-    fn cancel_wait(&mut self, id: WaitId) -> WaitCancel {
-        unreachable!("TEMPORARY: no wait is ever opened ({id:?})")
-    }
+    fn cancel_wait(&mut self, id: WaitId) -> WaitCancel;
 
     /// Free wait `id` and its duplicate handle. Only for a wait with no packet to come: never
     /// armed, its packet dequeued, or cancelled with no packet to come.
     ///
     /// # Panics
     /// May panic if `id` is not open, or a packet of it may still come (a bug in the caller).
-    fn close_wait(&mut self, id: WaitId) {
-        unreachable!("TEMPORARY: no wait is ever opened ({id:?})")
-    }
+    fn close_wait(&mut self, id: WaitId);
 }
