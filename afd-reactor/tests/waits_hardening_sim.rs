@@ -188,7 +188,8 @@ fn forged_wait_packets_are_refused_or_discarded() {
 }
 
 /// Random schedules with every fault, both paths: each signal a wait consumed is delivered as
-/// an event or reported lost by `deregister_waitable` (exactly once), no event names a
+/// an event or reported lost by `deregister_waitable` (exactly once) — but for the ones the
+/// thread-pool path's known gap drops (fault `pool_cancel_loss`, what Wine does), no event names a
 /// deregistered registration, a Oneshot registration reports at most once per arming, and in the
 /// end the kernel holds no wait.
 #[test]
@@ -254,6 +255,7 @@ fn run_schedule(seed: u64) -> u64 {
         submit_failure: rng.below(80) as u16,
         wait_race: rng.below(400) as u16,
         callback_delay: rng.below(500) as u16,
+        pool_cancel_loss: rng.below(300) as u16,
         ..Faults::none()
     };
     let kernel = SimKernel::with_faults(seed, faults);
@@ -363,10 +365,14 @@ fn run_schedule(seed: u64) -> u64 {
         );
     }
     let consumed = r.kernel().stats().signals_consumed;
+    // The thread-pool path's known gap (Wine): a signal that races a cancel may be dropped by
+    // the pool unreported; the sim counts each one it injects.
+    let dropped = r.kernel().stats().signals_dropped_by_pool;
     assert_eq!(
         consumed,
-        delivered + lost,
-        "seed {seed} ({path:?}): consumed {consumed}, delivered {delivered}, reported lost {lost}"
+        delivered + lost + dropped,
+        "seed {seed} ({path:?}): consumed {consumed}, delivered {delivered}, reported lost \
+         {lost}, dropped by the pool {dropped}"
     );
     let report = r.shutdown().unwrap();
     assert_eq!(report.leaked, 0, "seed {seed}");

@@ -219,6 +219,11 @@ pub struct Faults {
     pub wait_race: u16,
     /// A thread-pool callback due at a dequeue has not run yet ([`WaitPath::ThreadPool`]).
     pub callback_delay: u16,
+    /// A cancel of a thread-pool wait still waiting meets the object's signal, which the pool's
+    /// wait thread takes and then drops, running no callback: the cancel answers
+    /// [`WaitCancel::NotSignaled`] and the signal is gone (what both Wines do,
+    /// [`WaitPath::ThreadPool`] only).
+    pub pool_cancel_loss: u16,
 }
 
 impl Faults {
@@ -239,6 +244,7 @@ impl Faults {
             spurious: p,
             wait_race: p,
             callback_delay: p,
+            pool_cancel_loss: p,
         }
     }
 }
@@ -309,6 +315,9 @@ pub struct SimStats {
     pub callbacks_delayed: u64,
     /// Thread-pool callback posts that failed on purpose ([`SimKernel::fail_callback_posts`]).
     pub failed_callback_posts: u64,
+    /// Signals a thread-pool wait took and dropped as a cancel met it (fault `pool_cancel_loss`):
+    /// consumed, never posted, and not reported by the cancel.
+    pub signals_dropped_by_pool: u64,
 }
 
 /// What a handle's object is associated with.

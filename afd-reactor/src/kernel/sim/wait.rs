@@ -29,6 +29,11 @@
 //!     cancel seen, gives up ([`WaitCancel::Consumed`]).
 //! - **Faults.** `wait_race` (rolled at each cancel of a wait still waiting): another thread
 //!   signals the object just before the cancel, so the cancel finds the wait satisfied.
+//!   `pool_cancel_loss` ([`WaitPath::ThreadPool`] only; rolled at each cancel of a wait still
+//!   waiting on an auto-reset event or a semaphore): the signal comes as the wait is unregistered,
+//!   the pool's wait thread takes it and runs no callback, and the cancel answers
+//!   [`WaitCancel::NotSignaled`] — a signal lost unreported, as both Wines lose it
+//!   ([`SimStats::signals_dropped_by_pool`]).
 //!   `callback_delay` (rolled for each callback due at a dequeue): the thread pool has not run it
 //!   yet.
 //! - **Contract checks.** Arming an armed wait, cancelling one that is not armed, closing one whose
@@ -336,6 +341,22 @@ impl SimState {
             Stage::Idle,
             "afd-reactor bug: cancel_wait on wait {id:?}, which is not armed"
         );
+        if wait.stage == Stage::Armed
+            && self.waits.path == WaitPath::ThreadPool
+            && self.rng.chance(self.faults.pool_cancel_loss)
+        {
+            // Wine's thread pool: the object's signal races the unregistration; the wait thread
+            // takes it, finds the registration gone, and runs no callback.
+            let object = wait.object;
+            let obj = self.objects.get_mut(&object).expect("live object");
+            if let Kind::Waitable(Flavor::Semaphore | Flavor::Event { manual: false }) = obj.kind {
+                self.stats.signals_dropped_by_pool += 1;
+                self.stats.signals_consumed += 1;
+                self.stats.waits_cancelled += 1;
+                self.waits.table[i].as_mut().expect("open").stage = Stage::Idle;
+                return WaitCancel::NotSignaled;
+            }
+        }
         if wait.stage == Stage::Armed && self.rng.chance(self.faults.wait_race) {
             // Another thread signals the object just before the cancel reaches the kernel.
             self.stats.wait_races += 1;
