@@ -5,7 +5,7 @@
 #[macro_use]
 mod waits;
 
-use afd_reactor::kernel::nt::NtKernel;
+use afd_reactor::kernel::nt::{NtKernel, WaitPath};
 use afd_reactor::{NtReactor, Reactor};
 use std::collections::HashMap;
 use std::io;
@@ -155,6 +155,10 @@ impl WaitHarness for NtWaits {
 
     fn quiet(&self) -> Duration {
         Duration::from_millis(200)
+    }
+
+    fn may_lose_a_racing_signal(&mut self) -> bool {
+        self.reactor.kernel().wait_path_in_use() == WaitPath::ThreadPool
     }
 
     fn settle(&mut self) {

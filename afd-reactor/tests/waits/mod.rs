@@ -48,6 +48,25 @@ pub trait WaitHarness: Sized {
     }
     /// Let the kernel's own threads act on a signal just given (a thread-pool callback).
     fn settle(&mut self) {}
+    /// True where a cancel that races the object's signal may lose the signal unreported: the
+    /// thread-pool path under Wine (docs/fidelity.md). Then a test accepts "neither still set
+    /// nor reported", never "both".
+    fn may_lose_a_racing_signal(&mut self) -> bool {
+        false
+    }
+}
+
+/// After a deregistration: the signal is still the object's, or reported lost; never both, and
+/// never neither (but where the kernel may lose a racing signal).
+#[track_caller]
+fn assert_accounted<H: WaitHarness>(h: &mut H, lost: bool, still_set: bool) {
+    if !h.consumes() {
+        assert!(!lost && still_set, "lost {lost}, still set {still_set}");
+    } else if h.may_lose_a_racing_signal() {
+        assert!(!(lost && still_set), "lost {lost} and still set");
+    } else {
+        assert_ne!(lost, still_set, "lost {lost}, still set {still_set}");
+    }
 }
 
 /// Poll until a signaled event for `token` arrives (or the patience runs out); returns it.
@@ -224,11 +243,7 @@ pub fn a_signal_consumed_then_deregistered_is_reported<H: WaitHarness>() {
     h.settle();
     let lost = h.reactor().deregister_waitable(&ev).unwrap();
     let still_set = h.is_set(&ev);
-    if h.consumes() {
-        assert_ne!(lost, still_set, "lost {lost}, still set {still_set}");
-    } else {
-        assert!(!lost && still_set);
-    }
+    assert_accounted(&mut h, lost, still_set);
     assert_no_event_for(&mut h, Token(8));
     settle_waits(&mut h);
     assert_eq!(h.reactor().stats().signals, 0);
@@ -265,11 +280,7 @@ pub fn a_signal_not_yet_delivered_when_deregistered_is_reported<H: WaitHarness>(
     };
     let lost = h.reactor().deregister_waitable(other).unwrap();
     let still_set = h.is_set(other);
-    if h.consumes() {
-        assert_ne!(lost, still_set, "lost {lost}, still set {still_set}");
-    } else {
-        assert!(!lost && still_set);
-    }
+    assert_accounted(&mut h, lost, still_set);
     assert_no_event_for(&mut h, other_token);
     h.close(a);
     h.close(b);
