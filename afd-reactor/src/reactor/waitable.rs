@@ -215,8 +215,11 @@ impl<K: Kernel> Reactor<K> {
     /// - `AlreadyExists`: this value is registered as a waitable already;
     /// - `InvalidInput`: the value names nothing;
     /// - `NotConnected`: the reactor has shut down;
-    /// - the kernel's refusal to wait on the object (a mutex on Windows, a regular file on Linux),
-    ///   or to duplicate the handle: nothing stays registered.
+    /// - the kernel's refusal to wait on the object (a mutex on Windows 8+, a regular file on
+    ///   Linux), or to duplicate the handle: nothing stays registered.
+    ///
+    /// Do not register a mutex: a wait acquires it (on the thread-pool path, for a pool thread
+    /// that never releases it), and wait completion packets refuse it.
     ///
     /// # Examples
     /// ```
@@ -350,6 +353,12 @@ impl<K: Kernel> Reactor<K> {
     /// it on if someone else should have it (`SetEvent` again). So every signal a wait consumes is
     /// either delivered as an event or reported here. Always `false` on Linux, where a wait
     /// consumes nothing.
+    ///
+    /// One gap, on the thread-pool path only (where ntdll has no wait completion packets: under
+    /// Wine): a signal that comes *while* the wait is being cancelled may be taken by the thread
+    /// pool and dropped, and then this returns `false` although the auto-reset event was reset
+    /// (the repository's docs/fidelity.md, row W8, has the measurements). A manual-reset event or a
+    /// process loses nothing.
     ///
     /// # Errors
     /// `NotFound` if the handle is not registered as a waitable; `NotConnected` after shutdown.
