@@ -1,4 +1,4 @@
-//! The simulated kernel's waitable objects and waits ([`Kernel::open_wait`] and the rest).
+//! The simulated kernel's waitable objects and waits ([`Kernel::open_wait`](crate::kernel::Kernel::open_wait) and the rest).
 //!
 //! # The model
 //! - **Objects.** [`SimKernel::open_event`] (auto- or manual-reset), [`SimKernel::open_semaphore`]
@@ -33,12 +33,12 @@
 //!   waiting on an auto-reset event or a semaphore): the signal comes as the wait is unregistered,
 //!   the pool's wait thread takes it and runs no callback, and the cancel answers
 //!   [`WaitCancel::NotSignaled`] — a signal lost unreported, as both Wines lose it
-//!   ([`SimStats::signals_dropped_by_pool`]).
+//!   ([`SimStats::signals_dropped_by_pool`](super::SimStats::signals_dropped_by_pool)).
 //!   `callback_delay` (rolled for each callback due at a dequeue): the thread pool has not run it
 //!   yet.
 //! - **Contract checks.** Arming an armed wait, cancelling one that is not armed, closing one whose
 //!   packet may still come, or naming a wait that is not open: each panics, as a bug of the caller.
-//!   [`SimStats::signals_consumed`] counts every signal a wait took, so a test can check that each
+//!   [`SimStats::signals_consumed`](super::SimStats::signals_consumed) counts every signal a wait took, so a test can check that each
 //!   one was delivered or reported.
 
 use super::{Kind, ObjId, Object, Packet, SimKernel, SimState};
