@@ -25,15 +25,72 @@ impl Dir {
 /// to remove it when dropped, so it is only ever removed by the next event.
 pub(crate) const POLL_WAITER: u64 = 0;
 
+/// Tasks waiting for the next event of something (a direction of a socket, a waitable), by
+/// waiter id (`POLL_WAITER` for poll-style ones).
+#[derive(Default)]
+pub(crate) struct Waiters {
+    list: Vec<(u64, Waker)>,
+    next_id: u64,
+}
+
+impl Waiters {
+    /// A new waiter: returns its id.
+    pub(crate) fn add(&mut self, waker: &Waker) -> u64 {
+        self.next_id += 1;
+        self.list.push((self.next_id, waker.clone()));
+        self.next_id
+    }
+
+    /// Keep `waker` for waiter `id` (a future polled again, perhaps by another task). Returns
+    /// the waker it replaces, for the caller to drop once it holds no borrow.
+    #[must_use = "drop the old waker after the borrow ends"]
+    pub(crate) fn update(&mut self, id: u64, waker: &Waker) -> Option<Waker> {
+        match self.list.iter_mut().find(|(i, _)| *i == id) {
+            Some((_, w)) if w.will_wake(waker) => None,
+            Some((_, w)) => Some(std::mem::replace(w, waker.clone())),
+            None => {
+                self.list.push((id, waker.clone()));
+                None
+            }
+        }
+    }
+
+    /// Forget waiter `id`. Returns its waker, for the caller to drop once it holds no borrow.
+    #[must_use = "drop the waker after the borrow ends"]
+    pub(crate) fn remove(&mut self, id: u64) -> Option<Waker> {
+        let at = self.list.iter().position(|(i, _)| *i == id)?;
+        Some(self.list.swap_remove(at).1)
+    }
+
+    /// Keep a poll-style waiter's waker, once per task (`will_wake`).
+    fn add_poll(&mut self, waker: &Waker) {
+        let known = self
+            .list
+            .iter()
+            .any(|(id, w)| *id == POLL_WAITER && w.will_wake(waker));
+        if !known {
+            self.list.push((POLL_WAITER, waker.clone()));
+        }
+    }
+
+    /// Every waiter's waker, for the caller to wake once it holds no borrow.
+    pub(crate) fn drain_into(&mut self, to_wake: &mut Vec<Waker>) {
+        to_wake.extend(self.list.drain(..).map(|(_, w)| w));
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Direction {
     /// Events seen in this direction so far.
     pub(crate) tick: u64,
     /// The tick of the last event that was the reactor failing to arm the socket.
     pub(crate) failed_tick: Option<u64>,
-    /// Tasks waiting for the next event, by waiter id (`POLL_WAITER` for poll-style ones).
-    pub(crate) waiters: Vec<(u64, Waker)>,
-    next_id: u64,
+    /// Tasks waiting for the next event.
+    pub(crate) waiters: Waiters,
     /// Poll-style: the tick at which the I/O last returned `WouldBlock` (or a short read): while
     /// it is still the tick, nothing happened since and trying the I/O again would be a wasted
     /// call.
@@ -45,31 +102,19 @@ pub(crate) struct Direction {
 impl Direction {
     /// Wait for the next event: returns the tick to compare with and the waiter's id.
     pub(crate) fn add_waiter(&mut self, waker: &Waker) -> (u64, u64) {
-        self.next_id += 1;
-        let id = self.next_id;
-        self.waiters.push((id, waker.clone()));
-        (self.tick, id)
+        (self.tick, self.waiters.add(waker))
     }
 
-    /// Keep `waker` for waiter `id` (a future polled again, perhaps by another task). Returns
-    /// the waker it replaces, for the caller to drop once it holds no borrow.
+    /// Keep `waker` for waiter `id` (see [`Waiters::update`]).
     #[must_use = "drop the old waker after the borrow ends"]
     pub(crate) fn update_waiter(&mut self, id: u64, waker: &Waker) -> Option<Waker> {
-        match self.waiters.iter_mut().find(|(i, _)| *i == id) {
-            Some((_, w)) if w.will_wake(waker) => None,
-            Some((_, w)) => Some(std::mem::replace(w, waker.clone())),
-            None => {
-                self.waiters.push((id, waker.clone()));
-                None
-            }
-        }
+        self.waiters.update(id, waker)
     }
 
-    /// Forget waiter `id`. Returns its waker, for the caller to drop once it holds no borrow.
+    /// Forget waiter `id` (see [`Waiters::remove`]).
     #[must_use = "drop the waker after the borrow ends"]
     pub(crate) fn remove_waiter(&mut self, id: u64) -> Option<Waker> {
-        let at = self.waiters.iter().position(|(i, _)| *i == id)?;
-        Some(self.waiters.swap_remove(at).1)
+        self.waiters.remove(id)
     }
 
     /// Keep a poll-style waiter's waker, once per task (`will_wake`). A poll-style wait has no
@@ -77,14 +122,7 @@ impl Direction {
     /// one waker per task that waited, counted by `held()`. (Evicting some to bound them would
     /// wake tasks that still wait, and five of them would wake each other for ever.)
     pub(crate) fn add_poll_waiter(&mut self, cx: &Context<'_>) {
-        let waker = cx.waker();
-        let known = self
-            .waiters
-            .iter()
-            .any(|(id, w)| *id == POLL_WAITER && w.will_wake(waker));
-        if !known {
-            self.waiters.push((POLL_WAITER, waker.clone()));
-        }
+        self.waiters.add_poll(cx.waker());
     }
 
     fn fire(&mut self, failed: bool, to_wake: &mut Vec<Waker>) {
@@ -92,7 +130,7 @@ impl Direction {
         if failed {
             self.failed_tick = Some(self.tick);
         }
-        to_wake.extend(self.waiters.drain(..).map(|(_, w)| w));
+        self.waiters.drain_into(to_wake);
     }
 }
 

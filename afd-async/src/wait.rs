@@ -3,6 +3,7 @@
 //! [`child_exit`].
 
 use crate::driver::Driver;
+use crate::source::Waiters;
 use afd_reactor::Event;
 use afd_reactor::Waitable as Handle;
 use afd_reactor::kernel::RawWaitable;
@@ -30,37 +31,13 @@ pub(crate) struct WaitState {
     armed: bool,
     /// Error events seen so far (the reactor could not re-arm the wait).
     errors: u64,
-    /// Tasks waiting for the next signal, by waiter id.
-    pub(crate) waiters: Vec<(u64, Waker)>,
-    next_id: u64,
+    /// Tasks waiting for the next signal.
+    pub(crate) waiters: Waiters,
 }
 
 impl WaitState {
     fn add_waiter(&mut self, waker: &Waker) -> (u64, u64) {
-        self.next_id += 1;
-        let id = self.next_id;
-        self.waiters.push((id, waker.clone()));
-        (self.errors, id)
-    }
-
-    /// Keep `waker` for waiter `id`; returns the waker it replaces, to drop with no borrow held.
-    #[must_use = "drop the old waker after the borrow ends"]
-    fn update_waiter(&mut self, id: u64, waker: &Waker) -> Option<Waker> {
-        match self.waiters.iter_mut().find(|(i, _)| *i == id) {
-            Some((_, w)) if w.will_wake(waker) => None,
-            Some((_, w)) => Some(std::mem::replace(w, waker.clone())),
-            None => {
-                self.waiters.push((id, waker.clone()));
-                None
-            }
-        }
-    }
-
-    /// Forget waiter `id`; returns its waker, to drop with no borrow held.
-    #[must_use = "drop the waker after the borrow ends"]
-    fn remove_waiter(&mut self, id: u64) -> Option<Waker> {
-        let at = self.waiters.iter().position(|(i, _)| *i == id)?;
-        Some(self.waiters.swap_remove(at).1)
+        (self.errors, self.waiters.add(waker))
     }
 }
 
@@ -73,8 +50,7 @@ impl WaitSource {
                 signaled: false,
                 armed: true, // registered armed
                 errors: 0,
-                waiters: Vec::new(),
-                next_id: 0,
+                waiters: Waiters::default(),
             }),
         }
     }
@@ -92,7 +68,7 @@ impl WaitSource {
             return;
         }
         state.armed = false;
-        to_wake.extend(state.waiters.drain(..).map(|(_, w)| w));
+        state.waiters.drain_into(to_wake);
     }
 }
 
@@ -387,7 +363,7 @@ impl<T: Handle> Signaled<'_, T> {
     /// Stop waiting: forget the waiter (its waker dropped with no borrow held).
     fn leave(&mut self) {
         if let Some((_, id)) = self.waiting.take() {
-            let old = self.waitable.source.state.borrow_mut().remove_waiter(id);
+            let old = self.waitable.source.state.borrow_mut().waiters.remove(id);
             drop(old);
         }
     }
@@ -413,7 +389,7 @@ impl<T: Handle> Future for Signaled<'_, T> {
                 this.leave();
                 return Poll::Ready(Err(wait_failed()));
             }
-            Some((_, id)) => state.update_waiter(id, cx.waker()),
+            Some((_, id)) => state.waiters.update(id, cx.waker()),
             None => {
                 this.waiting = Some(state.add_waiter(cx.waker()));
                 None
@@ -438,7 +414,7 @@ impl<T: Handle> Drop for Signaled<'_, T> {
             // If the state is borrowed (this drop runs inside a waker's drop), the waiter stays
             // until the next event, which drops it.
             let old = match self.waitable.source.state.try_borrow_mut() {
-                Ok(mut state) => state.remove_waiter(id),
+                Ok(mut state) => state.waiters.remove(id),
                 Err(_) => None,
             };
             drop(old); // with no borrow held
