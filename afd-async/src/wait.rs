@@ -214,7 +214,9 @@ impl<T: Handle> Waitable<T> {
     /// `wait()` returned it. On Windows the object no longer holds such a signal if a wait
     /// consumes it (an auto-reset event, a semaphore): signal it again to pass it on. On Linux
     /// nothing was consumed (the eventfd still holds its count); `true` only says a signal was
-    /// reported that no `wait()` took.
+    /// reported that no `wait()` took. Where the reactor runs on thread-pool waits (Wine), a
+    /// signal that comes just as the handle is deregistered can be lost unreported (the reactor's
+    /// `deregister_waitable` explains).
     ///
     /// # Errors
     /// As [`into_inner`](Self::into_inner).

@@ -309,8 +309,10 @@
 //!   its value, does not disturb the wait.
 //! - A satisfied wait *consumes* the signal, as any wait does (an auto-reset event is reset, a
 //!   semaphore count taken): the event you get is that signal, and if you deregister before it
-//!   was delivered, `deregister_waitable` returns `true` so that you can pass it on. On Linux a
-//!   wait consumes nothing (read the eventfd).
+//!   was delivered, `deregister_waitable` returns `true` so that you can pass it on (teardown
+//!   counts them: [`Teardown::signals_lost`]). On Linux a wait consumes nothing (read the
+//!   eventfd). One gap, on the thread-pool path only (Wine): a signal that comes as the wait is
+//!   cancelled can be lost unreported (see `deregister_waitable`).
 //! - In [`Mode::Level`] the wait is re-armed after each event; in [`Mode::Oneshot`] and
 //!   [`Mode::Edge`], by [`reregister_waitable`](Reactor::reregister_waitable). An object that
 //!   stays signaled (an ended process) is reported at every `poll` in `Level` mode: deregister

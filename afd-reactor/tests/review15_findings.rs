@@ -81,3 +81,26 @@ fn f3_a_stashed_refusal_is_delivered_after_reregister_waitable() {
          right after it"
     );
 }
+
+/// Review 15, written up without a test at the time (there was no field to report it): teardown
+/// ended waitable registrations whose waits had consumed signals not yet delivered, and said
+/// nothing. `Teardown::signals_lost` now counts them, as `deregister_waitable` would have
+/// reported each.
+#[test]
+fn f4_teardown_reports_the_consumed_signals_it_drops() {
+    let mut r = Reactor::with_kernel(SimKernel::new(8));
+    let evs: Vec<SimWaitable> = (0..4)
+        .map(|_| SimWaitable(r.kernel().open_event(false, false)))
+        .collect();
+    for (i, ev) in evs.iter().enumerate() {
+        r.register_waitable(ev, Token(i)).unwrap();
+    }
+    // Two consumed (their packets queued), two still waiting.
+    r.kernel().signal(evs[0].0);
+    r.kernel().signal(evs[1].0);
+    let report = r.shutdown().unwrap();
+    assert_eq!(report.signals_lost, 2, "{report}");
+    assert_eq!(r.kernel().signals(evs[2].0), 0);
+    r.kernel().signal(evs[3].0);
+    assert_eq!(r.kernel().signals(evs[3].0), 1, "nobody waits any more");
+}

@@ -6,11 +6,10 @@
 #![cfg(windows)]
 
 use afd_reactor::afd::CompletionEntry;
-use afd_reactor::nt::{CompletionPort, PoolWaiter};
 use afd_reactor::{Events, Mode, Reactor, Token};
 use std::io;
-use std::os::windows::io::{AsHandle, AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use windows_sys::Win32::Foundation::{HANDLE, WAIT_OBJECT_0, WAIT_TIMEOUT};
 use windows_sys::Win32::System::Threading::{CreateEventW, SetEvent, WaitForSingleObject};
@@ -88,12 +87,12 @@ fn signaled_now(h: &OwnedHandle) -> bool {
 /// loss in the simulated kernel (a `NotSignaled` cancel that consumed), so that the property test
 /// checks the contract that really holds.
 #[test]
-fn f1_threadpool_cancel_racing_a_signal_loses_it_unreported() {
+fn f1_threadpool_cancel_racing_a_signal_never_reports_a_signal_still_there() {
     let _s = serial();
     let mut reactor = Reactor::new().unwrap();
     let mut events = Events::with_capacity(16);
     const ROUNDS: usize = 1500;
-    let (mut reported, mut kept, mut lost) = (0, 0, 0);
+    let (mut reported, mut kept, mut lost, mut both) = (0, 0, 0, 0);
     for i in 0..ROUNDS {
         let ev = auto_event();
         reactor
@@ -105,6 +104,9 @@ fn f1_threadpool_cancel_racing_a_signal_loses_it_unreported() {
         }
         if reactor.deregister_waitable(&ev).unwrap() {
             reported += 1;
+            if signaled_now(&ev) {
+                both += 1;
+            }
         } else if signaled_now(&ev) {
             kept += 1;
         } else {
@@ -118,11 +120,17 @@ fn f1_threadpool_cancel_racing_a_signal_loses_it_unreported() {
             assert!(events.is_empty(), "events after deregister");
         }
     }
-    assert_eq!(
-        lost, 0,
-        "{ROUNDS} rounds: a consumed signal reported {reported}, the signal kept {kept}, the \
-         signal gone with deregister_waitable returning false {lost} (unreported lost signals)"
+    // Resolved as a documented gap of the thread-pool path (docs/fidelity.md, row W8;
+    // `deregister_waitable`'s docs; the sim's `pool_cancel_loss` fault): a signal that races the
+    // cancel may be lost unreported. What must never happen is a report of a signal that is still
+    // the object's (a caller passing it on would then signal twice); that is what this asserts.
+    // The counts are the row's measurement.
+    println!(
+        "F1 ({ROUNDS} rounds): reported lost {reported}, kept {kept}, lost unreported {lost}, \
+         reported and kept {both}"
     );
+    assert_eq!(both, 0, "a signal reported lost was still the object's");
+    assert_eq!(reported + kept + lost, ROUNDS);
 }
 
 /// **F2 — I/O safety violated by a safe API (test-rig `nt::PoolWaiter`; Wine 8 and Wine 10).**
@@ -149,16 +157,23 @@ fn f1_threadpool_cancel_racing_a_signal_loses_it_unreported() {
 /// Suggested fix: make `PoolWaiter::arm` `unsafe` with "the handle stays open until the arming is
 /// settled (`cancel`, the next `arm`, or drop)", or have the waiter own the handle (take an
 /// `OwnedHandle`/`Arc<OwnedHandle>`, or duplicate it), and correct the comment.
+///
+/// Fixed: `PoolWaiter::arm` is `unsafe` now, with the contract above; `NtKernel` keeps it by
+/// arming on its own duplicate. This test plays the scenario through `NtKernel` (the reactor's
+/// kernel), the way safe code reaches the thread pool: the registered handle is closed and its
+/// value taken by a new event, which must not be waited on.
 #[test]
-fn f2_pool_waiter_waits_on_a_borrowed_handle_after_the_borrow_ended() {
+fn f2_a_closed_handle_whose_value_is_reused_is_not_waited_on() {
+    use afd_reactor::kernel::nt::NtKernel;
+    use afd_reactor::kernel::{Kernel, WAIT_KEY, WAIT_TAG};
     let _s = serial();
-    let port = Arc::new(CompletionPort::new().unwrap());
-    let mut waiter = PoolWaiter::new(Arc::clone(&port)).unwrap();
+    let mut kernel = NtKernel::new().unwrap();
     let a = auto_event();
+    let a_too = a.try_clone().unwrap(); // to signal A's object later
     let value = a.as_raw_handle() as usize;
-    waiter.arm(a.as_handle(), 0x55, 0x1234).unwrap();
-    drop(a); // the borrow ended long ago; safe code may close its handle
-    // A new object, most likely with the same value (both Windows and Wine reuse freed values).
+    let id = kernel.open_wait(value as u64).unwrap();
+    kernel.arm_wait(id, WAIT_TAG | 0x1234).unwrap();
+    drop(a);
     let mut spare = Vec::new();
     let b = loop {
         let b = auto_event();
@@ -168,22 +183,18 @@ fn f2_pool_waiter_waits_on_a_borrowed_handle_after_the_borrow_ended() {
         assert!(spare.len() < 64, "the value was not reused");
         spare.push(b);
     };
-    // Another registration makes the wait thread rebuild its array of handle values.
-    let other = auto_event();
-    let mut waiter2 = PoolWaiter::new(Arc::clone(&port)).unwrap();
-    waiter2.arm(other.as_handle(), 0x66, 0x5678).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     set(&b);
     let mut out = [CompletionEntry::zeroed(); 4];
-    let n = port
-        .dequeue(&mut out, Some(Duration::from_millis(500)))
+    let n = kernel
+        .dequeue(&mut out, Some(Duration::from_millis(300)))
         .unwrap();
-    let b_kept = signaled_now(&b);
-    let stolen: Vec<_> = out[..n].iter().filter(|e| e.key == 0x55).collect();
-    let _ = (waiter.cancel(), waiter2.cancel());
-    assert!(
-        stolen.is_empty() && b_kept,
-        "the wait armed on the closed handle A took event B's signal (B still signaled: \
-         {b_kept}) and posted {stolen:?}"
-    );
+    assert_eq!(n, 0, "a packet for the newcomer: {:?}", &out[..n]);
+    assert!(signaled_now(&b), "B's signal was taken");
+    set(&a_too);
+    let n = kernel
+        .dequeue(&mut out, Some(Duration::from_secs(10)))
+        .unwrap();
+    assert!(n == 1 && out[0].key == WAIT_KEY && out[0].apc_context == WAIT_TAG | 0x1234);
+    kernel.close_wait(id);
 }

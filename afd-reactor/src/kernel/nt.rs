@@ -390,7 +390,12 @@ unsafe impl Kernel for NtKernel {
                 // Queued even if already signaled: AlreadySignaled is information only.
                 packet.associate(&self.port, entry.object.as_handle(), WAIT_KEY, apc_context)?;
             }
-            WaitVia::Pool(waiter) => waiter.arm(entry.object.as_handle(), WAIT_KEY, apc_context)?,
+            // SAFETY: `entry.object` is our own duplicate, closed only when the entry is dropped,
+            // and `via` is declared before it, so the waiter (whose drop settles its arming) goes
+            // first; every other arming is settled by the next `arm` or `cancel` of this waiter.
+            WaitVia::Pool(waiter) => unsafe {
+                waiter.arm(entry.object.as_handle(), WAIT_KEY, apc_context)?
+            },
         }
         entry.phase = WaitPhase::Armed(apc_context);
         self.waits.expect_packet(id, apc_context);

@@ -516,8 +516,14 @@ impl PoolWaiter {
     /// # Errors
     /// The failure of `RegisterWaitForSingleObject`: nothing is registered and no packet will
     /// come.
+    ///
+    /// # Safety
+    /// `object` must stay open (naming the same object) until this arming is settled: until the
+    /// next `arm`, `cancel`, or the waiter's drop. The thread pool keeps no reference to the
+    /// object: it waits on the handle *value*, which a close would free for a new object to take
+    /// (its signals would then be consumed, and a packet posted, for an object never given here).
     #[doc(alias = "RegisterWaitForSingleObject")]
-    pub fn arm(
+    pub unsafe fn arm(
         &mut self,
         object: BorrowedHandle<'_>,
         key: usize,
@@ -537,8 +543,9 @@ impl PoolWaiter {
         self.generation = generation;
         let context = (generation << INDEX_BITS | u64::from(self.index)) as usize;
         let mut wait: HANDLE = ptr::null_mut();
-        // SAFETY: `wait` is a valid out-pointer; `object` is open for the call (the pool keeps its
-        // own reference); the context is a number naming a slot that is never freed.
+        // SAFETY: `wait` is a valid out-pointer; `object` stays open until this arming is settled
+        // (our caller's contract), and is open for the call; the context is a number naming a
+        // slot that is never freed.
         let ok = unsafe {
             RegisterWaitForSingleObject(
                 &mut wait,

@@ -291,7 +291,13 @@ pub struct Teardown {
     /// Polls this teardown cancelled: the polls still pending for registrations still registered.
     /// (A registration whose poll had already completed, or that had none, is not counted; polls
     /// that `deregister` had cancelled are not counted again: their answers are in `drained`.)
+    /// Armed waits of waitable registrations still registered count here too.
     pub cancelled: u64,
+    /// Signals that waits of waitable registrations still registered had consumed (an auto-reset
+    /// event reset, a semaphore count taken) and whose events were never delivered: what
+    /// [`Reactor::deregister_waitable`] would have reported, for each registration teardown
+    /// ended. Always 0 on Linux, where a wait consumes nothing.
+    pub signals_lost: u64,
     /// Packets dequeued by this teardown: the answers to every cancelled poll, whether teardown
     /// or an earlier `deregister` cancelled it, and whatever else was queued.
     pub drained: u64,
@@ -312,7 +318,11 @@ impl fmt::Display for Teardown {
             "cancelled {} polls, drained {} packets in {:?} ({} failed dequeues); {} polls still \
              in flight (buffers kept, never freed)",
             self.cancelled, self.drained, self.elapsed, self.dequeue_errors, self.leaked
-        )
+        )?;
+        if self.signals_lost > 0 {
+            write!(f, "; {} consumed signals not delivered", self.signals_lost)?;
+        }
+        Ok(())
     }
 }
 

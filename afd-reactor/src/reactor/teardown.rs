@@ -85,7 +85,9 @@ impl<K: Kernel> Reactor<K> {
                 .map(|i| (i, self.pool.meta(i).map_or(0, |m| m.generation)))
                 .collect();
             live.sort_unstable_by(|a, b| b.cmp(a));
-            report.cancelled += self.end_all_waitables();
+            let (cancelled, lost) = self.end_all_waitables();
+            report.cancelled += cancelled;
+            report.signals_lost = lost;
             for (k, (index, generation)) in live.into_iter().enumerate() {
                 // A drain below may have ended this registration already (e.g. a misrouted
                 // packet); the generation tells.

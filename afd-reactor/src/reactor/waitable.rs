@@ -24,7 +24,11 @@ const COUNTER_BITS: u32 = 62 - INDEX_BITS;
 /// The reactor reads the value once per call. At registration the kernel takes a reference of
 /// its own to the object (a duplicate handle, or descriptor), and waits on that one from then on:
 /// closing your handle while it is registered does not disturb the wait, and a new object that
-/// gets the old value is not mistaken for it. Deregister with the same handle (or value).
+/// gets the old value is never waited on in its place. The registration itself is known by the
+/// value you registered: deregister with the same handle, before you close it. (If you close it
+/// first and a new handle gets its value, `register_waitable` of the new one says
+/// `AlreadyExists` until you `deregister_waitable` the old registration through the new handle,
+/// which names the same value.)
 ///
 /// # Safety
 /// `raw_waitable` must return the value of a handle (descriptor) the implementer owns or borrows
@@ -337,6 +341,19 @@ impl<K: Kernel> Reactor<K> {
         let slot = &mut self.waits.slots[index as usize];
         slot.token = token;
         if !slot.wanted || slot.refused {
+            let generation = slot.generation;
+            if slot.refused {
+                // A refusal still waiting in the stash is old news now (review 15, F3).
+                self.stash.retain(
+                    |s| !matches!(s, Stashed::WaitRefused { generation: g } if *g == generation),
+                );
+                let held = self
+                    .stash
+                    .iter()
+                    .any(|s| matches!(s, Stashed::Signaled { generation: g } if *g == generation));
+                self.waits.slots[index as usize].held = held;
+            }
+            let slot = &mut self.waits.slots[index as usize];
             slot.wanted = true;
             slot.refused = false;
             self.waits.queue_update(index);
@@ -517,15 +534,18 @@ impl<K: Kernel> Reactor<K> {
         }
     }
 
-    /// Teardown: end every waitable registration; returns how many armed waits were cancelled.
-    pub(super) fn end_all_waitables(&mut self) -> u64 {
-        let mut cancelled = 0;
+    /// Teardown: end every waitable registration; returns how many armed waits were cancelled,
+    /// and how many consumed signals were not delivered.
+    pub(super) fn end_all_waitables(&mut self) -> (u64, u64) {
+        let (mut cancelled, mut lost) = (0, 0);
         for index in self.waits.drain_indices() {
             if self.waits.slots[index as usize].armed {
                 cancelled += 1;
             }
-            self.end_waitable(index);
+            if self.end_waitable(index) {
+                lost += 1;
+            }
         }
-        cancelled
+        (cancelled, lost)
     }
 }
