@@ -5,7 +5,7 @@
 #      x86_64-pc-windows-gnu with -D warnings (the README and docs/ links are checked by
 #      afd-reactor/tests/docs.rs)
 #   3. native tests: unit tests, the conformance suite on the simulated kernel and on the epoll
-#      kernel (real sockets), the epoll kernel's contract and Linux facts (epoll_layer), the hardening and
+#      kernel (real sockets), the waitable suite on both (tests/waits), the epoll kernel's contract and Linux facts (epoll_layer), the hardening and
 #      review-finding tests, the property test (10,000 seeded schedules with fault injection;
 #      AFD_SCHEDULES=N for more)
 #   4. Miri on the simulated-kernel tests (skip with AFD_SKIP_MIRI=1)
