@@ -406,6 +406,10 @@ fn many<S: WaitSys>(mut sys: S, a: &WaitArgs) -> io::Result<()> {
     sys.poll(&mut out, Some(Duration::ZERO))?;
     let threads_removed = threads();
     let heap_removed = alloc::live() as f64 - heap_before as f64;
+    let state_removed = match (sys.state_heap(), state_before) {
+        (Some(after), Some(before)) => format!("{:.1}", (after as f64 - before as f64) / n as f64),
+        _ => "n/a".into(),
+    };
     super::record(&format!(
         "workload=many waitables={n} threads_before={threads_before} \
          threads_armed={threads_armed} threads_armed_200ms={threads_armed_later} \
@@ -413,6 +417,7 @@ fn many<S: WaitSys>(mut sys: S, a: &WaitArgs) -> io::Result<()> {
          threads_removed={threads_removed} heap_bytes={heap:.0} \
          heap_per_registration={:.1} state_heap_per_registration={state} \
          heap_after_signals_per_registration={:.1} heap_after_removal_per_registration={:.1} \
+         state_heap_after_removal_per_registration={state_removed} \
          signal_secs={signal_secs:.3} {}",
         heap / n as f64,
         heap_signaled / n as f64,
