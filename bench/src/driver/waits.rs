@@ -168,6 +168,8 @@ fn many(
         "heap_after_signals_per_registration",
         "heap_after_removal_per_registration",
         "state_heap_after_removal_per_registration",
+        "heap_after_second_batch_per_registration",
+        "threads_second_batch",
         "signal_secs",
         "nt_wait_arm",
         "nt_wait_cancel",
@@ -378,12 +380,21 @@ pub fn run(root: &Path, exe: &Path, logs: &Path, wine: &str, o: &WaitOpts) -> io
     Ok(())
 }
 
-/// `median [min–max]`, or the value alone when every round gave it.
+/// `median [min–max]`, or the value alone when every round gave it; whole numbers (counts of
+/// threads) as such.
 fn cell(v: Option<&Vec<f64>>) -> String {
+    let whole = v.is_some_and(|v| v.iter().all(|x| x.fract() == 0.0));
+    let f = |x: f64| {
+        if whole && x.fract() == 0.0 {
+            format!("{x:.0}")
+        } else {
+            num(x)
+        }
+    };
     match v.and_then(|v| spread(v)) {
         None => "n/a".into(),
-        Some((m, lo, hi)) if lo == hi => num(m),
-        Some((m, lo, hi)) => format!("{} [{}–{}]", num(m), num(lo), num(hi)),
+        Some((m, lo, hi)) if lo == hi => f(m),
+        Some((m, lo, hi)) => format!("{} [{}–{}]", f(m), f(lo), f(hi)),
     }
 }
 
@@ -568,6 +579,10 @@ fn report(d: &Data, wine: &str, o: &WaitOpts, secs: f64) -> String {
         ),
         ("… after 1 s idle", "threads_idle_1s"),
         ("after deregistering them all", "threads_removed"),
+        (
+            "after a second batch registered and deregistered",
+            "threads_second_batch",
+        ),
     ] {
         row(&mut r, d, name, &format!("many.{key}"));
     }
@@ -606,6 +621,10 @@ fn report(d: &Data, wine: &str, o: &WaitOpts, secs: f64) -> String {
         (
             "… of which the reactor's state",
             "state_heap_after_removal_per_registration",
+        ),
+        (
+            "Rust heap left after a second batch registered and deregistered",
+            "heap_after_second_batch_per_registration",
         ),
     ] {
         row(&mut r, d, name, &format!("many.{key}"));

@@ -18,7 +18,9 @@
 //!
 //! `waits-many`: N auto-reset events, none signaled: the process's thread count and the live heap
 //! before and after registering them (armed: one zero-timeout poll after), after each is signaled
-//! once and reported, and after they are all deregistered. One `result workload=many …` record.
+//! once and reported, after they are all deregistered, and after a second batch of the same
+//! registrations is made and removed again (growth there is a leak, not kept capacity). One
+//! `result workload=many …` record.
 //!
 //! In `oneshot` mode each event is followed by a re-arm: afd-reactor's `reregister_waitable`,
 //! polling's `modify_waitable` (the way async-io uses it). In `level` mode both re-arm by
@@ -410,6 +412,18 @@ fn many<S: WaitSys>(mut sys: S, a: &WaitArgs) -> io::Result<()> {
         (Some(after), Some(before)) => format!("{:.1}", (after as f64 - before as f64) / n as f64),
         _ => "n/a".into(),
     };
+    // A second batch, registered and removed again: what stays live after it beyond the first
+    // batch's figure grows with use (a leak), what does not is capacity kept for reuse.
+    for (key, ev) in evs.iter().enumerate() {
+        sys.add(ev, key)?;
+    }
+    sys.poll(&mut out, Some(Duration::ZERO))?;
+    for ev in &evs {
+        sys.remove(ev)?;
+    }
+    sys.poll(&mut out, Some(Duration::ZERO))?;
+    let heap_second = alloc::live() as f64 - heap_before as f64;
+    let threads_second = threads();
     super::record(&format!(
         "workload=many waitables={n} threads_before={threads_before} \
          threads_armed={threads_armed} threads_armed_200ms={threads_armed_later} \
@@ -418,10 +432,12 @@ fn many<S: WaitSys>(mut sys: S, a: &WaitArgs) -> io::Result<()> {
          heap_per_registration={:.1} state_heap_per_registration={state} \
          heap_after_signals_per_registration={:.1} heap_after_removal_per_registration={:.1} \
          state_heap_after_removal_per_registration={state_removed} \
+         heap_after_second_batch_per_registration={:.1} threads_second_batch={threads_second} \
          signal_secs={signal_secs:.3} {}",
         heap / n as f64,
         heap_signaled / n as f64,
         heap_removed / n as f64,
+        heap_second / n as f64,
         sys.counters()
     ));
     drop(sys);
