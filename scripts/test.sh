@@ -90,6 +90,8 @@ CONNECTIONS=500 SECS=12 PORT=7318 bash scripts/soak.sh --native
 for wine in 8 10; do
     step "benchmark harness smoke run under Wine $wine (tiny sizes; the real run is bash scripts/bench.sh)"
     bash scripts/bench.sh --quick --wine "$wine" --out "target/bench-quick-wine$wine"
+    step "waitable-handle benchmark smoke run under Wine $wine (tiny sizes, ~15 s; the real run is bash scripts/bench.sh --waits --wine $wine)"
+    bash scripts/bench.sh --waits --quick --wine "$wine" --out "target/bench-quick-waits-wine$wine"
 done
 
 step "benchmark harness smoke run natively (afd-reactor on epoll, mio, polling; afd-async, smol, tokio; tiny sizes)"

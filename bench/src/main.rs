@@ -63,6 +63,16 @@ options:
                       counted with strace -f where wineserver requests are counted under
                       Wine, and HTTP's also with perf, which does not slow the server
   --quick             tiny sizes, one round (a smoke test of the harness)
+  --waits             only the waitable-handle benchmark (issue 15; under Wine): afd-reactor's
+                      register_waitable against polling's add_waitable, each in level and
+                      oneshot mode: wineserver requests and NT calls per signal of an
+                      auto-reset event (set by the polling thread, and by another thread),
+                      threads and heap for --waitables registrations; writes report.md and
+                      results.json to --out (default rounds: 5)
+  --wait-signals N    signals in the short traced segment of --waits (the long one is 3 times
+                      that; default 2000)
+  --waitables N       waitables registered at once for --waits' thread and heap counts
+                      (default 1000)
   --out DIR           where results.json, chart.svg, http_chart.svg and table.txt go
                       (default target/bench)";
 
@@ -88,6 +98,7 @@ mod linux {
     use crate::driver::perf;
     use crate::driver::report::Results;
     use crate::driver::run::{Counter, Env, Figures, paths};
+    use crate::driver::waits::{self, WaitOpts};
     use crate::driver::wine::{Tracer, kill_wineserver, wine_version};
     use bench::System;
     use std::collections::BTreeMap;
@@ -121,6 +132,11 @@ mod linux {
         trace: bool,
         native: bool,
         out: PathBuf,
+        out_given: bool,
+        rounds_given: bool,
+        waits: bool,
+        wait_signals: usize,
+        waitables: usize,
     }
 
     fn bad(msg: String) -> io::Error {
@@ -153,6 +169,11 @@ mod linux {
             trace: true,
             native: false,
             out: PathBuf::from("target/bench"),
+            out_given: false,
+            rounds_given: false,
+            waits: false,
+            wait_signals: 2000,
+            waitables: 1000,
         };
         let mut systems_given = false;
         let mut it = std::env::args().skip(1);
@@ -183,12 +204,18 @@ mod linux {
                     o.native = true;
                     continue;
                 }
+                "--waits" => {
+                    o.waits = true;
+                    continue;
+                }
                 "--quick" => {
                     (o.rounds, o.secs, o.conns, o.in_flight) = (1, 1.0, vec![50], 20);
                     o.warmup = 0.2;
                     (o.trace_echoes, o.sockets, o.churn_ops) = (200, 300, 100);
                     (o.wakes, o.storm_wakes, o.idle_secs) = (100, 1000, 0.3);
                     (o.http_conns, o.http_secs, o.trace_requests) = (vec![50], Some(1), 200);
+                    (o.wait_signals, o.waitables) = (100, 100);
+                    o.rounds_given = true;
                     continue;
                 }
                 _ => {}
@@ -203,7 +230,12 @@ mod linux {
                     .ok_or_else(|| bad(format!("{flag} {v:?}: want a positive integer")))
             };
             match flag.as_str() {
-                "--rounds" => o.rounds = count(&v)?,
+                "--rounds" => {
+                    o.rounds = count(&v)?;
+                    o.rounds_given = true;
+                }
+                "--wait-signals" => o.wait_signals = count(&v)?,
+                "--waitables" => o.waitables = count(&v)?,
                 "--secs" => {
                     o.secs = v
                         .parse()
@@ -244,7 +276,10 @@ mod linux {
                     o.systems = all.iter().copied().filter(|s| !s.is_async()).collect();
                     o.async_systems = all.into_iter().filter(|s| s.is_async()).collect();
                 }
-                "--out" => o.out = PathBuf::from(v),
+                "--out" => {
+                    o.out = PathBuf::from(v);
+                    o.out_given = true;
+                }
                 "--wine" => {
                     if v != "8" && v != "10" {
                         return Err(bad(format!("--wine {v:?}: want 8 or 10")));
@@ -258,6 +293,14 @@ mod linux {
         }
         if o.http_only && !o.http {
             return Err(bad("--http-only with --no-http or --echo-only".into()));
+        }
+        if o.waits && o.native {
+            return Err(bad(
+                "--waits runs under Wine only (not with --native)".into()
+            ));
+        }
+        if o.waits && !o.rounds_given {
+            o.rounds = 5;
         }
         if o.native {
             let native_only = |s: &System| matches!(s, System::Afd | System::Mio | System::Polling);
@@ -329,6 +372,25 @@ mod linux {
         } else {
             wine_version(&root)?
         };
+        if o.waits {
+            let out = if o.out_given {
+                o.out.clone()
+            } else {
+                PathBuf::from("target/bench-waits")
+            };
+            let w = WaitOpts {
+                rounds: o.rounds,
+                signals: o.wait_signals,
+                warmup: (o.wait_signals / 10).max(10),
+                waitables: o.waitables,
+                out,
+                command: std::iter::once("bench".to_string())
+                    .chain(std::env::args().skip(1))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            };
+            return waits::run(&root, &exe, &logs, &wine, &w);
+        }
         let env = Env {
             native: o.native,
             root,

@@ -7,4 +7,5 @@ pub mod native;
 pub mod perf;
 pub mod report;
 pub mod run;
+pub mod waits;
 pub mod wine;

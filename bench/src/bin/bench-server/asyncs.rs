@@ -446,7 +446,7 @@ fn thread_ids() -> Vec<u32> {
 /// The ids of every thread of this process, as the driver's counter sees them (Windows thread
 /// ids, natively kernel thread ids).
 #[cfg(windows)]
-fn thread_ids() -> Vec<u32> {
+pub fn thread_ids() -> Vec<u32> {
     use windows_sys::Win32::Foundation::{CloseHandle, INVALID_HANDLE_VALUE};
     use windows_sys::Win32::System::Diagnostics::ToolHelp::{
         CreateToolhelp32Snapshot, TH32CS_SNAPTHREAD, THREADENTRY32, Thread32First, Thread32Next,

@@ -9,7 +9,11 @@
 //! bench-server micro --system S [--sockets 10000] [--churn-ops 5000] [--wakes 2000]
 //!                               [--storm-wakes 10000] [--idle] [--idle-secs 1]
 //!                               [--teardown-only] [--no-wait]
+//! bench-server waits-signal --system afd|polling [--mode level|oneshot] [--signals 2000]
+//!                                                [--warmup-signals 200]
+//! bench-server waits-many   --system afd|polling [--mode level|oneshot] [--waitables 1000]
 //! ```
+//! The `waits-*` workloads (waitable handles, Windows only) are described in `waits.rs`.
 //! `--teardown-only` registers the sockets and tears the poller down, nothing else; `--no-wait`
 //! tears afd-reactor down without waiting for the kernel (`abandon`), as the peers' drops do.
 //! S is one of afd, afd-helper, mio, polling, wepoll, or an async stack A: afd-async, smol,
@@ -51,6 +55,8 @@ mod polling_sys;
 mod stacks;
 #[cfg(any(windows, target_os = "linux"))]
 mod sys;
+#[cfg(windows)]
+mod waits;
 #[cfg(windows)]
 mod wepoll_sys;
 
@@ -177,13 +183,19 @@ mod server {
         sizes: Sizes,
         /// HTTP requests before the first mark, and the length of the first segment.
         marks: Option<(u64, u64)>,
+        /// The `waits-*` workloads: oneshot mode (else level), signals per segment, warm-up
+        /// signals, waitables registered at once.
+        oneshot: bool,
+        signals: usize,
+        warmup_signals: usize,
+        waitables: usize,
     }
 
     fn args() -> io::Result<Args> {
         let mut it = std::env::args().skip(1);
-        let what = it
-            .next()
-            .ok_or_else(|| bad("want `echo`, `http` or `micro`".into()))?;
+        let what = it.next().ok_or_else(|| {
+            bad("want `echo`, `http`, `micro`, `waits-signal` or `waits-many`".into())
+        })?;
         let mut a = Args {
             what,
             system: System::Afd,
@@ -200,6 +212,10 @@ mod server {
                 teardown_wait: true,
             },
             marks: None,
+            oneshot: false,
+            signals: 2000,
+            warmup_signals: 200,
+            waitables: 1000,
         };
         while let Some(flag) = it.next() {
             // The switches, which take no value.
@@ -240,6 +256,16 @@ mod server {
                         _ => return Err(bad(format!("--marks {v:?}: want W,E (E > 0)"))),
                     }
                 }
+                "--mode" => {
+                    a.oneshot = match v.as_str() {
+                        "level" => false,
+                        "oneshot" => true,
+                        _ => return Err(bad(format!("--mode {v:?}: want level or oneshot"))),
+                    }
+                }
+                "--signals" => a.signals = count()?,
+                "--warmup-signals" => a.warmup_signals = count()?,
+                "--waitables" => a.waitables = count()?,
                 "--sessions" => a.sessions = count()?,
                 "--sockets" => a.sizes.sockets = count()?,
                 "--churn-ops" => a.sizes.churn_ops = count()?,
@@ -260,6 +286,9 @@ mod server {
 
     pub fn run() -> io::Result<()> {
         let a = args()?;
+        if a.what.starts_with("waits-") {
+            return waits(&a);
+        }
         if a.system.is_async() {
             return run_async(&a);
         }
@@ -278,6 +307,24 @@ mod server {
             ))),
             System::AfdAsync | System::Smol | System::Tokio => unreachable!("run_async"),
         }
+    }
+
+    /// The waitable-handle workloads (Windows only).
+    #[cfg(windows)]
+    fn waits(a: &Args) -> io::Result<()> {
+        let w = super::waits::WaitArgs {
+            oneshot: a.oneshot,
+            signals: a.signals,
+            warmup: a.warmup_signals,
+            waitables: a.waitables,
+        };
+        super::waits::run(&a.what, a.system.name(), &w)
+    }
+
+    #[cfg(not(windows))]
+    fn waits(a: &Args) -> io::Result<()> {
+        let _ = (a.oneshot, a.signals, a.warmup_signals, a.waitables);
+        Err(bad(format!("{} runs on Windows only (under Wine)", a.what)))
     }
 
     /// The HTTP workload or the async echo on an async stack.
