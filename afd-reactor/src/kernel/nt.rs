@@ -365,6 +365,15 @@ unsafe impl Kernel for NtKernel {
     }
 
     fn open_wait(&mut self, handle: RawWaitable) -> io::Result<WaitId> {
+        if (handle as i64) < 0 {
+            // A pseudo-handle: -1 is the current process (and INVALID_HANDLE_VALUE), -2 the
+            // current thread. Duplicated, they name this process or the reactor's own thread,
+            // which can never be seen to end (review 15b).
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "afd-reactor: a pseudo-handle (the current process or thread) cannot be waited on",
+            ));
+        }
         let object = nt::duplicate_handle(handle as RawHandle)?;
         let via = match self.wait_path_in_use() {
             WaitPath::Packets => WaitVia::Packet(WaitPacket::new()?),

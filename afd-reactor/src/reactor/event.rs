@@ -148,13 +148,14 @@ const PRIORITY: u16 = 32;
 const TIMER: u16 = 64;
 const WAKE: u16 = 128;
 const SIGNALED: u16 = 256;
+const WAITABLE: u16 = 512;
 
 /// One readiness report: a socket's readiness, a timer firing, a wake, or a waitable handle
 /// signaled.
 ///
 /// An event comes from exactly one source: a timer ([`is_timer`](Self::is_timer)), a
 /// [`Waker`](crate::Waker) ([`is_wake`](Self::is_wake)), a registered waitable handle
-/// ([`is_signaled`](Self::is_signaled), or an error with its token), or, when none is set, a
+/// ([`is_waitable`](Self::is_waitable): signaled, or an error), or, when none is set, a
 /// registered socket. In one [`poll`](crate::Reactor::poll), each registration and each waker appears at
 /// most once (a second report is merged into the first), and each timer at most once.
 ///
@@ -245,7 +246,16 @@ impl Event {
     pub(crate) const fn signaled(token: Token) -> Self {
         Self {
             token,
-            flags: SIGNALED,
+            flags: SIGNALED | WAITABLE,
+            afd: PollEvents::NONE,
+        }
+    }
+
+    /// A waitable registration could not be re-armed.
+    pub(crate) const fn waitable_error(token: Token) -> Self {
+        Self {
+            token,
+            flags: ERROR | WAITABLE,
             afd: PollEvents::NONE,
         }
     }
@@ -318,11 +328,18 @@ impl Event {
     /// A registered waitable handle was signaled
     /// ([`Reactor::register_waitable`](crate::Reactor::register_waitable)): an event set, a
     /// process ended, a semaphore released, a waitable timer due; on Linux an eventfd or a pidfd
-    /// readable. An error event ([`is_error`](Self::is_error)) with the waitable's token says the
-    /// reactor could not re-arm its wait: it is disarmed until
-    /// [`reregister_waitable`](crate::Reactor::reregister_waitable).
+    /// readable. (Always with [`is_waitable`](Self::is_waitable).)
     pub const fn is_signaled(&self) -> bool {
         self.flags & SIGNALED != 0
+    }
+
+    /// The event is a registered waitable handle's: signaled ([`is_signaled`](Self::is_signaled)),
+    /// or an error ([`is_error`](Self::is_error)) saying the reactor could not re-arm its wait,
+    /// which stays disarmed until
+    /// [`reregister_waitable`](crate::Reactor::reregister_waitable). It tells a waitable's error
+    /// from a socket's on the same token.
+    pub const fn is_waitable(&self) -> bool {
+        self.flags & WAITABLE != 0
     }
 }
 
@@ -341,6 +358,7 @@ impl fmt::Debug for Event {
             (self.is_timer(), "timer"),
             (self.is_wake(), "wake"),
             (self.is_signaled(), "signaled"),
+            (self.is_waitable(), "waitable"),
         ] {
             if on {
                 d.field(name, &true);

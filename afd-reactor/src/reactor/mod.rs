@@ -293,10 +293,11 @@ pub struct Teardown {
     /// that `deregister` had cancelled are not counted again: their answers are in `drained`.)
     /// Armed waits of waitable registrations still registered count here too.
     pub cancelled: u64,
-    /// Signals that waits of waitable registrations still registered had consumed (an auto-reset
-    /// event reset, a semaphore count taken) and whose events were never delivered: what
-    /// [`Reactor::deregister_waitable`] would have reported, for each registration teardown
-    /// ended. Always 0 on Linux, where a wait consumes nothing.
+    /// Waitable registrations still registered whose waits were satisfied and whose events were
+    /// never delivered: what [`Reactor::deregister_waitable`] would have reported, for each
+    /// registration teardown ended (for an auto-reset event or a semaphore, a consumed signal;
+    /// a manual-reset event or a process still holds its own). Always 0 on Linux, where a wait
+    /// consumes nothing.
     pub signals_lost: u64,
     /// Packets dequeued by this teardown: the answers to every cancelled poll, whether teardown
     /// or an earlier `deregister` cancelled it, and whatever else was queued.

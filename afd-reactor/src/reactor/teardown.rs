@@ -163,6 +163,11 @@ impl<K: Kernel> Reactor<K> {
     /// Tear down without waiting: leak the buffers of every poll still in the kernel, on purpose,
     /// and return how many (the kernel writes them whenever each poll ends, so they are never
     /// freed). For hard shutdowns; prefer [`shutdown`](Self::shutdown).
+    ///
+    /// Waits of waitable registrations are ended when the kernel is dropped (on the thread-pool
+    /// path that blocks until each running callback has returned); a signal one of them consumed
+    /// and did not deliver is not reported, as `shutdown` reports it
+    /// ([`Teardown::signals_lost`](crate::Teardown::signals_lost)).
     /// # Examples
     /// ```
     /// use afd_reactor::afd::PollEvents;

@@ -365,11 +365,13 @@ impl<K: Kernel> Reactor<K> {
     /// [`poll`](Self::poll), and the kernel's wait and duplicate handle are released (at once, or
     /// once a packet already on its way is collected).
     ///
-    /// Returns `true` if a signal the wait had consumed is thereby lost: the wait was satisfied
-    /// (an auto-reset event reset, a semaphore count taken) but its event was not delivered. Pass
-    /// it on if someone else should have it (`SetEvent` again). So every signal a wait consumes is
-    /// either delivered as an event or reported here. Always `false` on Linux, where a wait
-    /// consumes nothing.
+    /// Returns `true` if the wait was satisfied but its event is not delivered (its packet was on
+    /// its way, its callback could not post, or its event waited for room in a later `poll`). For
+    /// an auto-reset event or a semaphore that signal is then gone, consumed by the wait: pass it
+    /// on if someone else should have it (`SetEvent` again). A manual-reset event or an ended
+    /// process still holds its signal (the kernel cannot tell the reactor which kind the object
+    /// is: you know what you registered). So every signal a wait consumes is either delivered as
+    /// an event or reported here. Always `false` on Linux, where a wait consumes nothing.
     ///
     /// One gap, on the thread-pool path only (where ntdll has no wait completion packets: under
     /// Wine): a signal that comes *while* the wait is being cancelled may be taken by the thread
@@ -497,7 +499,7 @@ impl<K: Kernel> Reactor<K> {
             self.stats.signals += 1;
             crate::Event::signaled(slot.token)
         } else {
-            crate::Event::error(slot.token)
+            crate::Event::waitable_error(slot.token)
         };
         self.waits.queue_update(index);
         Some(event)
