@@ -17,12 +17,6 @@ use std::time::{Duration, Instant};
 /// thread. Wake events are told apart by `is_wake`, so it may equal a socket's or timer's token.
 const WAKE_TOKEN: Token = Token(usize::MAX);
 
-/// The bit that marks a waitable's token: its key in the driver's waitables, with this bit set.
-/// Sockets' tokens are keys of another slab, far below it, so a waitable's error event (which
-/// carries nothing but its token) is never taken for a socket's. Timer and wake events are told
-/// apart by their flags.
-pub(crate) const WAITABLE_BIT: usize = 1 << (usize::BITS - 2);
-
 /// How many events one `poll` may return.
 const EVENTS: usize = 1024;
 
@@ -180,7 +174,8 @@ pub(crate) struct TimerSlot {
 pub(crate) struct Driver {
     backend: RefCell<Box<dyn Backend>>,
     sources: RefCell<Slab<Rc<Source>>>,
-    /// Registered waitables; a waitable's token is its key with `WAITABLE_BIT` set.
+    /// Registered waitables; a waitable's token is its key (`Event::is_waitable` tells its events
+    /// from a socket's with the same key).
     waitables: RefCell<Slab<Rc<WaitSource>>>,
     timers: RefCell<Slab<TimerSlot>>,
     events: RefCell<Events>,
@@ -347,19 +342,8 @@ impl Driver {
         let mut waitables = self.waitables.borrow_mut();
         let source = Rc::new(WaitSource::new(raw));
         let key = waitables.insert(Rc::clone(&source));
-        if key >= WAITABLE_BIT {
-            waitables.remove(key);
-            return Err(io::Error::new(
-                io::ErrorKind::OutOfMemory,
-                "afd-async: too many waitables",
-            ));
-        }
         source.key.set(key);
-        if let Err(e) = self
-            .backend
-            .borrow_mut()
-            .register_waitable(raw, Token(key | WAITABLE_BIT))
-        {
+        if let Err(e) = self.backend.borrow_mut().register_waitable(raw, Token(key)) {
             waitables.remove(key);
             return Err(e);
         }
@@ -369,10 +353,9 @@ impl Driver {
     /// Re-arm a waitable (after its event, or a failure to arm): no kernel call now, one at the
     /// reactor's next turn.
     pub(crate) fn rearm_waitable(&self, source: &WaitSource) -> io::Result<()> {
-        let token = Token(source.key.get() | WAITABLE_BIT);
         self.backend
             .borrow_mut()
-            .reregister_waitable(source.raw, token)
+            .reregister_waitable(source.raw, Token(source.key.get()))
     }
 
     /// Deregister a waitable and forget its state: true if a signal its wait consumed was not
@@ -485,9 +468,10 @@ impl Driver {
                         slot.fired = true;
                         to_wake.extend(slot.waker.take());
                     }
-                } else if key & WAITABLE_BIT != 0 {
-                    // A waitable's signal, or its error event (it could not be re-armed).
-                    if let Some(w) = waitables.get(key & !WAITABLE_BIT) {
+                } else if event.is_waitable() {
+                    // A waitable's signal, or its error event (it could not be re-armed): the
+                    // flag tells it from a socket's event on the same key.
+                    if let Some(w) = waitables.get(key) {
                         w.on_event(event, &mut to_wake);
                     }
                 } else if let Some(source) = sources.get(key) {

@@ -17,7 +17,7 @@ use std::task::{Context, Poll, Waker};
 
 /// A waitable registration's state in the async layer.
 pub(crate) struct WaitSource {
-    /// Its key in the driver's waitables (its token, without `WAITABLE_BIT`).
+    /// Its key in the driver's waitables (its token).
     pub(crate) key: Cell<usize>,
     /// The handle's value, read once from the user's handle.
     pub(crate) raw: RawWaitable,

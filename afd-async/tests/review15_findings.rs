@@ -2,8 +2,8 @@
 //!
 //! No afd-async-specific finding. Checked and found sound: the `signaled` flag (one signal per
 //! `wait()`, a second waiter re-arms once), error counting (a wait fails only for a refusal after
-//! it started waiting), the `WAITABLE_BIT` token space (wake events are told apart by `is_wake`
-//! before the bit is looked at), `RawHandle`'s `unsafe impl` (the `T` is owned until after
+//! it started waiting), the token space apart from sockets' (then a `WAITABLE_BIT` in the token;
+//! now the reactor's `Event::is_waitable` flag), `RawHandle`'s `unsafe impl` (the `T` is owned until after
 //! deregistration), `Drop`/`into_inner_with_signal` ordering, `Signaled`'s drop inside a waker's
 //! drop, and `child_exit` (pidfd opened only before the child is reaped, under `&mut Child`).
 //!
