@@ -69,6 +69,7 @@
 //! watch's is `(watch id << 32) | fd` with watch ids kept below 2^31, and the eventfd's is
 //! `u64::MAX` (bits 32 to 62 set, which a wait's never has): the three cannot collide.
 
+use super::slab::WaitSlab;
 use super::{
     HELPER_KEY, Kernel, PollBlock, PollVia, Post, RawSock, RawWaitable, Submitted, WAIT_KEY,
     WAKE_KEY, WaitCancel, WaitId,
@@ -257,10 +258,8 @@ pub struct EpollKernel {
     calls: Syscalls,
     /// Epoll events that named an earlier file under a number (kept open by a `dup`), dropped.
     stale: u64,
-    /// The waits, by index ([`WaitId`]); `None` for a free slot.
-    waits: Vec<Option<Wait>>,
-    /// Free slots of `waits`.
-    free_waits: Vec<u32>,
+    /// The waits, by [`WaitId`].
+    waits: WaitSlab<Wait>,
     /// Packets taken from `ready` so far: a packet pushed when `ready_taken + ready.len()` was `n`
     /// is dequeued once `ready_taken > n`.
     ready_taken: u64,
@@ -457,8 +456,7 @@ impl EpollKernel {
             events: vec![EpollEvent { events: 0, u64: 0 }; WAIT_BATCH],
             calls: Syscalls::default(),
             stale: 0,
-            waits: Vec::new(),
-            free_waits: Vec::new(),
+            waits: WaitSlab::default(),
             ready_taken: 0,
             unarmed_wait_events: 0,
         })
@@ -623,21 +621,12 @@ impl EpollKernel {
         }
     }
 
-    /// The open wait `id`, or a panic (a bug in the caller).
-    #[track_caller]
-    fn wait_mut(&mut self, id: WaitId) -> &mut Wait {
-        match self.waits.get_mut(id.0 as usize) {
-            Some(Some(wait)) => wait,
-            _ => panic!("afd-reactor bug: {id:?} is not an open wait"),
-        }
-    }
-
     /// Where the open wait `id` is now (a reported wait whose packet was dequeued is idle), or a
     /// panic (a bug in the caller).
     #[track_caller]
     fn wait_state(&mut self, id: WaitId) -> WaitState {
         let taken = self.ready_taken;
-        let wait = self.wait_mut(id);
+        let wait = self.waits.get_mut(id);
         if matches!(wait.state, WaitState::Reported(at) if at < taken) {
             wait.state = WaitState::Idle;
         }
@@ -647,7 +636,7 @@ impl EpollKernel {
     /// An epoll event for wait number `index`: its packet, if it is armed; dropped otherwise.
     fn on_wait_event(&mut self, index: u32) {
         let at = self.ready_taken + self.ready.len() as u64;
-        let Some(Some(wait)) = self.waits.get_mut(index as usize) else {
+        let Some(wait) = self.waits.slot_mut(index) else {
             // Not possible (a wait's entry is deleted before its slot is freed); dropped anyway.
             self.unarmed_wait_events += 1;
             return;
@@ -915,20 +904,7 @@ unsafe impl Kernel for EpollKernel {
             added: false,
             state: WaitState::Idle,
         };
-        let index = match self.free_waits.pop() {
-            Some(index) => {
-                self.waits[index as usize] = Some(wait);
-                index
-            }
-            None => {
-                let index = u32::try_from(self.waits.len()).map_err(|_| {
-                    io::Error::new(io::ErrorKind::OutOfMemory, "afd-reactor: too many waits")
-                })?;
-                self.waits.push(Some(wait));
-                index
-            }
-        };
-        Ok(WaitId(index))
+        self.waits.insert(wait)
     }
 
     /// One system call: `EPOLL_CTL_ADD` the first time, `EPOLL_CTL_MOD` after (oneshot, for
@@ -941,7 +917,7 @@ unsafe impl Kernel for EpollKernel {
         );
         let events = (linux::EPOLLIN | linux::EPOLLONESHOT) as u32;
         let data = WAIT_DATA | u64::from(id.0);
-        let wait = self.waits[id.0 as usize].as_mut().expect("open");
+        let wait = self.waits.get_mut(id);
         let fd = wait.fd.as_raw_fd();
         if wait.added {
             self.calls.modify += 1;
@@ -979,7 +955,7 @@ unsafe impl Kernel for EpollKernel {
     /// consumes nothing on Linux.
     fn cancel_wait(&mut self, id: WaitId) -> WaitCancel {
         let state = self.wait_state(id);
-        let wait = self.wait_mut(id);
+        let wait = self.waits.get_mut(id);
         match state {
             WaitState::Armed(_) => {
                 wait.state = WaitState::Idle;
@@ -998,9 +974,7 @@ unsafe impl Kernel for EpollKernel {
             state == WaitState::Idle,
             "afd-reactor bug: closing {id:?}, whose packet may still come ({state:?})"
         );
-        let wait = self.waits[id.0 as usize]
-            .take()
-            .expect("checked by wait_mut");
+        let wait = self.waits.remove(id);
         if wait.added {
             self.calls.delete += 1;
             // Cannot fail: the duplicate is open and in the set, under this number.
@@ -1009,6 +983,5 @@ unsafe impl Kernel for EpollKernel {
         }
         self.calls.close += 1;
         drop(wait.fd);
-        self.free_waits.push(id.0);
     }
 }

@@ -46,6 +46,8 @@ pub mod epoll;
 pub mod nt;
 #[cfg(feature = "test-rig")]
 pub mod sim;
+#[cfg(any(windows, target_os = "linux", feature = "test-rig"))]
+mod slab;
 
 use crate::afd::{AfdPollInfo, CompletionEntry, IoStatusBlock, NtStatus};
 use std::io;

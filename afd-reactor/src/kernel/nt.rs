@@ -1,5 +1,6 @@
 //! The real kernel: [`Kernel`] over the crate's NT layer (`nt`, Windows only).
 
+use super::slab::WaitSlab;
 use super::{
     HELPER_KEY, Kernel, PollBlock, PollVia, Post, RawSock, RawWaitable, Submitted, WAIT_KEY,
     WAKE_KEY, WaitCancel, WaitId,
@@ -151,11 +152,10 @@ impl NtKernel {
     }
 }
 
-/// The waits an [`NtKernel`] keeps: a slot per [`WaitId`], reused through a free list.
+/// The waits an [`NtKernel`] keeps.
 #[derive(Debug, Default)]
 struct WaitTable {
-    slots: Vec<Option<WaitEntry>>,
-    free: Vec<u32>,
+    entries: WaitSlab<WaitEntry>,
     /// The waits whose packet may still come, by the ApcContext of their arming (several if the
     /// reactor armed several with one context: their packets are then indistinguishable, and
     /// each one dequeued settles one of them).
@@ -192,28 +192,6 @@ enum WaitPhase {
 }
 
 impl WaitTable {
-    fn insert(&mut self, entry: WaitEntry) -> WaitId {
-        match self.free.pop() {
-            Some(i) => {
-                self.slots[i as usize] = Some(entry);
-                WaitId(i)
-            }
-            None => {
-                let i = u32::try_from(self.slots.len()).expect("fewer than 2^32 waits");
-                self.slots.push(Some(entry));
-                WaitId(i)
-            }
-        }
-    }
-
-    #[track_caller]
-    fn get(&mut self, id: WaitId) -> &mut WaitEntry {
-        match self.slots.get_mut(id.0 as usize) {
-            Some(Some(entry)) => entry,
-            _ => panic!("afd-reactor bug: {id:?} is not an open wait"),
-        }
-    }
-
     fn expect_packet(&mut self, id: WaitId, apc_context: usize) {
         self.pending.entry(apc_context).or_default().push(id.0);
     }
@@ -238,7 +216,7 @@ impl WaitTable {
         if ids.is_empty() {
             self.pending.remove(&apc_context);
         }
-        if let Some(Some(entry)) = self.slots.get_mut(id as usize) {
+        if let Some(entry) = self.entries.slot_mut(id) {
             entry.phase = WaitPhase::Idle;
         }
     }
@@ -379,15 +357,15 @@ unsafe impl Kernel for NtKernel {
             WaitPath::Packets => WaitVia::Packet(WaitPacket::new()?),
             WaitPath::ThreadPool => WaitVia::Pool(PoolWaiter::new(Arc::clone(&self.port))?),
         };
-        Ok(self.waits.insert(WaitEntry {
+        self.waits.entries.insert(WaitEntry {
             via,
             object,
             phase: WaitPhase::Idle,
-        }))
+        })
     }
 
     fn arm_wait(&mut self, id: WaitId, apc_context: usize) -> io::Result<()> {
-        let entry = self.waits.get(id);
+        let entry = self.waits.entries.get_mut(id);
         if entry.phase != WaitPhase::Idle {
             panic!(
                 "afd-reactor bug: arm_wait({id:?}) on a wait whose packet may still come ({:?})",
@@ -412,7 +390,7 @@ unsafe impl Kernel for NtKernel {
     }
 
     fn cancel_wait(&mut self, id: WaitId) -> WaitCancel {
-        let entry = self.waits.get(id);
+        let entry = self.waits.entries.get_mut(id);
         let WaitPhase::Armed(apc_context) = entry.phase else {
             panic!(
                 "afd-reactor bug: cancel_wait({id:?}) on a wait that is not armed ({:?})",
@@ -444,7 +422,7 @@ unsafe impl Kernel for NtKernel {
     }
 
     fn close_wait(&mut self, id: WaitId) {
-        let entry = self.waits.get(id);
+        let entry = self.waits.entries.get_mut(id);
         if entry.phase != WaitPhase::Idle {
             panic!(
                 "afd-reactor bug: close_wait({id:?}) on a wait whose packet may still come ({:?})",
@@ -453,8 +431,7 @@ unsafe impl Kernel for NtKernel {
         }
         // Dropping the entry settles and unregisters a thread-pool wait (blocking; its slot is
         // recycled, never freed), then closes the packet handle or the duplicate.
-        self.waits.slots[id.0 as usize] = None;
-        self.waits.free.push(id.0);
+        self.waits.entries.remove(id);
     }
 }
 

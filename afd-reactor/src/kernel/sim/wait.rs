@@ -43,6 +43,7 @@
 
 use super::{Kind, ObjId, Object, Packet, SimKernel, SimState};
 use crate::afd::{CompletionEntry, IoStatusBlock, NtStatus};
+use crate::kernel::slab::WaitSlab;
 use crate::kernel::{RawWaitable, WAIT_KEY, WaitCancel, WaitId};
 use std::io;
 
@@ -94,8 +95,7 @@ struct Wait {
 #[derive(Debug, Default)]
 pub(super) struct Waits {
     path: WaitPath,
-    table: Vec<Option<Wait>>,
-    free: Vec<u32>,
+    table: WaitSlab<Wait>,
     next_armed: u64,
     /// While true, thread-pool callbacks do not run at dequeues.
     hold_callbacks: bool,
@@ -176,8 +176,6 @@ impl SimState {
                 .waits
                 .table
                 .iter()
-                .enumerate()
-                .filter_map(|(i, w)| w.as_ref().map(|w| (i, w)))
                 .filter(|(_, w)| w.object == id && w.stage == Stage::Armed)
                 .min_by_key(|(_, w)| w.armed_seq)
                 .map(|(i, _)| i);
@@ -191,16 +189,18 @@ impl SimState {
             self.stats.signals_consumed += 1;
             match self.waits.path {
                 WaitPath::Packets => self.queue_wait_packet(i),
-                WaitPath::ThreadPool => {
-                    self.waits.table[i].as_mut().expect("open").stage =
-                        Stage::Callback { failed: false };
-                }
+                WaitPath::ThreadPool => self.wait_at(i).stage = Stage::Callback { failed: false },
             }
         }
     }
 
-    fn queue_wait_packet(&mut self, i: usize) {
-        let wait = self.waits.table[i].as_mut().expect("open");
+    /// The open wait at index `i`.
+    fn wait_at(&mut self, i: u32) -> &mut Wait {
+        self.waits.table.slot_mut(i).expect("an open wait")
+    }
+
+    fn queue_wait_packet(&mut self, i: u32) {
+        let wait = self.wait_at(i);
         wait.stage = Stage::Queued;
         let apc_context = wait.apc_context;
         self.stats.wait_packets_queued += 1;
@@ -214,17 +214,17 @@ impl SimState {
                 },
             },
             block: 0,
-            wait: Some(i as u32),
+            wait: Some(i),
         });
     }
 
     /// Run thread-pool callback `i` (due): post, or fail and retry later. Returns false if its
     /// post failed.
-    fn run_callback(&mut self, i: usize) -> bool {
+    fn run_callback(&mut self, i: u32) -> bool {
         if self.waits.fail_callback_posts > 0 {
             self.waits.fail_callback_posts -= 1;
             self.stats.failed_callback_posts += 1;
-            self.waits.table[i].as_mut().expect("open").stage = Stage::Callback { failed: true };
+            self.wait_at(i).stage = Stage::Callback { failed: true };
             return false;
         }
         self.queue_wait_packet(i);
@@ -237,14 +237,12 @@ impl SimState {
         if self.waits.hold_callbacks {
             return;
         }
-        for i in 0..self.waits.table.len() {
-            let due = matches!(
-                self.waits.table[i].as_ref().map(|w| w.stage),
-                Some(Stage::Callback { .. })
-            );
-            if !due {
-                continue;
-            }
+        // Running one callback changes no other wait's stage: the due ones can be found first.
+        let due: Vec<u32> = (self.waits.table.iter())
+            .filter(|(_, w)| matches!(w.stage, Stage::Callback { .. }))
+            .map(|(i, _)| i)
+            .collect();
+        for i in due {
             if self.rng.chance(self.faults.callback_delay) {
                 self.stats.callbacks_delayed += 1;
                 continue;
@@ -255,19 +253,10 @@ impl SimState {
 
     /// A wait packet was dequeued: its wait is idle again.
     pub(super) fn wait_packet_dequeued(&mut self, i: u32) {
-        if let Some(Some(w)) = self.waits.table.get_mut(i as usize) {
+        if let Some(w) = self.waits.table.slot_mut(i) {
             debug_assert_eq!(w.stage, Stage::Queued);
             w.stage = Stage::Idle;
         }
-    }
-
-    fn wait_index(&self, id: WaitId, what: &str) -> usize {
-        let i = id.0 as usize;
-        assert!(
-            self.waits.table.get(i).is_some_and(Option::is_some),
-            "afd-reactor bug: {what} on wait {id:?}, which is not open"
-        );
-        i
     }
 
     pub(super) fn open_wait(&mut self, h: RawWaitable) -> io::Result<WaitId> {
@@ -286,32 +275,22 @@ impl SimState {
                 format!("handle {h:#x} names an object the simulation cannot wait on"),
             ));
         }
-        self.objects.get_mut(&id).expect("live object").dups += 1;
         let wait = Wait {
             object: id,
             apc_context: 0,
             stage: Stage::Idle,
             armed_seq: 0,
         };
-        let i = match self.waits.free.pop() {
-            Some(i) => {
-                self.waits.table[i as usize] = Some(wait);
-                i
-            }
-            None => {
-                self.waits.table.push(Some(wait));
-                (self.waits.table.len() - 1) as u32
-            }
-        };
+        let wait_id = self.waits.table.insert(wait)?;
+        self.objects.get_mut(&id).expect("live object").dups += 1;
         self.stats.waits_opened += 1;
-        Ok(WaitId(i))
+        Ok(wait_id)
     }
 
     pub(super) fn arm_wait(&mut self, id: WaitId, apc_context: usize) -> io::Result<()> {
-        let i = self.wait_index(id, "arm_wait");
         let seq = self.waits.next_armed;
         self.waits.next_armed += 1;
-        let wait = self.waits.table[i].as_mut().expect("open");
+        let wait = self.waits.table.get_mut(id);
         assert_eq!(
             wait.stage,
             Stage::Idle,
@@ -334,33 +313,34 @@ impl SimState {
     }
 
     pub(super) fn cancel_wait(&mut self, id: WaitId) -> WaitCancel {
-        let i = self.wait_index(id, "cancel_wait");
-        let wait = self.waits.table[i].as_ref().expect("open");
+        let i = id.0;
+        let (stage, object) = {
+            let wait = self.waits.table.get_mut(id);
+            (wait.stage, wait.object)
+        };
         assert_ne!(
-            wait.stage,
+            stage,
             Stage::Idle,
             "afd-reactor bug: cancel_wait on wait {id:?}, which is not armed"
         );
-        if wait.stage == Stage::Armed
+        if stage == Stage::Armed
             && self.waits.path == WaitPath::ThreadPool
             && self.rng.chance(self.faults.pool_cancel_loss)
         {
             // Wine's thread pool: the object's signal races the unregistration; the wait thread
             // takes it, finds the registration gone, and runs no callback.
-            let object = wait.object;
             let obj = self.objects.get_mut(&object).expect("live object");
             if let Kind::Waitable(Flavor::Semaphore | Flavor::Event { manual: false }) = obj.kind {
                 self.stats.signals_dropped_by_pool += 1;
                 self.stats.signals_consumed += 1;
                 self.stats.waits_cancelled += 1;
-                self.waits.table[i].as_mut().expect("open").stage = Stage::Idle;
+                self.wait_at(i).stage = Stage::Idle;
                 return WaitCancel::NotSignaled;
             }
         }
-        if wait.stage == Stage::Armed && self.rng.chance(self.faults.wait_race) {
+        if stage == Stage::Armed && self.rng.chance(self.faults.wait_race) {
             // Another thread signals the object just before the cancel reaches the kernel.
             self.stats.wait_races += 1;
-            let object = wait.object;
             let obj = self.objects.get_mut(&object).expect("live object");
             obj.signals = obj.signals.saturating_add(1);
             if matches!(
@@ -372,10 +352,10 @@ impl SimState {
             self.satisfy(object);
         }
         self.stats.waits_cancelled += 1;
-        match self.waits.table[i].as_ref().expect("open").stage {
+        match self.wait_at(i).stage {
             Stage::Idle => unreachable!("checked above"),
             Stage::Armed => {
-                self.waits.table[i].as_mut().expect("open").stage = Stage::Idle;
+                self.wait_at(i).stage = Stage::Idle;
                 WaitCancel::NotSignaled
             }
             Stage::Queued => WaitCancel::Queued,
@@ -385,7 +365,7 @@ impl SimState {
                 if self.run_callback(i) {
                     WaitCancel::Queued
                 } else {
-                    self.waits.table[i].as_mut().expect("open").stage = Stage::Idle;
+                    self.wait_at(i).stage = Stage::Idle;
                     self.stats.signals_unposted += 1;
                     WaitCancel::Consumed
                 }
@@ -394,14 +374,12 @@ impl SimState {
     }
 
     pub(super) fn close_wait(&mut self, id: WaitId) {
-        let i = self.wait_index(id, "close_wait");
-        let wait = self.waits.table[i].take().expect("open");
         assert_eq!(
-            wait.stage,
+            self.waits.table.get_mut(id).stage,
             Stage::Idle,
             "afd-reactor bug: close_wait on wait {id:?}, which is armed or has a packet to come"
         );
-        self.waits.free.push(i as u32);
+        let wait = self.waits.table.remove(id);
         let obj = self.objects.get_mut(&wait.object).expect("live object");
         obj.dups -= 1;
         if obj.dups == 0 && obj.user_handles == 0 {
@@ -411,16 +389,13 @@ impl SimState {
 
     /// Waits open (opened and not closed).
     pub(super) fn waits_open(&self) -> usize {
-        self.waits.table.iter().filter(|w| w.is_some()).count()
+        self.waits.table.iter().count()
     }
 
     /// Waits armed or with a packet to come.
     pub(super) fn waits_active(&self) -> usize {
-        self.waits
-            .table
-            .iter()
-            .flatten()
-            .filter(|w| w.stage != Stage::Idle)
+        (self.waits.table.iter())
+            .filter(|(_, w)| w.stage != Stage::Idle)
             .count()
     }
 }
