@@ -45,9 +45,6 @@ use waker::WakerTable;
 /// again.
 const HINT_LIMIT: usize = 32;
 
-/// The bits of a generation below the tag: a counter above the slot index.
-const COUNTER_BITS: u32 = 63 - INDEX_BITS;
-
 /// Something that can be registered: a socket.
 ///
 /// Implemented (on Windows) for every `T: AsSocket` — `TcpStream`, `TcpListener`, `UdpSocket`,
@@ -503,6 +500,18 @@ fn err(kind: io::ErrorKind, msg: &'static str) -> io::Error {
     io::Error::new(kind, msg)
 }
 
+/// The next generation of slot `index` under `tag` ([`POLL_TAG`] or `WAIT_TAG`): the tag, a
+/// counter advanced here (skipping 0) in the bits between the tag and the index, and the index
+/// (docs/design.md §2). Never 0, which marks a vacant slot.
+fn tagged_generation(tag: usize, counter: &mut u64, index: u32) -> u64 {
+    let bits = tag.trailing_zeros() - INDEX_BITS;
+    *counter = (*counter + 1) & ((1 << bits) - 1);
+    if *counter == 0 {
+        *counter = 1;
+    }
+    tag as u64 | (*counter << INDEX_BITS) | u64::from(index)
+}
+
 /// The slot index a generation names.
 fn slot_of(generation: u64) -> u32 {
     (generation & ((1 << INDEX_BITS) - 1)) as u32
@@ -631,13 +640,8 @@ impl<K: Kernel> Reactor<K> {
     /// A new registration's generation: the tag, a counter, and the slot index (docs/design.md §2). It
     /// travels as the poll's ApcContext.
     fn next_generation(&mut self, index: u32) -> u64 {
-        // Unique per registration for 2^39 registrations of the same slot; never 0 (0 marks a
-        // vacant slot), since the tag is set.
-        self.generation_counter = (self.generation_counter + 1) & ((1 << COUNTER_BITS) - 1);
-        if self.generation_counter == 0 {
-            self.generation_counter = 1;
-        }
-        POLL_TAG as u64 | (self.generation_counter << INDEX_BITS) | u64::from(index)
+        // Unique per registration for 2^39 registrations of the same slot.
+        tagged_generation(POLL_TAG, &mut self.generation_counter, index)
     }
 
     /// Register `socket` for `interest` under `token`, in the configured mode. The interest may
@@ -1384,6 +1388,9 @@ mod tests {
     use super::*;
     use crate::SimSocket;
     use crate::kernel::sim::SimKernel;
+
+    /// The bits of a socket generation below the tag: a counter above the slot index.
+    const COUNTER_BITS: u32 = 63 - INDEX_BITS;
 
     /// Past `HINT_LIMIT` live hinted registrations, `register` makes the association call again;
     /// ending hinted registrations makes room.

@@ -9,14 +9,11 @@
 
 use super::poll::Stashed;
 use super::pool::INDEX_BITS;
-use super::{Reactor, Token, err, slot_of};
+use super::{Reactor, Token, err, slot_of, tagged_generation};
 use crate::kernel::{Kernel, POLL_TAG, RawWaitable, WAIT_TAG, WaitCancel, WaitId};
 use crate::state::Mode;
 use std::collections::HashMap;
 use std::io;
-
-/// The bits of a wait generation below the tag: a counter above the slot index.
-const COUNTER_BITS: u32 = 62 - INDEX_BITS;
 
 /// Something that can be waited on: an event, a process, a semaphore, a waitable timer... (any
 /// `AsHandle` on Windows), an eventfd, a pidfd, a timerfd... (any `AsFd` on Linux).
@@ -144,11 +141,7 @@ impl WaitTable {
                 ));
             }
         };
-        self.counter = (self.counter + 1) & ((1 << COUNTER_BITS) - 1);
-        if self.counter == 0 {
-            self.counter = 1;
-        }
-        let generation = WAIT_TAG as u64 | (self.counter << INDEX_BITS) | u64::from(index);
+        let generation = tagged_generation(WAIT_TAG, &mut self.counter, index);
         self.slots[index as usize] = Slot { generation, ..slot };
         Ok(index)
     }
